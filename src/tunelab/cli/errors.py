@@ -1,0 +1,43 @@
+"""Turn user-fixable errors into one clear line on stderr instead of a traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+class UserError(Exception):
+    """Bad input the user can fix. The message names the file, line and field when there is one."""
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    from tunelab.config.base import ConfigError
+
+    types: list[type[BaseException]] = [UserError, ConfigError, FileNotFoundError]
+    try:  # the data and metrics packages define their own input errors
+        from tunelab.data.errors import DataError
+
+        types.append(DataError)
+    except ImportError:
+        pass
+    try:
+        from tunelab.metrics.errors import MetricInputError
+
+        types.append(MetricInputError)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def run_with_clean_errors(fn, args) -> int:
+    try:
+        rc = fn(args)
+        return 0 if rc is None else int(rc)
+    except KeyboardInterrupt:
+        print("tunelab: interrupted", file=sys.stderr)
+        return 130
+    except _user_error_types() as exc:
+        if os.environ.get("TUNELAB_DEBUG"):
+            raise
+        print(f"tunelab: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,67 @@
+"""`tunelab` command line: a thin layer over the Python API.
+
+Each subcommand lives in its own module under tunelab.cli with two functions:
+`add_arguments(parser)` and `run(args) -> int`. Modules import heavy libraries (torch,
+transformers) inside `run`, so `tunelab --help` and `tunelab score` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from tunelab import __version__
+
+# name -> (module, one-line help). Order is the order shown in --help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("tunelab.cli.demo", "run the offline quickstart on the embedded SmolLM2"),
+    "data": ("tunelab.cli.data", "inspect prompt datasets (preview)"),
+    "models": ("tunelab.cli.models", "list model aliases and cache state"),
+    "train": ("tunelab.cli.train", "fine-tune a model from a config"),
+    "export": ("tunelab.cli.export", "export a run's adapter or merged model"),
+    "eval": ("tunelab.cli.eval", "evaluate a model, adapter or run on tasks"),
+    "forgetting": ("tunelab.cli.forgetting", "base vs tuned on held-out tasks"),
+    "compare": ("tunelab.cli.compare", "compare runs with CIs and paired tests"),
+    "report": ("tunelab.cli.report", "write report.html and report.md for a run"),
+    "tune": ("tunelab.cli.tune", "hyperparameter search with Optuna"),
+    "score": ("tunelab.cli.score", "score predictions in a JSONL file"),
+}
+
+
+def _available_commands() -> dict[str, tuple[str, str]]:
+    found = {}
+    for name, (module, help_text) in COMMANDS.items():
+        if importlib.util.find_spec(module) is not None:
+            found[name] = (module, help_text)
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tunelab",
+        description="Fine-tune pre-trained LLMs on your own data; measure what it gained and what it cost.",
+    )
+    parser.add_argument("--version", action="version", version=f"tunelab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in _available_commands().items():
+        mod = importlib.import_module(module)
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        mod.add_arguments(p)
+        p.set_defaults(_module=mod)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    from tunelab.cli.errors import run_with_clean_errors
+
+    return run_with_clean_errors(args._module.run, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""`model:` section: which pre-trained model to start from."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from tunelab.config.base import StrictModel
+
+
+class ModelConfig(StrictModel):
+    # A built-in alias (see `tunelab models`), a Hugging Face hub id, or a local folder.
+    name: str = "smollm2-135m-instruct"
+    revision: str | None = None
+    # Off by default: remote code is arbitrary Python from the hub.
+    trust_remote_code: bool = False
+    # Weights dtype when loading; training precision is train.precision.
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    # causal LM or encoder-decoder (T5 family); "auto" reads the model's config.
+    architecture: Literal["auto", "causal", "seq2seq"] = "auto"

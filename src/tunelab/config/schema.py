@@ -1,0 +1,33 @@
+"""The whole experiment config: one section per pipeline stage, each in its own module."""
+
+from __future__ import annotations
+
+from pydantic import Field, PrivateAttr
+
+from tunelab.config.base import StrictModel
+from tunelab.config.data import DataConfig
+from tunelab.config.evaluate import EvalConfig
+from tunelab.config.model import ModelConfig
+from tunelab.config.train import TrainConfig
+
+
+class ExperimentConfig(StrictModel):
+    name: str = "run"
+    seed: int = 42
+    # Run folders are created as <output_dir>/<name>/.
+    output_dir: str = "runs"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig | None = None
+
+    # Folder of the YAML file: relative data paths resolve against it. Not part of the config.
+    _config_dir: str = PrivateAttr(default=".")
+
+    @property
+    def config_dir(self) -> str:
+        return self._config_dir
+
+    @config_dir.setter
+    def config_dir(self, value: str) -> None:
+        self._config_dir = value
