@@ -7,6 +7,7 @@ from pydantic import Field, PrivateAttr
 from tunelab.config.base import StrictModel
 from tunelab.config.data import DataConfig
 from tunelab.config.evaluate import EvalConfig
+from tunelab.config.experiments import ContinualConfig, SearchConfig, StageConfig
 from tunelab.config.model import ModelConfig
 from tunelab.config.train import TrainConfig
 
@@ -20,6 +21,10 @@ class ExperimentConfig(StrictModel):
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig | None = None
+    # Continual fine-tuning (tunelab.experiments.continual) and hyperparameter search.
+    stages: list[StageConfig] | None = None
+    continual: ContinualConfig | None = None
+    search: SearchConfig | None = None
 
     # Folder of the YAML file: relative data paths resolve against it. Not part of the config.
     _config_dir: str = PrivateAttr(default=".")

@@ -1,0 +1,123 @@
+"""`stages:` (continual fine-tuning) and `search:` (hyperparameter search) sections.
+
+Both are optional: a config without them is one ordinary training run. The code that uses them
+lives in tunelab.experiments (continual.py, search.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from tunelab.config.base import StrictModel
+
+
+class ReplayConfig(StrictModel):
+    """Earlier stages' training examples mixed into a later stage (a remedy for forgetting).
+
+    Give exactly one of `fraction` (of each earlier task's training split) or `count` (examples
+    per earlier task). The selection is deterministic for `seed` (default: the experiment seed).
+    """
+
+    fraction: float | None = Field(default=None, gt=0.0, le=1.0)
+    count: int | None = Field(default=None, ge=1)
+    seed: int | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if (self.fraction is None) == (self.count is None):
+            raise ValueError("replay needs exactly one of 'fraction' (0-1] or 'count' (>= 1)")
+        return self
+
+
+class StageConfig(StrictModel):
+    """One stage of a continual run: train on `tasks`, starting from the previous stage's model."""
+
+    name: str | None = None
+    # Names of tasks in `data.tasks` trained in this stage (a mixture when several).
+    tasks: list[str] = Field(min_length=1)
+    # Replay for this stage (overrides the top-level `continual.replay`); `false` turns it off.
+    replay: ReplayConfig | Literal[False] | None = None
+    # `key.sub=value`-style overrides of the experiment config for this stage only,
+    # e.g. {"train.epochs": 2, "train.lr": 1e-4}.
+    overrides: dict[str, Any] = {}
+
+
+class ContinualConfig(StrictModel):
+    """Options shared by all stages."""
+
+    # Default replay for every stage after the first; a stage's own `replay:` wins.
+    replay: ReplayConfig | None = None
+    # Tasks (names in data.tasks) scored after every stage besides the trained ones: held-out
+    # tasks whose change measures forgetting of what the base model could already do.
+    eval_tasks: list[str] = []
+    # Per-task score in R[stage][task]. "auto": the task's main eval metric when the evaluation
+    # harness is available (accuracy, ROUGE-L, ...), else validation loss. "loss": always loss.
+    metric: Literal["auto", "loss"] = "auto"
+    # Examples per task scored after each stage (None = the whole validation/test split).
+    eval_limit: int | None = None
+    # Split the matrix is computed on.
+    eval_split: Literal["validation", "test"] = "test"
+    # Continue a LoRA-family adapter across stages ("continue") or merge it and start a fresh
+    # adapter on the merged weights ("merge").
+    adapter_between_stages: Literal["continue", "merge"] = "continue"
+
+
+class ParamSpace(StrictModel):
+    """One searched hyperparameter. `type` float/int use low/high (log for a log scale);
+    categorical uses choices."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty 'choices' list")
+        else:
+            if self.low is None or self.high is None:
+                raise ValueError(f"a {self.type} parameter needs 'low' and 'high'")
+            if self.low > self.high:
+                raise ValueError(f"low ({self.low}) is greater than high ({self.high})")
+            if self.log and self.low <= 0:
+                raise ValueError("a log-scale parameter needs low > 0")
+        return self
+
+
+class SearchConfig(StrictModel):
+    """`tunelab tune`: Optuna TPE over `space`, pruning on the validation metric."""
+
+    # Dotted config keys -> their ranges, e.g. {"train.lr": {type: float, low: 1e-5, high: 1e-3, log: true}}.
+    space: dict[str, ParamSpace] = Field(min_length=1)
+    # Validation metric (as logged in metrics.jsonl validation events) and its direction.
+    metric: str = "val_loss"
+    direction: Literal["minimize", "maximize"] = "minimize"
+    # Second objective: the average drop on held-out tasks (`forgetting_tasks`), minimised;
+    # the study becomes multi-objective and reports the Pareto front of gain vs forgetting.
+    forgetting: bool = False
+    forgetting_tasks: list[str] = []
+    # Default: sqlite:///<output_dir>/<name>/study.db. Any SQLAlchemy URL shares one study
+    # across machines (e.g. postgresql://user@host/db).
+    storage: str | None = None
+    study_name: str | None = None
+    pruner: Literal["median", "none"] = "median"
+    # Trials run before the pruner starts pruning, and validation reports ignored per trial.
+    pruner_startup_trials: int = 2
+    pruner_warmup_steps: int = 0
+    # Random trials before TPE takes over.
+    startup_trials: int = 4
+    seed: int | None = None
+
+    @field_validator("space")
+    @classmethod
+    def _keys_are_dotted(cls, space):
+        for key in space:
+            if not key or key.startswith(".") or key.endswith("."):
+                raise ValueError(f"search.space key '{key}' is not a dotted config key like 'train.lr'")
+        return space
