@@ -1,0 +1,44 @@
+"""Leak check: the same input in two of train/validation/test inflates evaluation scores.
+
+Exact duplicates compare the user message as written; normalised duplicates compare it after
+Unicode NFKC, case folding, and reducing punctuation and whitespace runs to one space. With
+`remove`, test stays intact: validation loses what is in test, train loses what is in either.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+PAIRS = (("train", "validation"), ("train", "test"), ("validation", "test"))
+_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+
+
+def normalise_text(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return _NON_WORD.sub(" ", text).strip()
+
+
+def leak_report(keys: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+    """For each pair `a/b`: how many examples of b have an exact / normalised twin in a."""
+    report = {}
+    for a, b in PAIRS:
+        if not keys.get(a) or not keys.get(b):
+            continue
+        exact_a = set(keys[a])
+        norm_a = {normalise_text(k) for k in keys[a]}
+        report[f"{a}/{b}"] = {
+            "exact": sum(k in exact_a for k in keys[b]),
+            "normalised": sum(normalise_text(k) in norm_a for k in keys[b]),
+        }
+    return report
+
+
+def leaking_indices(keys: dict[str, list[str]]) -> dict[str, set[int]]:
+    """Indices to remove per split so that no normalised input appears in two splits."""
+    later = {"train": ("validation", "test"), "validation": ("test",), "test": ()}
+    remove: dict[str, set[int]] = {}
+    for split, others in later.items():
+        seen = {normalise_text(k) for other in others for k in keys.get(other, [])}
+        remove[split] = {i for i, k in enumerate(keys.get(split, [])) if normalise_text(k) in seen}
+    return remove

@@ -1,0 +1,95 @@
+"""Prompts as the model sees them: the tokenizer's chat template, or a plain format without one.
+
+User templates are Jinja rendered in an immutable sandbox: a config file must not run code.
+"""
+
+from __future__ import annotations
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from tunelab.data.errors import BadRecord, DataError
+
+_ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                                     autoescape=False)
+_SENTINEL = "Zq7xW3tunelabAnswer"
+
+
+def compile_template(text: str, what: str) -> jinja2.Template:
+    try:
+        return _ENV.from_string(text)
+    except jinja2.TemplateSyntaxError as exc:
+        raise DataError(f"{what}: template syntax error on line {exc.lineno}: {exc.message}") from None
+
+
+def render_template(template: jinja2.Template, variables: dict, record, what: str) -> str:
+    try:
+        text = template.render(**variables)
+    except jinja2.UndefinedError as exc:
+        raise BadRecord(record.where, f"{what}: {exc.message} (variables: {', '.join(sorted(variables))})") from None
+    except jinja2.exceptions.SecurityError as exc:
+        raise DataError(f"{what}: not allowed in a sandboxed template: {exc}") from None
+    except jinja2.TemplateError as exc:
+        raise BadRecord(record.where, f"{what}: {exc}") from None
+    if not text.strip():
+        raise BadRecord(record.where, f"{what}: the template rendered an empty message")
+    return text
+
+
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def end_of_turn_id(tokenizer, use_chat: bool) -> int:
+    """The token that ends the assistant's answer: what the chat template puts right after it
+    (`<|im_end|>` for SmolLM2, `<|eot_id|>` for Llama 3), else the tokenizer's EOS."""
+    if use_chat:
+        messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": _SENTINEL}]
+        try:
+            text = tokenizer.apply_chat_template(messages, tokenize=False)
+            after = text.split(_SENTINEL, 1)[1]
+            ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
+            if ids and ids[0] in set(tokenizer.all_special_ids):
+                return ids[0]
+        except Exception:  # templates that refuse this probe fall back to EOS  # noqa: BLE001
+            pass
+    if tokenizer.eos_token_id is None:
+        raise DataError("the tokenizer has no EOS token to end answers with; set tokenizer.eos_token")
+    return tokenizer.eos_token_id
+
+
+def build_messages(system: str | None, shots: list[tuple[str, str]], history: list[dict] | None,
+                   user: str) -> list[dict]:
+    """System prompt, few-shot turns, earlier chat turns, then the user message to answer."""
+    messages = []
+    history = list(history or [])
+    if history and history[0]["role"] == "system":
+        messages.append(history.pop(0))
+    elif system:
+        messages.append({"role": "system", "content": system})
+    for shot_user, shot_answer in shots:
+        messages.append({"role": "user", "content": shot_user})
+        messages.append({"role": "assistant", "content": shot_answer})
+    messages.extend(history)
+    messages.append({"role": "user", "content": user})
+    return messages
+
+
+def render_prompt(tokenizer, messages: list[dict], use_chat: bool, separator: str = "\n") -> str:
+    """The prompt text up to where the answer starts (chat template with the generation prompt)."""
+    if use_chat:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return plain_prompt(messages, separator)
+
+
+def plain_prompt(messages: list[dict], separator: str = "\n") -> str:
+    """Plain format for tokenizers without a chat template: system, turns, then the last user
+    message followed by `separator` (none for raw prompt/completion data)."""
+    out = []
+    for message in messages:
+        content = message["content"]
+        if message["role"] in ("system", "assistant"):
+            out.append(content + "\n\n")
+        else:
+            out.append(content if (not separator or content[-1:].isspace()) else content + separator)
+    return "".join(out)

@@ -1,0 +1,187 @@
+"""Read raw records from JSONL, JSON, CSV, TSV, Parquet, a Hugging Face hub dataset or a list.
+
+Every record carries `where` (`file:line`, `file: row N`, ...) so later errors can name it.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunelab.data.errors import BadRecord, DataError, ErrorPolicy
+
+FORMATS_BY_SUFFIX = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".parquet": "parquet",
+}
+
+
+@dataclass
+class Record:
+    data: dict
+    where: str  # human-readable location for error messages
+    index: int  # line (text formats) or row/record number, as in `where`
+
+
+def load_records(source, config_dir: str | Path = ".", policy: ErrorPolicy | None = None,
+                 limit: int | None = None) -> list[Record]:
+    """All records of one `SourceConfig`, in source order (at most `limit`)."""
+    policy = policy or ErrorPolicy("raise")
+    if source.records is not None:
+        records = [_check_mapping(r, f"records[{i}]", i, policy) for i, r in enumerate(source.records)]
+        records = [r for r in records if r is not None]
+    elif source.hub is not None:
+        records = _read_hub(source, limit)
+    else:
+        records = []
+        for path in _expand_path(source.path, config_dir):
+            fmt = source.format if source.format != "auto" else _guess_format(path)
+            reader = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv,
+                      "tsv": _read_csv, "parquet": _read_parquet}[fmt]
+            left = None if limit is None else limit - len(records)
+            if left is not None and left <= 0:
+                break
+            records.extend(reader(path, source, fmt, policy, left))
+    return records if limit is None else records[:limit]
+
+
+def _expand_path(pattern: str, config_dir) -> list[Path]:
+    path = Path(pattern).expanduser()
+    if not path.is_absolute():
+        path = Path(config_dir) / path
+    path = Path(os.path.normpath(path))  # `examples/../../x` reads better as `../x` in errors
+    if any(ch in pattern for ch in "*?["):
+        found = sorted(Path(p) for p in glob.glob(str(path)))
+        if not found:
+            raise DataError(f"{path}: no files match this pattern")
+        return found
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() in FORMATS_BY_SUFFIX)
+        if not found:
+            raise DataError(f"{path}: folder holds no .jsonl/.json/.csv/.tsv/.parquet files")
+        return found
+    if not path.exists():
+        raise DataError(f"{path}: data file not found")
+    return [path]
+
+
+def _guess_format(path: Path) -> str:
+    fmt = FORMATS_BY_SUFFIX.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(f"{path}: cannot tell the format from the extension; set format: "
+                        f"jsonl|json|csv|tsv|parquet")
+    return fmt
+
+
+def _check_mapping(data, where: str, index: int, policy: ErrorPolicy) -> Record | None:
+    if not isinstance(data, dict):
+        policy.bad(BadRecord(where, f"expected an object with fields, got {type(data).__name__}"))
+        return None
+    return Record(data, where, index)
+
+
+def _read_jsonl(path: Path, source, fmt, policy: ErrorPolicy, limit) -> list[Record]:
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if limit is not None and len(records) >= limit:
+                break
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                policy.bad(BadRecord(where, f"malformed JSON: {exc.msg} (column {exc.colno})"))
+                continue
+            record = _check_mapping(data, where, line_no, policy)
+            if record is not None:
+                records.append(record)
+    return records
+
+
+def _read_json(path: Path, source, fmt, policy: ErrorPolicy, limit) -> list[Record]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON array of records at the top level")
+    records = []
+    for i, item in enumerate(data[:limit] if limit is not None else data):
+        record = _check_mapping(item, f"{path}: record {i}", i, policy)
+        if record is not None:
+            records.append(record)
+    return records
+
+
+def _read_csv(path: Path, source, fmt, policy: ErrorPolicy, limit) -> list[Record]:
+    # TSV files (GLUE and friends) use bare quotes inside text: no quoting there.
+    options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
+    records = []
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, **options)
+        names = source.columns
+        if source.header:
+            try:
+                header = next(reader)
+            except StopIteration:
+                return []
+            names = names or [h.strip() for h in header]
+        if not names:
+            raise DataError(f"{path}: the file has no header row; name its columns with `columns:`")
+        while limit is None or len(records) < limit:
+            start_line = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                policy.bad(BadRecord(f"{path}:{start_line}", f"malformed {fmt.upper()} row: {exc}"))
+                continue
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            where = f"{path}:{start_line}"
+            if len(row) != len(names):
+                policy.bad(BadRecord(where, f"row has {len(row)} columns, expected {len(names)} "
+                                            f"({', '.join(names)})"))
+                continue
+            records.append(Record(dict(zip(names, row)), where, start_line))
+    return records
+
+
+def _read_parquet(path: Path, source, fmt, policy: ErrorPolicy, limit) -> list[Record]:
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as exc:  # pyarrow raises several types for a corrupt file
+        raise DataError(f"{path}: cannot read Parquet file: {exc}") from None
+    if limit is not None:
+        rows = rows[:limit]
+    return [Record(row, f"{path}: row {i}", i) for i, row in enumerate(rows)]
+
+
+def _read_hub(source, limit) -> list[Record]:
+    try:
+        import datasets
+    except ImportError:
+        raise DataError("hub datasets need the 'datasets' package: pip install datasets") from None
+    split = source.split or "train"
+    if limit is not None:
+        split = f"{split}[:{limit}]"
+    name = source.hub + (f"/{source.config}" if source.config else "")
+    try:
+        ds = datasets.load_dataset(source.hub, source.config, split=split, revision=source.revision)
+    except Exception as exc:  # network, missing dataset, bad split name: all user-fixable
+        raise DataError(f"hub dataset '{name}' (split {split}): cannot load it: {exc}") from None
+    return [Record(dict(row), f"{name}[{source.split or 'train'}] row {i}", i) for i, row in enumerate(ds)]

@@ -1,0 +1,86 @@
+"""Reading mapped fields from a record, with errors that name the file, line and field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tunelab.data.errors import BadRecord
+
+
+@dataclass
+class Parts:
+    """What a task template makes of one record, before the chat template and tokenisation."""
+
+    user: str  # the user message (default layout; a user Jinja template replaces it)
+    target: str  # the answer the model is trained to produce
+    references: list[str]  # all gold answers, target first
+    variables: dict = field(default_factory=dict)  # for the user Jinja template
+    label: str | None = None
+    choices: list[str] | None = None  # multiple choice: candidate answers as the model writes them
+    choice_texts: list[str] | None = None  # multiple choice: the option texts
+    answer_index: int | None = None
+    history: list[dict] | None = None  # chat: earlier messages (system/user/assistant) before `user`
+
+
+def column(fields: dict, role: str, default):
+    """The source column (or list of columns) mapped to `role`."""
+    return fields.get(role, default)
+
+
+def get_text(record, col: str, *, required: bool = True, allow_empty: bool = False) -> str | None:
+    """A text field: strings as they are, numbers as text; missing/empty/wrong type is an error."""
+    data = record.data
+    if col not in data or data[col] is None:
+        if not required:
+            return None
+        known = ", ".join(sorted(map(str, data))) or "none"
+        raise BadRecord(record.where, f"missing field '{col}' (record has: {known})")
+    value = data[col]
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise BadRecord(record.where, f"field '{col}' must be text, got {_type_name(value)}")
+    text = value if isinstance(value, str) else _number_text(value)
+    if not allow_empty and not text.strip():
+        if not required:
+            return None
+        raise BadRecord(record.where, f"field '{col}' is empty")
+    return text
+
+
+def get_texts(record, cols, *, role: str) -> list[str]:
+    """One or more text answers: several columns, or one column holding a list of strings."""
+    if isinstance(cols, list):
+        return [get_text(record, c) for c in cols]
+    value = record.data.get(cols)
+    if isinstance(value, list):
+        if not value:
+            raise BadRecord(record.where, f"field '{cols}' ({role}) is an empty list")
+        texts = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise BadRecord(record.where, f"field '{cols}[{i}]' must be text, got {_type_name(item)}")
+            if not item.strip():
+                raise BadRecord(record.where, f"field '{cols}[{i}]' is empty")
+            texts.append(item)
+        return texts
+    return [get_text(record, cols)]
+
+
+def strip_suffixes(text: str, suffixes: list[str], record, col) -> str:
+    for suffix in suffixes:
+        if suffix and text.endswith(suffix):
+            text = text[: -len(suffix)]
+    if not text.strip():
+        raise BadRecord(record.where, f"field '{col}' is empty after removing {suffixes}")
+    return text
+
+
+def _number_text(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _type_name(value) -> str:
+    return {dict: "an object", list: "a list", bool: "a boolean", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )

@@ -1,0 +1,27 @@
+"""Question answering: a question (optionally with a context passage) -> an answer.
+
+Several gold answers (several columns, or one column holding a list) become `references`.
+"""
+
+from __future__ import annotations
+
+from tunelab.data.tasks.fields import Parts, column, get_text, get_texts, strip_suffixes
+
+ROLES = {"question": "question", "context": "context", "answer": "answer"}
+
+
+def default_instruction(task, labels=None) -> str:
+    return "Answer the question."
+
+
+def parts(record, task, fields: dict, ctx) -> Parts:
+    question = get_text(record, column(fields, "question", ROLES["question"]))
+    context_col = column(fields, "context", None)
+    context = get_text(record, context_col) if context_col else None
+    answer_col = column(fields, "answer", ROLES["answer"])
+    refs = [strip_suffixes(r, task.strip_suffix, record, answer_col)
+            for r in get_texts(record, answer_col, role="answer")]
+    body = f"Question: {question}" if context is None else f"Context: {context}\n\nQuestion: {question}"
+    user = f"{ctx.instruction}\n\n{body}"
+    variables = {"question": question, "context": context, "answer": refs[0]}
+    return Parts(user=user, target=refs[0], references=refs, variables=variables)

@@ -1,0 +1,44 @@
+"""Token ids with completion-only labels, and the over-length policy (never silent).
+
+The prompt (rendered with the generation prompt) and the answer are tokenised separately and
+concatenated, the answer ending with the end-of-turn token: generation at evaluation time then
+starts exactly where the trained answer started. Batched through the fast tokenizer.
+"""
+
+from __future__ import annotations
+
+IGNORE_INDEX = -100
+
+
+def encode_batch(tokenizer, texts: list[str], batch_size: int = 1024) -> list[list[int]]:
+    ids: list[list[int]] = []
+    for start in range(0, len(texts), batch_size):
+        chunk = texts[start:start + batch_size]
+        ids.extend(tokenizer(chunk, add_special_tokens=False)["input_ids"])
+    return ids
+
+
+def bos_prefix(tokenizer, use_chat: bool) -> list[int]:
+    """Plain-format prompts get the BOS the tokenizer would add itself (chat templates write it)."""
+    if use_chat or tokenizer.bos_token_id is None:
+        return []
+    ids = tokenizer("a")["input_ids"]
+    return [tokenizer.bos_token_id] if ids and ids[0] == tokenizer.bos_token_id else []
+
+
+def apply_length_policy(prompt_ids: list[int], target_ids: list[int], max_length: int,
+                        policy: str) -> tuple[list[int] | None, bool, str | None]:
+    """(kept prompt ids or None if rejected, truncated?, reason for rejection)."""
+    total = len(prompt_ids) + len(target_ids)
+    if total <= max_length:
+        return prompt_ids, False, None
+    if policy == "reject":
+        return None, False, f"{total} tokens > max_length {max_length}"
+    room = max_length - len(target_ids)
+    if room < 1:
+        return None, False, f"the answer alone has {len(target_ids)} tokens (max_length {max_length})"
+    return prompt_ids[-room:], True, None
+
+
+def labels_for(prompt_ids: list[int], target_ids: list[int]) -> list[int]:
+    return [IGNORE_INDEX] * len(prompt_ids) + list(target_ids)
