@@ -58,7 +58,7 @@ def _expand_path(pattern: str, config_dir) -> list[Path]:
     path = Path(pattern).expanduser()
     if not path.is_absolute():
         path = Path(config_dir) / path
-    path = Path(os.path.normpath(path))  # `examples/../../x` reads better as `../x` in errors
+    path = Path(_display(path))
     if any(ch in pattern for ch in "*?["):
         found = sorted(Path(p) for p in glob.glob(str(path)))
         if not found:
@@ -72,6 +72,16 @@ def _expand_path(pattern: str, config_dir) -> list[Path]:
     if not path.exists():
         raise DataError(f"{path}: data file not found")
     return [path]
+
+
+def _display(path: Path) -> str:
+    """The path as errors show it: relative to the working folder when that is shorter."""
+    absolute = os.path.normpath(os.path.abspath(path))
+    try:
+        relative = os.path.relpath(absolute)
+    except ValueError:  # another drive on Windows
+        return absolute
+    return relative if len(relative) < len(absolute) else absolute
 
 
 def _guess_format(path: Path) -> str:

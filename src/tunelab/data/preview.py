@@ -1,0 +1,137 @@
+"""What `tunelab data preview` shows: counts, split sizes, mixture rates, token-length statistics
+and examples exactly as the model sees them, the loss-masked prompt set apart from the answer."""
+
+from __future__ import annotations
+
+import math
+
+from tunelab.config.data import SPLIT_NAMES
+
+TRAINED_START = "<<<TRAINED>>>"
+TRAINED_END = "<<<END>>>"
+
+
+def length_stats(lengths: list[int]) -> dict:
+    """min / mean / p50 / p95 / max; percentiles by linear interpolation (numpy's default)."""
+    if not lengths:
+        return {"n": 0, "min": None, "mean": None, "p50": None, "p95": None, "max": None}
+    values = sorted(lengths)
+
+    def percentile(q: float) -> float:
+        pos = (len(values) - 1) * q
+        lo, hi = math.floor(pos), math.ceil(pos)
+        return values[lo] + (values[hi] - values[lo]) * (pos - lo)
+
+    return {"n": len(values), "min": values[0], "mean": round(sum(values) / len(values), 1),
+            "p50": round(percentile(0.5), 1), "p95": round(percentile(0.95), 1), "max": values[-1]}
+
+
+def preview_summary(prepared, tokenizer, split: str = "train", n: int = 3) -> dict:
+    """A JSON-ready summary of prepared data, with `n` rendered examples per task from `split`."""
+    epoch = prepared.epoch_counts()
+    tasks = {}
+    examples = []
+    for name, task in prepared.tasks.items():
+        every = [ex for s in SPLIT_NAMES for ex in task.splits[s]]
+        tasks[name] = {
+            "kind": task.kind,
+            "counts": task.counts,
+            "split_sizes": {s: len(task.splits[s]) for s in SPLIT_NAMES},
+            "labels": task.labels,
+            "mixture_rate": prepared.mixture_rates.get(name, 0.0),
+            "epoch_examples": epoch.get(name, 0),
+            "tokens": {
+                "input": length_stats([len(ex.input_ids) for ex in every]),
+                "prompt": length_stats([len(ex.prompt_ids) for ex in every]),
+                "target": length_stats([len(ex.target_ids) for ex in every]),
+            },
+            "leaks": task.leaks,
+        }
+        for ex in task.splits[split][:n]:
+            examples.append({
+                "task": name, "split": split, "source": ex.source,
+                "prompt": tokenizer.decode(ex.prompt_ids, skip_special_tokens=False),
+                "trained": tokenizer.decode(ex.target_ids, skip_special_tokens=False),
+                "prompt_tokens": len(ex.prompt_ids), "trained_tokens": len(ex.target_ids),
+                "truncated": ex.truncated, "references": ex.references, "label": ex.label,
+                "choices": ex.choices, "answer_index": ex.answer_index,
+            })
+    return {
+        "tasks": tasks,
+        "mixture": prepared.report["mixture"],
+        "skipped": prepared.report["skipped"],
+        "rejected": prepared.report["rejected"],
+        "examples": examples,
+    }
+
+
+def plain_example(example: dict) -> str:
+    """Prompt as is, then the trained part between markers (for logs and non-terminals)."""
+    return f"{example['prompt']}{TRAINED_START}{example['trained']}{TRAINED_END}"
+
+
+def print_preview(summary: dict, console, plain: bool = False, max_rejected: int = 20) -> None:
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    style = {"box": box.ASCII} if plain else {}
+    table = Table(title="Tasks: records and splits", title_justify="left", **style)
+    for col in ("task", "kind", "read", "skipped", "kept", "truncated", "rejected", "dup. removed",
+                "train", "validation", "test", "rate", "epoch"):
+        table.add_column(col, justify="left" if col in ("task", "kind") else "right")
+    for name, t in summary["tasks"].items():
+        c, sizes = t["counts"], t["split_sizes"]
+        table.add_row(name, t["kind"], str(c["read"]), str(c["skipped"]), str(c["kept"]), str(c["truncated"]),
+                      str(c["rejected"]), str(c["duplicates_removed"]), str(sizes["train"]),
+                      str(sizes["validation"]), str(sizes["test"]), f"{t['mixture_rate']:.4f}",
+                      str(t["epoch_examples"]))
+    console.print(table)
+    mix = summary["mixture"]
+    console.print(f"Mixture: {mix['strategy']}; {mix['epoch_size']} training examples per epoch")
+
+    lengths = Table(title="Token lengths (prompt + answer, all splits)", title_justify="left", **style)
+    for col in ("task", "n", "min", "mean", "p50", "p95", "max", "prompt p95", "answer p95"):
+        lengths.add_column(col, justify="left" if col == "task" else "right")
+    for name, t in summary["tasks"].items():
+        s = t["tokens"]["input"]
+        lengths.add_row(name, *(str(s[k]) for k in ("n", "min", "mean", "p50", "p95", "max")),
+                        str(t["tokens"]["prompt"]["p95"]), str(t["tokens"]["target"]["p95"]))
+    console.print(lengths)
+
+    for name, t in summary["tasks"].items():
+        for pair, found in t["leaks"].items():
+            if found["exact"] or found["normalised"]:
+                console.print(f"Leak check: {name} {pair}: {found['exact']} exact and "
+                              f"{found['normalised']} normalised duplicates")
+    for label, items, cap in (("Skipped", summary["skipped"], None),
+                              ("Rejected (over-length)", summary["rejected"], max_rejected)):
+        if items:
+            console.print(f"{label}: {len(items)}", markup=False)
+            for line in items[:cap]:
+                console.print(f"  {line}", markup=False, highlight=False)
+            if cap is not None and len(items) > cap:
+                console.print(f"  ... and {len(items) - cap} more (see --json)")
+
+    if plain:
+        console.print(f"Examples: prompt (no loss) as is, then the trained part between "
+                      f"{TRAINED_START} and {TRAINED_END}", markup=False, highlight=False)
+    else:
+        legend = Text("Examples: ")
+        legend.append("prompt (masked, no loss)", style="dim")
+        legend.append(" then ")
+        legend.append("trained answer", style="bold black on green")
+        console.print(legend)
+    for i, ex in enumerate(summary["examples"], start=1):
+        head = f"--- {ex['task']} / {ex['split']} / {ex['source']}"
+        head += f" ({ex['prompt_tokens']} prompt + {ex['trained_tokens']} trained tokens"
+        head += ", prompt truncated)" if ex["truncated"] else ")"
+        console.print(head, markup=False, highlight=False)
+        if plain:
+            console.print(plain_example(ex), markup=False, highlight=False)
+        else:
+            text = Text(ex["prompt"], style="dim")
+            text.append(ex["trained"], style="bold black on green")
+            console.print(text)
+        if len(ex["references"]) > 1:
+            console.print(f"references: {ex['references']}", markup=False, highlight=False)
