@@ -1,0 +1,81 @@
+"""Bad input: one clear error naming file, line and field per defect class; opt-in skip mode
+lists every skipped record; the CLI prints one line and no traceback."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tunelab.data import DataError, prepare
+
+from data_helpers import make_config
+
+GOOD = {"text": "a fine film", "label": 1}
+
+
+def _reviews(tmp_path, bad_line: str) -> str:
+    lines = [json.dumps(GOOD), json.dumps({"text": "a dull film", "label": 0}), bad_line, json.dumps(GOOD)]
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+TASK = {"name": "reviews", "kind": "classification", "source": "bad.jsonl",
+        "labels": {0: "negative", 1: "positive"}}
+
+CASES = {
+    "malformed JSON line": ('{"text": "oops", "label": 1', "malformed JSON", None),
+    "missing field": ('{"label": 1}', "missing field 'text'", "text"),
+    "wrong type": ('{"text": ["a", "list"], "label": 1}', "field 'text' must be text, got a list", "text"),
+    "empty text": ('{"text": "   ", "label": 0}', "field 'text' is empty", "text"),
+    "unknown label": ('{"text": "meh", "label": 7}', "field 'label': unknown label '7'", "label"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_each_defect_class_names_file_line_and_field(tmp_path, tokenizer, case):
+    bad_line, expected, field = CASES[case]
+    _reviews(tmp_path, bad_line)
+    with pytest.raises(DataError) as err:
+        prepare(make_config(tmp_path, [TASK]), tokenizer)
+    message = str(err.value)
+    assert "bad.jsonl:3:" in message and expected in message, message
+    if field:
+        assert f"'{field}'" in message
+
+
+def test_skip_mode_lists_every_skipped_record(tmp_path, tokenizer):
+    lines = [json.dumps(GOOD)] * 6 + ['{"text": ', '{"label": 0}', '{"text": "ok", "label": "maybe"}']
+    (tmp_path / "bad.jsonl").write_text("\n".join(lines) + "\n")
+    data = prepare(make_config(tmp_path, [TASK], on_error="skip"), tokenizer)
+    skipped = data.report["skipped"]
+    assert len(skipped) == 3
+    assert [s.split(": ", 1)[0].rsplit(":", 1)[1] for s in skipped] == ["7", "8", "9"]
+    counts = data.tasks["reviews"].counts
+    assert counts["read"] == 8 and counts["skipped"] == 3 and counts["kept"] == 6
+
+
+def test_bad_csv_row_and_template_errors(tmp_path, tokenizer):
+    (tmp_path / "q.csv").write_text("question,answer\nWhat?,yes\nToo,many,columns\n")
+    task = {"name": "qa", "kind": "qa", "source": "q.csv"}
+    with pytest.raises(DataError, match=r"q\.csv:3: row has 3 columns, expected 2"):
+        prepare(make_config(tmp_path, [task]), tokenizer)
+    (tmp_path / "q.csv").write_text("question,answer\nWhat?,yes\n")
+    with pytest.raises(DataError, match=r"q\.csv:2: task 'qa' template: 'nope' is undefined"):
+        prepare(make_config(tmp_path, [{**task, "template": "{{ nope }}"}]), tokenizer)
+    with pytest.raises(DataError, match="template syntax error on line 1"):
+        prepare(make_config(tmp_path, [{**task, "template": "{{ question "}]), tokenizer)
+
+
+def test_cli_prints_one_line_without_traceback(tmp_path):
+    _reviews(tmp_path, '{"text": "meh", "label": 7}')
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(json.dumps({"data": {"tasks": [TASK]}}))
+    out = subprocess.run([sys.executable, "-m", "tunelab.cli", "data", "preview", str(cfg)],
+                         capture_output=True, text=True, env={**os.environ, "TUNELAB_DEBUG": ""})
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    error_lines = [line for line in out.stderr.splitlines() if line.startswith("tunelab: error:")]
+    assert len(error_lines) == 1 and "bad.jsonl:3:" in error_lines[0] and "unknown label '7'" in error_lines[0]
