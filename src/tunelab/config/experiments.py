@@ -51,17 +51,21 @@ class ContinualConfig(StrictModel):
     replay: ReplayConfig | None = None
     # Tasks (names in data.tasks) scored after every stage besides the trained ones: held-out
     # tasks whose change measures forgetting of what the base model could already do.
+    # Empty: every task in data.tasks is scored.
     eval_tasks: list[str] = []
-    # Per-task score in R[stage][task]. "auto": the task's main eval metric when the evaluation
-    # harness is available (accuracy, ROUGE-L, ...), else validation loss. "loss": always loss.
-    metric: Literal["auto", "loss"] = "auto"
+    # R[stage][task] is always computed for the answer loss; "generate" adds each task's main
+    # generation metric (classification: accuracy, summaries/instructions: ROUGE-L, others: exact match).
+    metrics: list[Literal["loss", "generate"]] = ["loss", "generate"]
     # Examples per task scored after each stage (None = the whole validation/test split).
     eval_limit: int | None = None
     # Split the matrix is computed on.
     eval_split: Literal["validation", "test"] = "test"
-    # Continue a LoRA-family adapter across stages ("continue") or merge it and start a fresh
-    # adapter on the merged weights ("merge").
-    adapter_between_stages: Literal["continue", "merge"] = "continue"
+    # Batch size and answer length for the generation metrics of the matrix.
+    eval_batch_size: int = Field(default=16, ge=1)
+    max_new_tokens: int | None = Field(default=None, ge=1)  # None: from the references' lengths
+    # Delete each finished stage's checkpoints/ (optimizer states of a full fine-tune are ~3x the
+    # model); the stage's final/ model or adapter is always kept.
+    keep_checkpoints: bool = False
 
 
 class ParamSpace(StrictModel):

@@ -18,7 +18,9 @@ import copy
 import csv
 import json
 import os
+import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +52,11 @@ class StudyResult:
 
 
 def study_dir(cfg: ExperimentConfig) -> Path:
-    return Path(cfg.output_dir) / cfg.name
+    """<output_dir>/<name>/, a relative output_dir taken from the config file's folder (as runs)."""
+    out = Path(cfg.output_dir)
+    if not out.is_absolute():
+        out = Path(cfg.config_dir) / out
+    return out.resolve() / cfg.name
 
 
 def storage_url(cfg: ExperimentConfig) -> str:
@@ -397,10 +403,62 @@ def validation_values(run_dir: Path, metric: str) -> list[tuple[int, float]]:
     return out
 
 
-def make_train_and_validate(search) -> TrainAndValidate:
-    """Train with tunelab.train and return the best validation value of `search.metric`."""
+def make_train_and_validate(search, train_fn=None) -> TrainAndValidate:
+    """The real objective: one tunelab.train run; the best logged validation value of
+    `search.metric` (min or max by `search.direction`).
+
+    Pruning while it trains: a thread tails the run's metrics.jsonl and hands each validation
+    value to `report`. When the pruner says stop, it sends this process SIGINT, which the
+    training loop turns into "checkpoint and stop after this step" (its own SIGINT handling),
+    and the trial ends as pruned. A Ctrl-C from the user still stops the whole study.
+    """
+    import optuna
 
     def train_and_validate(cfg: ExperimentConfig, report: Callable[[int, float], None]) -> Any:
-        raise NotImplementedError
+        from tunelab.train import train
+        from tunelab.train.run import run_dir
+
+        run = run_dir(cfg)
+        pruned: dict = {}
+        done = threading.Event()
+
+        def watch() -> None:
+            seen = 0
+            while not done.is_set() and not pruned:
+                values = validation_values(run, search.metric)
+                for step, value in values[seen:]:
+                    seen += 1
+                    try:
+                        report(step, value)
+                    except optuna.TrialPruned as exc:
+                        pruned["reason"] = str(exc)
+                        if not done.is_set():
+                            os.kill(os.getpid(), signal.SIGINT)
+                        return
+                done.wait(0.2)
+
+        def on_sigint(signum, frame):
+            if not pruned:  # the user's Ctrl-C outside the training loop
+                raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            run = Path((train_fn or train)(cfg))
+        finally:
+            done.set()
+            watcher.join()
+            signal.signal(signal.SIGINT, previous)
+        summary = json.loads((run / "summary.json").read_text())
+        if pruned:
+            raise optuna.TrialPruned(pruned["reason"])
+        if summary.get("status") == "interrupted":
+            raise KeyboardInterrupt
+        values = [v for _, v in validation_values(run, search.metric)]
+        if not values:
+            raise ConfigError(f"search.metric: '{search.metric}' is not in {run / 'metrics.jsonl'}; set "
+                              f"train.eval_every or use a logged validation key (e.g. val_loss)")
+        return min(values) if search.direction == "minimize" else max(values)
 
     return train_and_validate
