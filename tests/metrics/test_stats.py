@@ -136,3 +136,26 @@ def test_results_do_not_depend_on_block_size(two_systems, monkeypatch):
     monkeypatch.setattr(stats, "_BLOCK_ELEMENTS", 1000)  # 3 rows per block
     blocked = (bootstrap_ci(a, 300, seed=2), paired_bootstrap(a, b, 300, seed=2), approx_randomization(a, b, 300, seed=2))
     assert blocked == whole
+
+
+def test_corpus_statistic_tests_agree_with_mean_tests(two_systems):
+    from tunelab.metrics.stats import (
+        approx_randomization_statistic,
+        bootstrap_means,
+        bootstrap_statistic,
+        paired_bootstrap_statistic,
+    )
+
+    a, b = (s["f1"] for s in two_systems)
+    n = len(a)
+
+    def mean_of(summed):
+        return summed[:, 0] / n
+
+    assert bootstrap_statistic(a[:, None], mean_of, 300, seed=8) == pytest.approx(bootstrap_means(a, 300, seed=8), abs=1e-12)
+    boot = paired_bootstrap_statistic(a[:, None], b[:, None], mean_of, 300, seed=8)
+    plain = paired_bootstrap(a, b, 300, seed=8)
+    assert boot["diff"] == pytest.approx(plain["diff"]) and boot["ci"] == pytest.approx(plain["ci"])
+    assert boot["p_value"] == pytest.approx(plain["p_value"])
+    ar = approx_randomization_statistic(a[:, None], b[:, None], mean_of, 300, seed=8)
+    assert ar["p_value"] == pytest.approx(approx_randomization(a, b, 300, seed=8)["p_value"])

@@ -177,3 +177,84 @@ def mcnemar(correct_a, correct_b, exact: bool | None = None) -> dict:
         "exact": bool(exact),
         "test": "McNemar exact binomial" if exact else "McNemar chi-square with continuity correction",
     }
+
+
+# --- corpus-level statistics (BLEU, chrF): resample per-record sufficient statistics ------------
+
+
+def resample_counts(n: int, n_resamples: int, seed: int):
+    """Yield (rows, n) matrices: how often each record is drawn in each bootstrap resample (the
+    same resamples, from the same stream, as resample_index_blocks)."""
+    for idx in resample_index_blocks(n, n_resamples, seed):
+        rows = idx.shape[0]
+        flat = (idx + n * np.arange(rows)[:, None]).ravel()
+        yield np.bincount(flat, minlength=rows * n).reshape(rows, n)
+
+
+def bootstrap_statistic(stats, score_fn, n_resamples: int = 1000, seed: int = 0) -> np.ndarray:
+    """score_fn(summed statistics) for each bootstrap resample of the records.
+
+    stats: (n_records, k) per-record sufficient statistics; score_fn maps a (rows, k) array of
+    summed statistics to (rows,) scores."""
+    stats = np.asarray(stats, dtype=float)
+    _check_resamples(n_resamples)
+    return np.concatenate([score_fn(counts @ stats) for counts in resample_counts(len(stats), n_resamples, seed)])
+
+
+def paired_bootstrap_statistic(stats_a, stats_b, score_fn, n_resamples=1000, seed=0, confidence=0.95) -> dict:
+    """paired_bootstrap for a corpus-level score (e.g. corpus BLEU): the same resampled records
+    for both systems, diff = score(a) - score(b)."""
+    stats_a, stats_b = np.asarray(stats_a, dtype=float), np.asarray(stats_b, dtype=float)
+    if stats_a.shape != stats_b.shape:
+        raise MetricInputError(f"paired statistics need the same records: {stats_a.shape} vs {stats_b.shape}")
+    _check_resamples(n_resamples)
+    score_a = float(score_fn(stats_a.sum(axis=0)[None])[0])
+    score_b = float(score_fn(stats_b.sum(axis=0)[None])[0])
+    diff = score_a - score_b
+    diffs = []
+    for counts in resample_counts(len(stats_a), n_resamples, seed):
+        diffs.append(score_fn(counts @ stats_a) - score_fn(counts @ stats_b))
+    diffs = np.concatenate(diffs)
+    scale = max(abs(score_a), abs(score_b)) or 1.0
+    extreme = _at_least(np.abs(diffs - diff), abs(diff), scale)
+    return {
+        "diff": diff,
+        "ci": list(percentile_interval(diffs, confidence)),
+        "p_value": (extreme + 1) / (n_resamples + 1),
+        "a_wins": float(np.count_nonzero(diffs > 0) / n_resamples),
+        "n": len(stats_a),
+        "n_resamples": n_resamples,
+        "seed": seed,
+        "test": "paired bootstrap (null-shifted, two-sided)",
+    }
+
+
+def approx_randomization_statistic(stats_a, stats_b, score_fn, n_resamples=10000, seed=0) -> dict:
+    """approx_randomization for a corpus-level score: swap whole records' statistics."""
+    stats_a, stats_b = np.asarray(stats_a, dtype=float), np.asarray(stats_b, dtype=float)
+    if stats_a.shape != stats_b.shape:
+        raise MetricInputError(f"paired statistics need the same records: {stats_a.shape} vs {stats_b.shape}")
+    _check_resamples(n_resamples)
+    n = len(stats_a)
+    total = stats_a.sum(axis=0) + stats_b.sum(axis=0)
+    score_a = float(score_fn(stats_a.sum(axis=0)[None])[0])
+    score_b = float(score_fn(stats_b.sum(axis=0)[None])[0])
+    diff = score_a - score_b
+    scale = max(abs(score_a), abs(score_b)) or 1.0
+    rng = np.random.default_rng(seed)
+    rows = max(1, _BLOCK_ELEMENTS // n)
+    extreme, done = 0, 0
+    while done < n_resamples:
+        take = min(rows, n_resamples - done)
+        swap = rng.integers(2, size=(take, n)).astype(float)
+        sum_a = (1.0 - swap) @ stats_a + swap @ stats_b
+        extreme += _at_least(np.abs(score_fn(sum_a) - score_fn(total - sum_a)), abs(diff), scale)
+        done += take
+    return {
+        "diff": diff,
+        "p_value": (extreme + 1) / (n_resamples + 1),
+        "n": n,
+        "n_resamples": n_resamples,
+        "seed": seed,
+        "test": "approximate randomization (two-sided)",
+    }
