@@ -17,3 +17,6 @@ class ModelConfig(StrictModel):
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     # causal LM or encoder-decoder (T5 family); "auto" reads the model's config.
     architecture: Literal["auto", "causal", "seq2seq"] = "auto"
+    # Attention kernel passed to from_pretrained ("sdpa", "eager", "flash_attention_2", ...);
+    # None lets transformers choose.
+    attn_implementation: str | None = None

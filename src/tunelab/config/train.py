@@ -1,9 +1,132 @@
-"""`train:` section: method, optimizer, schedule, batching, validation, checkpoints."""
+"""`train:` section: method, optimizer, schedule, batching, validation, checkpoints.
+
+Every key has a default that trains a LoRA adapter sensibly; docs/training.md is the reference.
+"""
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
+from pydantic import Field
+
 from tunelab.config.base import StrictModel
+
+METHODS = ("full", "freeze", "lora", "dora", "ia3", "prompt_tuning", "prefix_tuning", "qlora")
+
+
+class LoraOptions(StrictModel):
+    """Used by `lora`, `dora` and `qlora`."""
+
+    r: int = Field(8, ge=1)
+    alpha: float = 16.0
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    # Module names (suffix match, as peft) or "all-linear" (every linear layer but the LM head).
+    target_modules: list[str] | str = "all-linear"
+    bias: Literal["none", "all", "lora_only"] = "none"
+    # Extra modules trained in full and saved with the adapter (e.g. ["lm_head"]).
+    modules_to_save: list[str] | None = None
+    use_rslora: bool = False
+
+
+class QloraOptions(StrictModel):
+    bits: Literal[4, 8] = 4
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+
+
+class FreezeOptions(StrictModel):
+    # Train only the last N transformer layers (plus `modules`); 0 = none of them.
+    last_n_layers: int = Field(2, ge=0)
+    # Extra parameter-name substrings to train, e.g. ["norm", "lm_head"].
+    modules: list[str] = []
+
+
+class Ia3Options(StrictModel):
+    target_modules: list[str] | str = ["k_proj", "v_proj", "down_proj"]
+    feedforward_modules: list[str] | str = ["down_proj"]
+
+
+class PromptTuningOptions(StrictModel):
+    num_virtual_tokens: int = Field(20, ge=1)
+    # Initialise the virtual tokens from this text's embeddings; random when empty.
+    init_text: str = ""
+
+
+class PrefixTuningOptions(StrictModel):
+    num_virtual_tokens: int = Field(20, ge=1)
+    prefix_projection: bool = False
+
+
+class GenerationValidation(StrictModel):
+    """Generate answers on a validation subset and score them with tunelab.metrics."""
+
+    enabled: bool = False
+    limit: int = Field(64, ge=1)
+    max_new_tokens: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1)
+
+
+class EarlyStopping(StrictModel):
+    # Any logged validation key, e.g. "val_loss", "val_accuracy", "val_loss/sst2".
+    metric: str = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    patience: int = Field(3, ge=1)
+    min_delta: float = 0.0
 
 
 class TrainConfig(StrictModel):
-    method: str = "lora"
+    method: Literal[METHODS] = "lora"  # type: ignore[valid-type]
+    lora: LoraOptions = Field(default_factory=LoraOptions)
+    qlora: QloraOptions = Field(default_factory=QloraOptions)
+    freeze: FreezeOptions = Field(default_factory=FreezeOptions)
+    ia3: Ia3Options = Field(default_factory=Ia3Options)
+    prompt_tuning: PromptTuningOptions = Field(default_factory=PromptTuningOptions)
+    prefix_tuning: PrefixTuningOptions = Field(default_factory=PrefixTuningOptions)
+
+    # Optimizer: sgd | adam | adamw | adafactor | any torch.optim class name (e.g. "RMSprop").
+    optimizer: str = "adamw"
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    momentum: float = 0.0  # sgd
+    nesterov: bool = False  # sgd
+    optimizer_args: dict[str, Any] = {}  # passed to the optimizer class as-is
+    scheduler: Literal["constant", "linear", "cosine"] = "linear"
+    warmup_steps: int = Field(0, ge=0)
+    # Fraction of the total steps; used when warmup_steps is 0.
+    warmup_ratio: float = Field(0.0, ge=0, le=1)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)  # cosine/linear floor as a fraction of lr
+
+    epochs: int = Field(1, ge=1)
+    # Stop after this many optimizer steps (overrides epochs when set).
+    max_steps: int | None = Field(None, ge=1)
+    # Examples per process per micro-batch; the global batch is batch_size * grad_accum * processes.
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_grad_norm: float | None = 1.0  # null disables clipping
+    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
+    # For LoRA-family methods with bf16/fp16 precision: keep the frozen base weights in that
+    # dtype (adapters stay fp32). Saves memory and the per-step weight casts of autocast.
+    half_frozen_weights: bool = True
+    include_prompt_loss: bool = False
+    packing: bool = False
+    # Tokens per packed row; default: the longest example.
+    pack_length: int | None = Field(None, ge=8)
+    group_by_length: bool = True
+    gradient_checkpointing: bool = False
+
+    eval_every: int | None = Field(None, ge=1)  # steps; validation also runs at each epoch end
+    eval_batch_size: int = Field(16, ge=1)
+    eval_limit: int | None = Field(None, ge=1)  # validation examples per task for val_loss
+    eval_generation: GenerationValidation = Field(default_factory=GenerationValidation)
+    early_stopping: EarlyStopping | None = None
+
+    checkpoint_every: int | None = Field(None, ge=1)  # steps; a checkpoint is also written at the end
+    keep_last: int = Field(2, ge=1)
+    keep_best: bool = True
+
+    seed: int | None = None  # default: the top-level seed
+    log_every: int = Field(1, ge=1)
+    progress: Literal["auto", "bar", "plain", "off"] = "auto"
+    tensorboard: bool = False

@@ -1,0 +1,164 @@
+"""From an epoch's examples to per-step, per-process micro-batches.
+
+1. `to_sequences`: each Example becomes (input_ids, labels) for the loss we train on.
+2. optional `pack_sequences`: several sequences per row; position ids restart at 0 for each one,
+   which transformers turns into a block-diagonal causal mask (no attention across examples).
+3. `plan_steps`: global batches of batch_size * grad_accum * processes items, length-grouped so
+   that items of similar length share a micro-batch (less padding); the plan depends only on the
+   epoch's order, so every process and every resumed run computes the same one.
+4. `collate`: dynamic padding to the longest item of the micro-batch.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+IGNORE = -100
+
+
+@dataclass
+class Sequence:
+    input_ids: list[int]
+    labels: list[int]  # IGNORE where no loss; aligned with input_ids (shifted inside the loss)
+    position_ids: list[int] | None = None  # packed rows only
+    n_examples: int = 1
+    # Encoder-decoder models: input_ids is the prompt, labels the target (no IGNORE prefix).
+    seq2seq: bool = False
+
+
+def to_sequences(examples, architecture: str = "causal", include_prompt_loss: bool = False) -> list[Sequence]:
+    out = []
+    for ex in examples:
+        ids, labels = list(ex.input_ids), list(ex.labels)
+        if architecture == "seq2seq":
+            # The answer starts at the first label; everything before it is the encoder's input.
+            start = next((i for i, t in enumerate(labels) if t != IGNORE), len(labels))
+            out.append(Sequence(ids[:start], ids[start:], seq2seq=True))
+            continue
+        if include_prompt_loss:
+            labels = list(ids)
+        # The first token of a sequence is never predicted; masking it also stops a packed row
+        # from predicting one example's first token from the previous example's last one.
+        labels[0] = IGNORE
+        out.append(Sequence(ids, labels))
+    return out
+
+
+def seq_length(seq: Sequence) -> int:
+    return len(seq.input_ids) + (len(seq.labels) if seq.seq2seq else 0)
+
+
+def pack_sequences(seqs: list[Sequence], pack_length: int) -> list[Sequence]:
+    """First-fit decreasing into rows of at most pack_length tokens (a longer sequence gets its own row)."""
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i].input_ids))
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in order:
+        n = len(seqs[i].input_ids)
+        for r, free in enumerate(room):
+            if n <= free:
+                rows[r].append(i)
+                room[r] -= n
+                break
+        else:
+            rows.append([i])
+            room.append(pack_length - n)
+    packed = []
+    for row in rows:
+        ids, labels, pos = [], [], []
+        for i in row:
+            ids += seqs[i].input_ids
+            labels += seqs[i].labels
+            pos += list(range(len(seqs[i].input_ids)))
+        packed.append(Sequence(ids, labels, pos, n_examples=len(row)))
+    return packed
+
+
+def plan_steps(lengths: list[int], batch_size: int, grad_accum: int, world_size: int,
+               group_by_length: bool, seed: int, epoch: int) -> list[list[list[int]]]:
+    """Steps of parts: plan[step][micro * world_size + rank] = item indices for that micro-batch.
+
+    No item is dropped: the last global batch may be smaller, and its parts are split as evenly
+    as possible (a part may be empty when there are fewer items than parts).
+    """
+    n = len(lengths)
+    global_batch = batch_size * grad_accum * world_size
+    order = list(range(n))
+    if group_by_length:
+        # Sort by length inside mega-chunks of 50 global batches, then shuffle the batches:
+        # little padding, and the order of batch lengths stays random (as HF's LengthGroupedSampler).
+        mega = global_batch * 50
+        order = [i for s in range(0, n, mega) for i in sorted(order[s:s + mega], key=lambda i: -lengths[i])]
+    batches = [order[s:s + global_batch] for s in range(0, n, global_batch)]
+    if group_by_length:
+        random.Random(seed * 1_000_003 + epoch).shuffle(batches)
+    n_parts = grad_accum * world_size
+    plan = []
+    for batch in batches:
+        base, extra = divmod(len(batch), n_parts)
+        parts, start = [], 0
+        for p in range(n_parts):
+            size = base + (1 if p < extra else 0)
+            parts.append(batch[start:start + size])
+            start += size
+        plan.append(parts)
+    return plan
+
+
+@dataclass
+class Batch:
+    tensors: dict  # model inputs: input_ids, labels, attention_mask / position_ids
+    real_tokens: int  # tokens of actual examples
+    padded_tokens: int  # all positions the model computes, padding included
+    label_tokens: int  # tokens the loss is taken on
+    n_examples: int
+
+
+def collate(seqs: list[Sequence], pad_id: int) -> Batch:
+    import torch
+
+    if not seqs:
+        raise ValueError("collate() needs at least one sequence")
+    if seqs[0].seq2seq:
+        return _collate_seq2seq(seqs, pad_id)
+    width = max(len(s.input_ids) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
+    packed = seqs[0].position_ids is not None
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    pos = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        n = len(s.input_ids)
+        ids[r, :n] = torch.tensor(s.input_ids)
+        labels[r, :n] = torch.tensor(s.labels)
+        mask[r, :n] = 1
+        if packed:
+            pos[r, :n] = torch.tensor(s.position_ids)
+            pos[r, n:] = torch.arange(width - n)  # padding forms its own (ignored) sequence
+    tensors = {"input_ids": ids, "labels": labels}
+    if packed:
+        # No 2-D mask: transformers reads the restarts in position_ids as sequence boundaries.
+        tensors["position_ids"] = pos
+    else:
+        tensors["attention_mask"] = mask
+    real = int(mask.sum())
+    return Batch(tensors, real, ids.numel(), int((labels[:, 1:] != IGNORE).sum()),
+                 sum(s.n_examples for s in seqs))
+
+
+def _collate_seq2seq(seqs: list[Sequence], pad_id: int) -> Batch:
+    import torch
+
+    width = max(len(s.input_ids) for s in seqs)
+    target = max(len(s.labels) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    labels = torch.full((len(seqs), target), IGNORE, dtype=torch.long)
+    for r, s in enumerate(seqs):
+        ids[r, :len(s.input_ids)] = torch.tensor(s.input_ids)
+        mask[r, :len(s.input_ids)] = 1
+        labels[r, :len(s.labels)] = torch.tensor(s.labels)
+    n_labels = int((labels != IGNORE).sum())
+    return Batch({"input_ids": ids, "attention_mask": mask, "labels": labels},
+                 int(mask.sum()) + n_labels, ids.numel() + labels.numel(), n_labels, len(seqs))
