@@ -28,8 +28,10 @@ import numpy as np
 from tunelab.metrics.rouge.stemmer import stem
 
 TOKENIZERS = ("default", "unicode")
+# "rouge155" (internal): ROUGE-1.5.5 lowercases ASCII only (perl tr/A-Z/a-z/ on bytes).
+_ALL_TOKENIZERS = (*TOKENIZERS, "rouge155")
 _ASCII_TOKEN_RE = re.compile(r"[a-z0-9]+")
-_NEWLINE, _TEXT_SEP = -1, -2
+_NEWLINE, _TEXT_SEP, _STOPWORD = -1, -2, -3
 
 # bytes.translate table for the corpus fast path: [a-z0-9] kept, "\n" -> \x01, "\x00" -> \x02,
 # every other byte -> space (non-ASCII characters were already encoded as "?").
@@ -42,7 +44,7 @@ _TABLE = bytes(_TABLE)
 
 
 def _check_tokenizer(tokenizer: str) -> None:
-    if tokenizer not in TOKENIZERS:
+    if tokenizer not in _ALL_TOKENIZERS:
         raise ValueError(f"unknown ROUGE tokenizer {tokenizer!r}; choose one of {TOKENIZERS}")
 
 
@@ -69,8 +71,9 @@ def _unicode_re():
 def tokenize(text: str, use_stemmer: bool = False, tokenizer: str = "default") -> list[str]:
     """Tokens of one text (rouge-score's `tokenize.tokenize` for `default`)."""
     _check_tokenizer(tokenizer)
-    if tokenizer == "default":
-        tokens = _ASCII_TOKEN_RE.findall(text.lower())
+    if tokenizer in ("default", "rouge155"):
+        low = text.lower() if tokenizer == "default" else text.encode("ascii", "replace").lower().decode()
+        tokens = _ASCII_TOKEN_RE.findall(low)
         if use_stemmer:
             tokens = [stem(t) if len(t) > 3 else t for t in tokens]
         return [t for t in tokens if t]
@@ -109,7 +112,8 @@ class Corpus:
 
 
 def _layout(stream: np.ndarray, n_texts: int, vocab: dict) -> Corpus:
-    """From an id stream with _NEWLINE/_TEXT_SEP markers to a Corpus."""
+    """From an id stream with _NEWLINE/_TEXT_SEP/_STOPWORD markers to a Corpus."""
+    stream = stream[stream != _STOPWORD]  # removed words do not end a sentence
     is_tok = stream >= 0
     text_of = np.cumsum(stream == _TEXT_SEP)
     ids = stream[is_tok]
@@ -129,22 +133,34 @@ def _layout(stream: np.ndarray, n_texts: int, vocab: dict) -> Corpus:
 
 
 def tokenize_corpus(
-    texts: list[str], use_stemmer: bool = False, tokenizer: str = "default", vocab: dict | None = None
+    texts: list[str],
+    use_stemmer: bool = False,
+    tokenizer: str = "default",
+    vocab: dict | None = None,
+    stopwords: frozenset | None = None,
 ) -> Corpus:
-    """Tokenize `texts` into a Corpus. Pass the same `vocab` dict to share ids between calls."""
+    """Tokenize `texts` into a Corpus. Pass the same `vocab` dict to share ids between calls.
+    Tokens in `stopwords` (compared before stemming, as ROUGE-1.5.5 -s does) are removed."""
     _check_tokenizer(tokenizer)
     vocab = {} if vocab is None else vocab
     ids_of: dict = vocab.setdefault("_raw", {})  # raw token -> id of its (stemmed) form
     forms: dict = vocab.setdefault("_forms", {})  # stemmed form -> id
     joined = "\x00".join(texts)
-    if tokenizer == "default" and joined.count("\x00") == max(len(texts) - 1, 0):
+    fast = tokenizer in ("default", "rouge155") and joined.count("\x00") == max(len(texts) - 1, 0)
+    if fast:
         # One pass over the whole corpus in C: lowercase, non-ASCII -> "?", translate, split.
-        data = joined.lower().encode("ascii", "replace").translate(_TABLE)
+        if tokenizer == "default":
+            data = joined.lower().encode("ascii", "replace").translate(_TABLE)
+        else:
+            data = joined.encode("ascii", "replace").lower().translate(_TABLE)
         pieces = data.replace(b"\x01", b" \x01 ").replace(b"\x02", b" \x02 ").split()
         ids_of.setdefault(b"\x01", _NEWLINE)
         ids_of.setdefault(b"\x02", _TEXT_SEP)
         for raw in set(pieces).difference(ids_of):
             word = raw.decode()
+            if stopwords and word in stopwords:
+                ids_of[raw] = _STOPWORD
+                continue
             form = stem(word) if use_stemmer and len(word) > 3 else word
             ids_of[raw] = forms.setdefault(form, len(forms))
     else:
@@ -155,7 +171,15 @@ def tokenize_corpus(
             for j, line in enumerate(text.split("\n")):
                 if j:
                     pieces.append(_NEWLINE)
-                pieces.extend(tokenize(line, use_stemmer, tokenizer))
+                words = tokenize(line, False, tokenizer)
+                if stopwords:
+                    words = [w for w in words if w not in stopwords]
+                if use_stemmer:
+                    words = tokenize(" ".join(words), True, tokenizer) if tokenizer != "unicode" else [
+                        stem(w) if len(w) > 3 and w.isascii() and _ASCII_TOKEN_RE.fullmatch(w) else w
+                        for w in words
+                    ]
+                pieces.extend(words)
         ids_of.setdefault(_NEWLINE, _NEWLINE)
         ids_of.setdefault(_TEXT_SEP, _TEXT_SEP)
         for form in set(pieces).difference(ids_of):

@@ -1,0 +1,149 @@
+"""ROUGE-W (weighted LCS) exactly as ROUGE-1.5.5's `wlcs`/`wlcs_inner`/`markLCS` subs.
+
+For every (reference sentence, prediction sentence) the perl script fills a DP table of floats
+c[i][j] = c[i-1][j-1] + (k+1)**w - k**w on a match (k = length of the run of matches ending at
+(i-1, j-1)), else max(c[i-1][j], c[i][j-1]) (up on ties), then walks the table back from the
+corner and marks the reference positions on the path's diagonal moves. The marks of all
+prediction sentences are OR-ed per reference sentence. Then, per reference sentence in order, a
+marked token "hits" while its prediction unigram count is not used up, and runs of hits are
+flushed as len**w at the end of a marked run (a quirk kept as is: a run whose last marked token
+was clipped is carried over into the next run, or lost at the end of the sentence).
+
+Vectorisation: sentence pairs of similar sizes are padded into (rows, cols, pairs) arrays; row i
+is computed at once except for the left-to-right max chain, which costs two numpy operations per
+cell over all pairs of the chunk. Only sentence pairs with at least one common token are run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tunelab.metrics.rouge.ngrams import ranges
+
+CHUNK = 16384
+CELL_BUDGET = 6_000_000  # table cells per chunk (x ~13 bytes)
+
+
+def _dp_marks(ids, r_start, r_len, c_start, c_len, weight):
+    """Marked reference token indices (flat) for each sentence pair of one chunk."""
+    k_n = len(r_start)
+    rows, cols = int(r_len.max()), int(c_len.max())
+    ri = r_start[None, :] + np.arange(rows)[:, None]
+    ci = c_start[None, :] + np.arange(cols)[:, None]
+    ref = np.where(np.arange(rows)[:, None] < r_len[None, :], ids[np.minimum(ri, len(ids) - 1)], -1)
+    can = np.where(np.arange(cols)[:, None] < c_len[None, :], ids[np.minimum(ci, len(ids) - 1)], -2)
+    eq = ref[:, None, :] == can[None, :, :]  # (rows, cols, K)
+    runs = np.arange(min(rows, cols) + 2, dtype=np.float64)
+    p1, p0 = runs[1:] ** weight, runs[:-1] ** weight  # (k+1)**w, k**w
+    c = np.zeros((rows + 1, cols + 1, k_n))
+    run = np.zeros((rows + 1, cols + 1, k_n), dtype=np.int32)
+    move = np.zeros((rows + 1, cols + 1, k_n), dtype=np.int8)  # 0 diagonal, 1 up, 2 left
+    for i in range(1, rows + 1):
+        e = eq[i - 1]
+        k = run[i - 1, :-1]
+        diag = (c[i - 1, :-1] + p1[k]) - p0[k]  # perl evaluates left to right
+        up = c[i - 1, 1:]
+        row = c[i]
+        for j in range(1, cols + 1):
+            row[j] = np.where(e[j - 1], diag[j - 1], np.maximum(up[j - 1], row[j - 1]))
+        run[i, 1:] = np.where(e, k + 1, 0)
+        move[i, 1:] = np.where(e, 0, np.where(up >= row[:-1], 1, 2))
+    i, j = r_len.copy(), c_len.copy()
+    col = np.arange(k_n)
+    marked = []
+    for _ in range(rows + cols):
+        active = (i > 0) & (j > 0)
+        if not active.any():
+            break
+        mv = move[i, j, col]
+        diag_move = active & (mv == 0)
+        marked.append(r_start[diag_move] + i[diag_move] - 1)
+        i = i - (active & (mv != 2))
+        j = j - (active & (mv != 1))
+    return np.concatenate(marked) if marked else np.zeros(0, dtype=np.int64)
+
+
+def wlcs_hits(pairs, weight: float):
+    """Per pair: (hit, base = sum of reference sentence len**w, prediction length)."""
+    corpus = pairs.corpus
+    ids = corpus.ids
+    n_pairs = len(pairs)
+    pred_len, ref_len = pairs.lengths()
+    seg_pair, seg_start, seg_len = pairs.sentences(pairs.ref_text)
+    cand_pair, cand_start, cand_len = pairs.sentences(pairs.pred_text)
+    base = np.bincount(seg_pair, weights=seg_len.astype(np.float64) ** weight, minlength=n_pairs)
+    # All (reference sentence, prediction sentence) combinations within each pair.
+    cand_first = np.searchsorted(cand_pair, np.arange(n_pairs))
+    cand_count = np.bincount(cand_pair, minlength=n_pairs)
+    combo_cand, combo_seg = ranges(cand_first[seg_pair], cand_count[seg_pair])
+    r_start, r_len = seg_start[combo_seg], seg_len[combo_seg]
+    c_start, c_len = cand_start[combo_cand], cand_len[combo_cand]
+    # Skip combinations without a common token (their table is all zeros, nothing is marked).
+    common = _has_common(ids, combo_seg, r_start, r_len, c_start, c_len)
+    sel = np.flatnonzero(common)
+    order = sel[np.lexsort((c_len[sel], r_len[sel]))]
+    marked = np.zeros(len(ids), dtype=bool)
+    col_max = int(c_len.max(initial=1))
+    lo = 0
+    while lo < len(order):
+        size = CHUNK
+        while size > 16 and (r_len[order[min(lo + size, len(order)) - 1]] + 1) * (col_max + 1) * size > CELL_BUDGET:
+            size //= 2
+        idx = order[lo : lo + size]
+        lo += size
+        marked[_dp_marks(ids, r_start[idx], r_len[idx], c_start[idx], c_len[idx], weight)] = True
+    hit = _hits(pairs, marked, seg_pair, seg_start, seg_len, weight)
+    return hit, base, pred_len
+
+
+def _has_common(ids, combo, r_start, r_len, c_start, c_len):
+    """Whether each (reference sentence, prediction sentence) combination shares a token."""
+    if len(combo) == 0:
+        return np.zeros(0, dtype=bool)
+    vocab = int(ids.max(initial=0)) + 1
+    r_idx, r_own = ranges(r_start, r_len)
+    c_idx, c_own = ranges(c_start, c_len)
+    r_key = np.unique(r_own * vocab + ids[r_idx])
+    c_key = c_own * vocab + ids[c_idx]
+    at = np.minimum(np.searchsorted(r_key, c_key), len(r_key) - 1)
+    hit = r_key[at] == c_key
+    out = np.zeros(len(combo), dtype=bool)
+    out[c_own[hit]] = True
+    return out
+
+
+def _hits(pairs, marked, seg_pair, seg_start, seg_len, weight):
+    corpus = pairs.corpus
+    ids = corpus.ids
+    n_pairs = len(pairs)
+    vocab = int(ids.max(initial=0)) + 1
+    pos, sent = ranges(seg_start, seg_len)  # every reference token, in reading order
+    pair = seg_pair[sent]
+    is_marked = marked[pos]
+    # Clipping: the r-th marked occurrence of token t in a pair hits iff r < count of t in pred.
+    m_pos = np.flatnonzero(is_marked)
+    key = pair[m_pos] * vocab + ids[pos[m_pos]]
+    order = np.argsort(key, kind="stable")
+    sk = key[order]
+    group_start = np.flatnonzero(np.concatenate(([True], sk[1:] != sk[:-1]))) if len(sk) else sk
+    rank_sorted = np.arange(len(sk)) - np.repeat(group_start, np.diff(np.append(group_start, len(sk))))
+    rank = np.empty(len(sk), dtype=np.int64)
+    rank[order] = rank_sorted
+    p_idx, p_own = ranges(corpus.text_start[pairs.pred_text], corpus.text_len[pairs.pred_text])
+    p_key = np.sort(p_own * vocab + ids[p_idx])
+    peer_count = np.searchsorted(p_key, key, side="right") - np.searchsorted(p_key, key)
+    passes = np.zeros(len(pos), dtype=bool)
+    passes[m_pos] = rank < peer_count
+    # Flush a run at a passing token that ends its sentence or is followed by an unmarked one.
+    is_last = np.zeros(len(pos), dtype=bool)
+    is_last[np.cumsum(seg_len)[seg_len > 0] - 1] = True
+    next_marked = np.append(is_marked[1:], False)
+    flush = np.flatnonzero(passes & (is_last | ~next_marked))
+    cum = np.cumsum(passes)
+    sent_first = np.cumsum(seg_len) - seg_len  # index in `pos` of each sentence's first token
+    prev = np.concatenate(([-1], flush[:-1]))
+    same = (prev >= 0) & (sent[np.maximum(prev, 0)] == sent[flush])
+    boundary = np.where(same, prev, sent_first[sent[flush]] - 1)
+    before = np.where(boundary >= 0, cum[np.maximum(boundary, 0)], 0)
+    run_len = cum[flush] - before
+    return np.bincount(pair[flush], weights=run_len.astype(np.float64) ** weight, minlength=n_pairs)
