@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """Lets `key=value` overrides come after options (`preview CFG --n 2 seed=3`), which plain
+    argparse rejects once an option has split the positionals."""
+
+    _inside = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._inside:  # parse_known_intermixed_args calls back into this method
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
+
+
 def add_arguments(parser) -> None:
-    sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", parser_class=_IntermixedParser)
     p = sub.add_parser("preview", help="counts, split sizes, mixture rates, token lengths and rendered examples",
                        description="Prepare the data of CONFIG exactly as training will and show it.")
     p.add_argument("config", help="experiment YAML")
