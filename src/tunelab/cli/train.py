@@ -21,6 +21,11 @@ def run(args) -> int:
     from tunelab.train import train
 
     cfg = load_config(args.config, args.overrides)
+    if cfg.stages:  # continual fine-tuning: one run per stage, then the task x stage matrix
+        from tunelab.experiments import run_continual
+
+        print(run_continual(cfg, resume=args.resume))
+        return 0
     run_dir = train(cfg, resume=args.resume)
     import json
 

@@ -1,0 +1,66 @@
+"""Hyperparameter search on the tiny model with the real training loop."""
+
+import json
+
+import optuna
+import pytest
+
+from tunelab.config import load_config
+from tunelab.experiments.search import make_train_and_validate, run_search, validation_values
+
+
+def _search_cfg(raw, trials_dir=None):
+    raw = dict(raw, name="tune")
+    raw["data"] = dict(raw["data"], tasks=raw["data"]["tasks"][:1])  # sentiment only
+    raw["train"] = dict(raw["train"], max_steps=4, eval_every=2, eval_limit=8)
+    raw["search"] = {
+        "startup_trials": 3,
+        "pruner_startup_trials": 2,
+        "space": {
+            "train.lr": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True},
+            "train.lora.r": {"type": "categorical", "choices": [2, 4, 8]},
+            "train.batch_size": {"type": "int", "low": 2, "high": 6, "step": 2},
+        },
+    }
+    return load_config(data=raw)
+
+
+def test_eight_trials_resume_and_best_config_retrains_to_same_score(two_tasks, tmp_path):
+    raw = two_tasks()
+    first = run_search(_search_cfg(raw), 8, max_new_trials=4, log=lambda s: None)
+    assert first.n_finished == 4
+    # a new process would load the same study from SQLite: continue it to 8
+    result = run_search(_search_cfg(raw), 8, log=lambda s: None)
+    assert result.n_finished == 8
+    rows = json.loads(result.table_json.read_text())
+    assert len(rows) == 8 and all(r["state"] in ("complete", "pruned") for r in rows)
+    for r in rows:
+        assert (tmp_path / "runs" / "tune" / "trials" / f"trial-{r['number']:03d}" / "summary.json").exists()
+
+    best = load_config(result.best_config)
+    assert best.search is None and best.train.lr == pytest.approx(result.best_params["train.lr"])
+    best = best.model_copy(update={"output_dir": str(tmp_path / "retrain")})
+    best.config_dir = str(tmp_path)
+    from tunelab.train import train
+
+    run = train(best)
+    values = [v for _, v in validation_values(run, "val_loss")]
+    assert min(values) == pytest.approx(result.best_value, rel=1e-6)
+
+
+def test_pruned_trial_stops_training_early(two_tasks):
+    cfg = _search_cfg(two_tasks())
+    tcfg = cfg.model_copy(update={"search": None, "name": "pruned"})
+    tcfg.config_dir = cfg.config_dir
+    tcfg.train.max_steps = 40
+    objective = make_train_and_validate(cfg.search)
+
+    def report(step, value):
+        raise optuna.TrialPruned(f"step {step}")
+
+    with pytest.raises(optuna.TrialPruned):
+        objective(tcfg, report)
+    from tunelab.train.run import run_dir
+
+    summary = json.loads((run_dir(tcfg) / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["steps"] < 40
