@@ -54,7 +54,7 @@ def test_skip_mode_lists_every_skipped_record(tmp_path, tokenizer):
     assert len(skipped) == 3
     assert [s.split(": ", 1)[0].rsplit(":", 1)[1] for s in skipped] == ["7", "8", "9"]
     counts = data.tasks["reviews"].counts
-    assert counts["read"] == 8 and counts["skipped"] == 3 and counts["kept"] == 6
+    assert counts["read"] == 9 and counts["skipped"] == 3 and counts["kept"] == 6
 
 
 def test_bad_csv_row_and_template_errors(tmp_path, tokenizer):

@@ -36,7 +36,8 @@ def build_task(task_cfg, tokenizer, config_dir=".", max_length: int = 1024, seed
 
     sources = {"all": task.source} if task.source is not None else dict(task.splits)
     raw = {name: load_records(src, config_dir, policy, task.limit) for name, src in sources.items()}
-    n_read = sum(len(r) for r in raw.values())
+    # records read = usable records + lines that could not even be parsed (skip mode)
+    n_read = sum(len(r) for r in raw.values()) + len(policy.skipped) - skipped_before
     ctx = _context(task, module, raw, sources)
     template = compile_template(task.template, f"task '{task.name}' template") if task.template else None
 
