@@ -11,7 +11,7 @@ from tunelab.experiments.matrix import summarize
 
 def _stages(raw, replay=None, method="lora"):
     raw["stages"] = [{"name": "sent", "tasks": ["sentiment"]}, {"name": "col", "tasks": ["colour"]}]
-    raw["continual"] = {"eval_limit": 6, "max_new_tokens": 4, "metrics": ["loss"]}
+    raw["continual"] = {"eval_limit": 6, "max_new_tokens": 4}
     if replay:
         raw["continual"]["replay"] = replay
     return load_config(data=raw)
@@ -22,7 +22,7 @@ def _check_matrix(root):
     assert out["stages"] == ["base", "01-sent", "02-col"]
     assert out["tasks"] == ["sentiment", "colour"]
     assert out["learned_at"] == {"sentiment": 1, "colour": 2}
-    for key in ("loss",):
+    for key in ("loss", "score"):
         m = out["matrices"][key]
         assert len(m["scores"]) == 3 and all(len(r) == 2 for r in m["scores"])
         # the summary is the GEM formula applied to the stored numbers
