@@ -83,6 +83,7 @@ def run(args) -> int:
     summary = preview_summary(prepared, tokenizer, split=args.split, n=args.n)
     summary["config"] = str(args.config)
     summary["model"] = cfg.model.name
+    summary["config_resolved"] = json.loads(cfg.model_dump_json())
     console.print(f"Config {args.config}; model {cfg.model.name}; max_length {cfg.data.max_length}; "
                   f"over-length policy {cfg.data.overlength}; seed {prepared.seed}", markup=False, highlight=False)
     print_preview(summary, console, plain=plain)

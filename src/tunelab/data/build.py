@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tunelab.config.data import SPLIT_NAMES, SplitConfig
+from tunelab.config.data import SPLIT_NAMES, SplitConfig, TaskConfig
 from tunelab.data.errors import BadRecord, DataError, ErrorPolicy
 from tunelab.data.example import Example, TaskData
 from tunelab.data.leakage import leak_report, leaking_indices
@@ -28,7 +28,7 @@ def build_task(task_cfg, tokenizer, config_dir=".", max_length: int = 1024, seed
                overlength: str = "truncate_left", on_error: str = "raise", split: SplitConfig | None = None,
                leak_check: str = "report", policy: ErrorPolicy | None = None) -> TaskData:
     """Build one task's train/validation/test examples (see tunelab.data.prepare for a config)."""
-    task = task_cfg
+    task = TaskConfig.model_validate(task_cfg) if isinstance(task_cfg, dict) else task_cfg
     policy = policy or ErrorPolicy(on_error)
     skipped_before = len(policy.skipped)
     split = split or SplitConfig()

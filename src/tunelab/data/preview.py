@@ -130,7 +130,8 @@ def print_preview(summary: dict, console, plain: bool = False, max_rejected: int
         if plain:
             console.print(plain_example(ex), markup=False, highlight=False)
         else:
-            text = Text(ex["prompt"], style="dim")
+            text = Text()  # no base style: the answer must not inherit the prompt's dimming
+            text.append(ex["prompt"], style="dim")
             text.append(ex["trained"], style="bold black on green")
             console.print(text)
         if len(ex["references"]) > 1:
