@@ -1,0 +1,185 @@
+"""Metrics speed against the reference implementations, same run, same machine.
+
+    python benchmarks/metrics_bench.py [--n 10000] [--json OUT] [--skip-perl]
+
+10,000 (prediction, reference) pairs of about 60 tokens (3-4 newline-separated sentences of
+English-like Zipfian text; predictions are edited copies of their reference). Comparisons:
+- rouge-score 0.1.2, rouge1/rouge2/rougeL/rougeLsum with stemmer, vs tunelab mode "rouge-score";
+- ROUGE-1.5.5.pl -n 4 -w 1.2 -2 4 -U -c 95 -r 1000 -d (per-record ROUGE-1..4, L, W-1.2, S4, SU4
+  and a 1,000-sample bootstrap CI of every average) vs tunelab mode "rouge155" plus the same
+  bootstrap (one resample-index matrix for all 24 series);
+- sacrebleu corpus BLEU (13a) vs tunelab.metrics.bleu.corpus_bleu.
+Outputs are checked equal before timings are trusted. Prints seconds and ratios; --json writes
+{"comparisons": [{"name", "baseline_s", "ours_s", "ratio"}]}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+WORDS = (
+    "the of and to in is was for that on with as by it at from his an were are which this be "
+    "has had one their not but its they have after first new two been who also would year more "
+    "other all into than time when people some could only over there made state these years many "
+    "government president said report market company city house police court officials percent "
+    "million country world team game season players children school family women health water "
+    "study research results researchers information system program development university "
+    "national international economic political military security public policy support service "
+    "running connected connection generalization played playing plays decided decision decisions "
+    "announced announcement increasing increased increases reported reporting according "
+    "including included following expected expecting building buildings changed changes "
+    "officers leaders members workers students doctors patients scientists companies countries"
+).split()
+
+
+def make_corpus(n: int, seed: int = 0):
+    rng = random.Random(seed)
+    weights = [1 / (i + 1) ** 0.9 for i in range(len(WORDS))]
+
+    def sentence(k):
+        words = rng.choices(WORDS, weights, k=k)
+        words[0] = words[0].capitalize()
+        return " ".join(words) + rng.choice([".", ".", "!", "?"])
+
+    preds, refs = [], []
+    for _ in range(n):
+        n_sent = rng.randint(3, 4)
+        ref_sents = [sentence(max(3, 60 // n_sent + rng.randint(-4, 4))) for _ in range(n_sent)]
+        pred_sents = []
+        for s in ref_sents:
+            words = s.split()
+            out = []
+            for w in words:
+                r = rng.random()
+                if r < 0.12:
+                    continue  # deletion
+                if r < 0.27:
+                    out.append(rng.choices(WORDS, weights)[0])  # substitution
+                else:
+                    out.append(w)
+                if rng.random() < 0.08:
+                    out.append(rng.choices(WORDS, weights)[0])  # insertion
+            pred_sents.append(" ".join(out) or "empty")
+        preds.append("\n".join(pred_sents))
+        refs.append("\n".join(ref_sents))
+    return preds, refs
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def bootstrap_ci_matrix(values: np.ndarray, n_resamples=1000, confidence=0.95, seed=0):
+    """Percentile bootstrap CI of the mean of every column, all columns from one index matrix."""
+    from tunelab.metrics.stats import resample_index_blocks
+
+    n = len(values)
+    means = []
+    for idx in resample_index_blocks(n, n_resamples, seed):
+        rows = len(idx)
+        counts = np.bincount((idx + n * np.arange(rows)[:, None]).ravel(), minlength=rows * n)
+        means.append(counts.reshape(rows, n).astype(np.float64) @ values / n)
+    means = np.concatenate(means)
+    a = 1 - confidence
+    return np.quantile(means, [a / 2, 1 - a / 2], axis=0)
+
+
+def bench_rouge_score(preds, refs):
+    from rouge_score import rouge_scorer
+
+    from tunelab.metrics.rouge import rouge
+
+    types = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
+    scorer = rouge_scorer.RougeScorer(types, use_stemmer=True)
+    theirs, base = timed(lambda: [scorer.score(r, p) for p, r in zip(preds, refs)])
+    ours, mine = timed(lambda: rouge(preds, [[r] for r in refs], types, use_stemmer=True))
+    worst = max(abs(a - b) for t, o in zip(theirs, ours) for k in types for a, b in zip(t[k], o[k]))
+    assert worst <= 1e-12, f"rouge-score mismatch {worst}"
+    return {"name": "rouge-score rouge1/2/L/Lsum +stemmer", "baseline_s": base, "ours_s": mine}
+
+
+def bench_rouge155(preds, refs):
+    from references import rouge155_perl
+
+    from tunelab.metrics.rouge import rouge
+
+    args = ["-a", "-d", "-n", "4", "-w", "1.2", "-2", "4", "-U", "-c", "95", "-r", "1000"]
+    with tempfile.TemporaryDirectory() as tmp:
+        config = rouge155_perl.write_inputs(Path(tmp), preds, [[r] for r in refs])
+        stdout, base = timed(lambda: rouge155_perl.run_perl(config, args))
+    types = ["rouge1", "rouge2", "rouge3", "rouge4", "rougeL", "rougeW-1.2", "rougeS4", "rougeSU4"]
+
+    def ours_fn():
+        scores = rouge(preds, [[r] for r in refs], types, mode="rouge155")
+        matrix = np.array([[s[t][k] for t in types for k in (1, 0, 2)] for s in scores])
+        return scores, matrix, bootstrap_ci_matrix(matrix)
+
+    (scores, matrix, ci), mine = timed(ours_fn)
+    names = {"ROUGE-L": "rougeL", "ROUGE-W-1.2": "rougeW-1.2", "ROUGE-S4": "rougeS4",
+             "ROUGE-SU4": "rougeSU4", **{f"ROUGE-{i}": f"rouge{i}" for i in range(1, 5)}}
+    mismatches = 0
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 7 and parts[2] == "Eval":
+            rec = int(parts[3].split(".")[0])
+            s = scores[rec][names[parts[1]]]
+            got = (float(parts[4][2:]), float(parts[5][2:]), float(parts[6][2:]))
+            mismatches += got != (s.recall, s.precision, s.fmeasure)
+    assert mismatches == 0, f"{mismatches} ROUGE-1.5.5 per-record mismatches"
+    return {"name": "ROUGE-1.5.5 N1-4/L/W/S4/SU4 + bootstrap 1000", "baseline_s": base, "ours_s": mine}
+
+
+def bench_bleu(preds, refs):
+    import sacrebleu
+
+    try:
+        from tunelab.metrics.bleu import corpus_bleu
+    except ImportError:
+        return None
+    hyps = [p.replace("\n", " ") for p in preds]
+    refl = [r.replace("\n", " ") for r in refs]
+    theirs, base = timed(lambda: sacrebleu.corpus_bleu(hyps, [refl]))
+    ours, mine = timed(lambda: corpus_bleu(hyps, [[r] for r in refl]))
+    assert abs(theirs.score - ours.score) < 1e-9, (theirs.score, ours.score)
+    return {"name": "corpus BLEU 13a vs sacrebleu", "baseline_s": base, "ours_s": mine}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--skip-perl", action="store_true", help="skip the slow ROUGE-1.5.5 run")
+    args = ap.parse_args(argv)
+    preds, refs = make_corpus(args.n)
+    tokens = np.mean([len(r.split()) for r in refs])
+    print(f"{args.n} pairs, {tokens:.1f} reference tokens on average")
+    benches = [bench_rouge_score, bench_bleu] + ([] if args.skip_perl else [bench_rouge155])
+    rows = []
+    for bench in benches:
+        row = bench(preds, refs)
+        if row is None:
+            print(f"{bench.__name__}: skipped (not available)")
+            continue
+        row["ratio"] = row["baseline_s"] / row["ours_s"]
+        rows.append(row)
+        print(f"{row['name']:<48} baseline {row['baseline_s']:8.3f} s  ours {row['ours_s']:7.3f} s"
+              f"  ratio {row['ratio']:7.1f}x", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"comparisons": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

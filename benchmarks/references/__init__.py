@@ -1,0 +1,1 @@
+"""Wrappers that run the reference implementations the metrics benchmark compares against."""
