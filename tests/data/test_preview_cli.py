@@ -78,3 +78,19 @@ def test_cli_preview_builtin_demo_config():
     assert "reviews" in proc.stdout and "multiple_choice" in proc.stdout
     assert "max_length 64" in proc.stdout and "prompt truncated" in proc.stdout
     assert proc.stdout.count(f"<|im_start|>assistant\n{TRAINED_START}") == 4
+
+
+def test_terminal_mode_dims_the_prompt_and_highlights_the_answer():
+    from rich.console import Console
+
+    from tunelab.data.preview import print_preview
+
+    summary = {"tasks": {}, "mixture": {"strategy": "concat", "epoch_size": 0}, "skipped": [], "rejected": [],
+               "examples": [{"task": "t", "split": "train", "source": "f:1", "prompt": "Q?\n", "trained": "A<|im_end|>",
+                             "prompt_tokens": 3, "trained_tokens": 2, "truncated": False, "references": ["A"]}]}
+    console = Console(force_terminal=True, color_system="standard", width=100, record=True)
+    print_preview(summary, console)
+    ansi = console.export_text(styles=True)
+    assert "\x1b[2mQ?\x1b[0m" in ansi  # dim prompt
+    assert "\x1b[1;30;42mA<|im_end|>\x1b[0m" in ansi  # bold black on green, not dimmed
+    assert TRAINED_START not in ansi

@@ -49,3 +49,31 @@ def test_split_indices_are_stratified():
         for label, n in (("pos", 444), ("neg", 428)):
             got = sum(labels[i] == label for i in parts[split])
             assert abs(got - n * ratio) < 1, (split, label, got)
+
+
+PREPARE_SCRIPT = """
+import hashlib, json
+from transformers import AutoTokenizer
+from tunelab.config import load_config
+from tunelab.data import prepare
+from tunelab.models import resolve_model
+cfg = load_config("examples/preview.yaml", ["seed=123"])
+data = prepare(cfg, AutoTokenizer.from_pretrained(resolve_model(cfg.model.name)))
+dump = {name: {s: [[ex.source, ex.input_ids, ex.labels] for ex in exs] for s, exs in t.splits.items()}
+        for name, t in data.tasks.items()}
+dump["epoch1"] = [[ex.task, ex.source] for ex in data.train_epoch(1)]
+print(hashlib.sha256(json.dumps(dump).encode()).hexdigest(), len(dump["epoch1"]))
+"""
+
+
+def test_prepared_examples_and_epoch_order_identical_in_two_processes():
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    procs = [subprocess.Popen([sys.executable, "-c", PREPARE_SCRIPT], cwd=root, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env={**os.environ, "PYTHONHASHSEED": str(h)})
+             for h in (0, 99)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs[0][1][-2000:]
+    assert outs[0][0] == outs[1][0] and int(outs[0][0].split()[1]) > 40
