@@ -20,8 +20,106 @@ def ranges(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def _dense(values: np.ndarray) -> tuple[np.ndarray, int]:
-    uniq, inverse = np.unique(values, return_inverse=True)
-    return inverse.astype(np.int64), len(uniq)
+    """Renumber values densely (equal values, equal ids) with one argsort."""
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    new = np.concatenate(([True], sorted_values[1:] != sorted_values[:-1])) if len(values) else []
+    dense = np.empty(len(values), dtype=np.int64)
+    dense[order] = np.cumsum(new) - 1
+    return dense, int(np.count_nonzero(new))
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """np.unique without numpy 2's hash path (much slower here than one sort)."""
+    values = np.sort(values)
+    if len(values) == 0:
+        return values
+    return values[np.concatenate(([True], values[1:] != values[:-1]))]
+
+
+class LocalTokens:
+    """Every token occurrence of each pair's prediction and reference, with a pair-local dense id
+    (0 .. size[pair]-1). Small per-pair id spaces let overlaps be counted with np.bincount over
+    (pair, gram) bins instead of sorting (pair, gram) keys."""
+
+    def __init__(self, ids, text_start, pred_text, ref_text):
+        text_len = np.diff(text_start)
+        n_pairs = len(pred_text)
+        self.pred_len, self.ref_len = text_len[pred_text], text_len[ref_text]
+        self.pred_idx, self.pred_pair = ranges(text_start[pred_text], self.pred_len)
+        self.ref_idx, self.ref_pair = ranges(text_start[ref_text], self.ref_len)
+        vocab = int(ids.max(initial=0)) + 1
+        pair_of = np.concatenate([self.pred_pair, self.ref_pair])
+        keys = pair_of * vocab + ids[np.concatenate([self.pred_idx, self.ref_idx])]
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        new = np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1])) if len(keys) else keys > 0
+        pair_sorted = pair_of[order]
+        self.size = np.bincount(pair_sorted[new], minlength=n_pairs)
+        first_uid = np.cumsum(self.size) - self.size
+        local = np.empty(len(keys), dtype=np.int64)
+        local[order] = np.cumsum(new) - 1 - first_uid[pair_sorted]
+        self.pred_local, self.ref_local = local[: len(self.pred_idx)], local[len(self.pred_idx) :]
+        self.n_pairs = n_pairs
+        self.pred_first = np.cumsum(self.pred_len) - self.pred_len  # into pred_* arrays
+        self.ref_first = np.cumsum(self.ref_len) - self.ref_len
+
+    def unigram_overlap(self, pred_keep=None, ref_keep=None) -> np.ndarray:
+        base = np.cumsum(self.size) - self.size
+        bins = int(self.size.sum())
+        pb = base[self.pred_pair] + self.pred_local
+        rb = base[self.ref_pair] + self.ref_local
+        if pred_keep is not None:
+            pb = pb[pred_keep]
+        if ref_keep is not None:
+            rb = rb[ref_keep]
+        both = np.minimum(np.bincount(pb, minlength=bins), np.bincount(rb, minlength=bins))
+        owner = np.repeat(np.arange(self.n_pairs), self.size)
+        return np.bincount(owner, weights=both, minlength=self.n_pairs).astype(np.int64)
+
+    def _pairs_at(self, first, length, pair, local, offsets):
+        """(pair, first local id, second local id) of token pairs (i, i+d), d in offsets."""
+        ps, a_s, b_s = [], [], []
+        for d in offsets:
+            q, _ = ranges(first, length - d)
+            ps.append(pair[q])
+            a_s.append(local[q])
+            b_s.append(local[q + d])
+        if not ps:
+            z = np.zeros(0, dtype=np.int64)
+            return z, z, z
+        return np.concatenate(ps), np.concatenate(a_s), np.concatenate(b_s)
+
+    def pair_overlap(self, offsets, max_bins: int = 4_000_000) -> np.ndarray:
+        """Clipped overlap of the ordered token pairs (t[i], t[i+d]) for d in offsets."""
+        size = self.size
+        sq = size * size
+        cum = np.cumsum(sq)
+        out = np.zeros(self.n_pairs, dtype=np.int64)
+        lo = 0
+        while lo < self.n_pairs:
+            start_bins = cum[lo] - sq[lo]
+            hi = max(int(np.searchsorted(cum, start_bins + max_bins, side="right")), lo + 1)
+            bins = int(cum[hi - 1] - start_bins)
+            base = cum - sq - start_bins
+            sl = slice(lo, hi)
+            pp, pa, pb = self._pairs_at(
+                self.pred_first[sl], self.pred_len[sl], self.pred_pair, self.pred_local, offsets
+            )
+            rp, ra, rb = self._pairs_at(
+                self.ref_first[sl], self.ref_len[sl], self.ref_pair, self.ref_local, offsets
+            )
+            if bins > 4 * max_bins:  # one huge pair: sort its keys instead of allocating bins
+                out += clipped_overlap(pp, pa * size[pp] + pb, rp, ra * size[rp] + rb, self.n_pairs)
+                lo = hi
+                continue
+            pk = base[pp] + pa * size[pp] + pb
+            rk = base[rp] + ra * size[rp] + rb
+            both = np.minimum(np.bincount(pk, minlength=bins), np.bincount(rk, minlength=bins))
+            owner = np.repeat(np.arange(lo, hi), sq[lo:hi])
+            out += np.bincount(owner, weights=both, minlength=self.n_pairs).astype(np.int64)
+            lo = hi
+        return out
 
 
 def gram_ids(ids: np.ndarray, n: int) -> tuple[np.ndarray, int]:

@@ -7,12 +7,12 @@ terms ("model" = reference, "peer" = prediction).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from tunelab.metrics.rouge.lcs import lcs_lengths, union_lcs
-from tunelab.metrics.rouge.ngrams import clipped_overlap, ngram_overlap, ranges
+from tunelab.metrics.rouge.ngrams import LocalTokens, ngram_overlap, ranges
 from tunelab.metrics.rouge.tokenize import Corpus
 
 
@@ -21,6 +21,14 @@ class Pairs:
     corpus: Corpus
     pred_text: np.ndarray  # text index of each pair's prediction
     ref_text: np.ndarray  # text index of each pair's reference (each reference text in one pair)
+    cache: dict = field(default_factory=dict)
+
+    @property
+    def local(self) -> LocalTokens:
+        if "local" not in self.cache:
+            c = self.corpus
+            self.cache["local"] = LocalTokens(c.ids, c.text_start, self.pred_text, self.ref_text)
+        return self.cache["local"]
 
     def __len__(self) -> int:
         return len(self.pred_text)
@@ -38,8 +46,14 @@ class Pairs:
 
 
 def ngram(pairs: Pairs, n: int):
+    """(clipped n-gram overlap, #pred n-grams, #ref n-grams) per pair."""
     c = pairs.corpus
-    return ngram_overlap(c.ids, c.text_start, pairs.pred_text, pairs.ref_text, n)
+    if n > 2:
+        return ngram_overlap(c.ids, c.text_start, pairs.pred_text, pairs.ref_text, n)
+    pred_len, ref_len = pairs.lengths()
+    lt = pairs.local
+    hits = lt.unigram_overlap() if n == 1 else lt.pair_overlap([1])
+    return hits, np.maximum(pred_len - n + 1, 0), np.maximum(ref_len - n + 1, 0)
 
 
 def lcs_whole(pairs: Pairs):
@@ -64,34 +78,30 @@ def union_lcs_hits(pairs: Pairs):
     )
     keep = np.zeros(len(c.ids), dtype=bool)
     keep[picked] = True
-    hits, _, _ = ngram_overlap(c.ids, c.text_start, pairs.pred_text, pairs.ref_text, 1, keep)
-    return hits, pred_len, ref_len
+    lt = pairs.local
+    return lt.unigram_overlap(ref_keep=keep[lt.ref_idx]), pred_len, ref_len
 
 
 def skip_bigram(pairs: Pairs, gap: int, unigrams: bool):
     """ROUGE-1.5.5 createSkipBigram: pairs (i, j), i < j <= i + gap + 1 (gap < 0: any j), plus with
     SU the unigrams of all tokens but the last (as the perl script counts them)."""
-    c = pairs.corpus
-    ids, starts = c.ids, c.text_start
-    lens = c.text_len
-    vocab = int(ids.max(initial=0)) + 1
-    max_len = int(lens.max(initial=0))
+    pred_len, ref_len = pairs.lengths()
+    max_len = int(max(pred_len.max(initial=0), ref_len.max(initial=0)))
     max_d = max_len - 1 if gap < 0 else min(gap + 1, max(max_len - 1, 0))
+    key = ("skip", max_d)
+    lt = pairs.local
+    if key not in pairs.cache:
+        pairs.cache[key] = lt.pair_overlap(range(1, max_d + 1))
+    hits = pairs.cache[key]
+    if unigrams:
+        def not_last(first, length, pair):
+            pos = np.arange(len(pair)) - first[pair]
+            return pos < length[pair] - 1
 
-    def grams(text):
-        tl = lens[text]
-        parts_pair, parts_gram = [], []
-        for d in range(1, max_d + 1):
-            idx, pair = ranges(starts[text], np.maximum(tl - d, 0))
-            parts_pair.append(pair)
-            parts_gram.append(ids[idx] * vocab + ids[idx + d])
-        if unigrams:
-            idx, pair = ranges(starts[text], np.maximum(tl - 1, 0))
-            parts_pair.append(pair)
-            parts_gram.append(vocab * vocab + ids[idx])
-        if not parts_pair:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        return np.concatenate(parts_pair), np.concatenate(parts_gram)
+        hits = hits + lt.unigram_overlap(
+            not_last(lt.pred_first, lt.pred_len, lt.pred_pair),
+            not_last(lt.ref_first, lt.ref_len, lt.ref_pair),
+        )
 
     def count(tl):
         d_lim = tl - 1 if gap < 0 else np.minimum(gap + 1, np.maximum(tl - 1, 0))
@@ -99,10 +109,6 @@ def skip_bigram(pairs: Pairs, gap: int, unigrams: bool):
         total = d_lim * tl - d_lim * (d_lim + 1) // 2
         return total + (np.maximum(tl - 1, 0) if unigrams else 0)
 
-    pp, pg = grams(pairs.pred_text)
-    rp, rg = grams(pairs.ref_text)
-    hits = clipped_overlap(pp, pg, rp, rg, len(pairs))
-    pred_len, ref_len = pairs.lengths()
     return hits, count(pred_len), count(ref_len)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tunelab.metrics.rouge.ngrams import ranges
+from tunelab.metrics.rouge.ngrams import ranges, sorted_unique
 
 CHUNK = 16384
 CELL_BUDGET = 6_000_000  # table cells per chunk (x ~13 bytes)
@@ -103,7 +103,7 @@ def _has_common(ids, combo, r_start, r_len, c_start, c_len):
     vocab = int(ids.max(initial=0)) + 1
     r_idx, r_own = ranges(r_start, r_len)
     c_idx, c_own = ranges(c_start, c_len)
-    r_key = np.unique(r_own * vocab + ids[r_idx])
+    r_key = sorted_unique(r_own * vocab + ids[r_idx])
     c_key = c_own * vocab + ids[c_idx]
     at = np.minimum(np.searchsorted(r_key, c_key), len(r_key) - 1)
     hit = r_key[at] == c_key
