@@ -76,3 +76,14 @@ def test_missing_file_and_unknown_extension(tmp_path):
     with pytest.raises(DataError, match="set format"):
         load_records(SourceConfig(path="d.txt"), tmp_path)
     assert load_records(SourceConfig(path="d.txt", format="csv", columns=["t"]), tmp_path)[0].data == {"t": "x"}
+
+
+def test_byte_order_mark_and_non_utf8_lines(tmp_path):
+    (tmp_path / "bom.csv").write_bytes("\ufeffquestion,answer\nQ,A\n".encode("utf-8"))
+    assert load_records(SourceConfig(path="bom.csv"), tmp_path)[0].data == {"question": "Q", "answer": "A"}
+    (tmp_path / "latin.jsonl").write_bytes(b'{"t": "ok"}\n{"t": "caf\xe9"}\n')
+    with pytest.raises(DataError, match=r"latin\.jsonl:2: not UTF-8 text"):
+        load_records(SourceConfig(path="latin.jsonl"), tmp_path)
+    (tmp_path / "latin.csv").write_bytes(b"t\ncaf\xe9\n")
+    with pytest.raises(DataError, match=r"latin\.csv: not UTF-8 text"):
+        load_records(SourceConfig(path="latin.csv"), tmp_path)

@@ -177,3 +177,24 @@ def test_few_shot_draws_from_train_never_itself_and_is_deterministic(tokenizer):
             answers = [s.split("<|im_end|>")[0] for s in shots]
             assert len(set(answers)) == 3 and ex.target_text not in answers
             assert set(answers) <= train_answers
+
+
+def test_config_mistakes_are_named(tokenizer):
+    from tunelab.config import ConfigError, load_config
+
+    task = _task(name="c", kind="classification", fields={"txt": "sentence"}, source={"records": [{"a": 1}]})
+    with pytest.raises(DataError, match=r"unknown field role\(s\) txt for kind classification; its roles are: "
+                                        r"text, text_pair, label"):
+        build_task(task, tokenizer)
+    with pytest.raises(ConfigError, match="'labels' applies to kind classification only"):
+        load_config(data={"data": {"tasks": [{"name": "q", "kind": "qa", "labels": ["a"], "source": "x.jsonl"}]}})
+    with pytest.raises(ConfigError, match="did you mean 'few_shot'"):
+        load_config(data={"data": {"tasks": [{"name": "q", "kind": "qa", "fewshot": 2, "source": "x.jsonl"}]}})
+
+
+def test_optional_context_column_is_used_when_present(tokenizer):
+    task = _task(name="q", kind="qa", source={"records": [{"question": "Who?", "context": "Ann.", "answer": "Ann"},
+                                                          {"question": "Why?", "answer": "So"}]},
+                 ratios={"train": 1, "validation": 0, "test": 0})
+    first, second = build_task(task, tokenizer).splits["train"]
+    assert "Context: Ann.\n\nQuestion: Who?" in first.user_text and "Context" not in second.user_text

@@ -119,8 +119,17 @@ class TaskConfig(StrictModel):
             return {str(k): str(v) for k, v in value.items()}
         return value
 
+    @field_validator("ratios")
+    @classmethod
+    def _ratios_not_negative(cls, value):
+        if value and any(v < 0 for v in value.values()):
+            raise ValueError("split ratios must be 0 or more")
+        return value
+
     @model_validator(mode="after")
     def _has_data(self):
+        if self.labels is not None and self.kind != "classification":
+            raise ValueError(f"task '{self.name}': 'labels' applies to kind classification only")
         if self.source is None and not self.splits:
             raise ValueError(f"task '{self.name}' needs 'source' or 'splits'")
         if self.source is not None and self.splits:

@@ -101,13 +101,18 @@ def _check_mapping(data, where: str, index: int, policy: ErrorPolicy) -> Record 
 
 def _read_jsonl(path: Path, source, fmt, policy: ErrorPolicy, limit) -> list[Record]:
     records = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
             if limit is not None and len(records) >= limit:
                 break
+            where = f"{path}:{line_no}"
+            try:
+                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                policy.bad(BadRecord(where, f"not UTF-8 text (byte {exc.start + 1} of the line)"))
+                continue
             if not line.strip():
                 continue
-            where = f"{path}:{line_no}"
             try:
                 data = json.loads(line)
             except json.JSONDecodeError as exc:
@@ -121,7 +126,9 @@ def _read_jsonl(path: Path, source, fmt, policy: ErrorPolicy, limit) -> list[Rec
 
 def _read_json(path: Path, source, fmt, policy: ErrorPolicy, limit) -> list[Record]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start + 1} of the file)") from None
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg} (column {exc.colno})") from None
     if not isinstance(data, list):
@@ -137,8 +144,17 @@ def _read_json(path: Path, source, fmt, policy: ErrorPolicy, limit) -> list[Reco
 def _read_csv(path: Path, source, fmt, policy: ErrorPolicy, limit) -> list[Record]:
     # TSV files (GLUE and friends) use bare quotes inside text: no quoting there.
     options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
+    try:
+        return _read_csv_rows(path, source, fmt, policy, limit, options)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start + 1} of a read block; save the file "
+                        f"as UTF-8)") from None
+
+
+def _read_csv_rows(path: Path, source, fmt, policy: ErrorPolicy, limit, options) -> list[Record]:
     records = []
-    with open(path, encoding="utf-8", newline="") as f:
+    # utf-8-sig: spreadsheet exports start with a byte-order mark that would stick to the first name
+    with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, **options)
         names = source.columns
         if source.header:

@@ -57,8 +57,8 @@ def verbalize(record, col: str, words: dict[str, str] | None) -> str:
 
 def parts(record, task, fields: dict, ctx) -> Parts:
     text = get_text(record, column(fields, "text", ROLES["text"]))
-    pair_col = column(fields, "text_pair", None)
-    text_pair = get_text(record, pair_col) if pair_col else None
+    # Optional: required when mapped explicitly, else used when the record has a `text_pair` column.
+    text_pair = get_text(record, column(fields, "text_pair", ROLES["text_pair"]), required="text_pair" in fields)
     label = verbalize(record, column(fields, "label", ROLES["label"]), ctx.label_words)
     body = f"Text: {text}" if text_pair is None else f"Text 1: {text}\nText 2: {text_pair}"
     user = f"{ctx.instruction}\n\n{body}"

@@ -16,8 +16,8 @@ def default_instruction(task, labels=None) -> str:
 
 def parts(record, task, fields: dict, ctx) -> Parts:
     question = get_text(record, column(fields, "question", ROLES["question"]))
-    context_col = column(fields, "context", None)
-    context = get_text(record, context_col) if context_col else None
+    # Optional: required when mapped explicitly, else used when the record has a `context` column.
+    context = get_text(record, column(fields, "context", ROLES["context"]), required="context" in fields)
     answer_col = column(fields, "answer", ROLES["answer"])
     refs = [strip_suffixes(r, task.strip_suffix, record, answer_col)
             for r in get_texts(record, answer_col, role="answer")]
