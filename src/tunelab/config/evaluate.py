@@ -1,9 +1,64 @@
-"""`eval:` and `retention:` sections: which tasks to score, how, and forgetting checks."""
+"""`eval:` and `retention:` sections: which tasks to score, how, and forgetting checks.
+
+A task is either a recipe reference (`"sst2=../shared/data/sst2"`, or a mapping with a `recipe:`
+key, see tunelab.evaluate.recipes) or a data-pipeline task mapping (the same shape as a
+`data.tasks` entry) that tunelab.data.build_task turns into examples.
+"""
 
 from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
 
 from tunelab.config.base import StrictModel
 
 
+class GenerationConfig(StrictModel):
+    max_new_tokens: int = 64
+    # Greedy by default: the only setting whose outputs do not depend on a random seed.
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int = 0
+    # Generation stops at the first of these strings (the text after it is cut off) or at EOS.
+    stop: list[str] = []
+
+    @field_validator("max_new_tokens")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+
 class EvalConfig(StrictModel):
-    tasks: list[str] = []
+    tasks: list[str | dict] = []
+    # At most this many examples per task (the first N of the split, in source order).
+    limit: int | None = None
+    split: str = "test"
+    batch_size: int = 8
+    # float32 is the default because batched == unbatched outputs need it; bfloat16 is faster.
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    bootstrap_resamples: int = 1000
+    confidence: float = 0.95
+    cache: bool = True
+
+
+class RetentionConfig(StrictModel):
+    """Held-out tasks scored before and after training: the forgetting report of a run."""
+
+    tasks: list[str | dict] = []
+    # The task the run is tuned for (its gain is reported apart from the held-out drop).
+    tuned_task: str | None = None
+    limit: int | None = 50
+    split: str = "test"
+    batch_size: int = 8
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    bootstrap_resamples: int = 1000
+    before: bool = True
+    after: bool = True
+    cache: bool = True
