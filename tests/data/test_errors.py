@@ -69,13 +69,37 @@ def test_bad_csv_row_and_template_errors(tmp_path, tokenizer):
         prepare(make_config(tmp_path, [{**task, "template": "{{ question "}]), tokenizer)
 
 
-def test_cli_prints_one_line_without_traceback(tmp_path):
-    _reviews(tmp_path, '{"text": "meh", "label": 7}')
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(json.dumps({"data": {"tasks": [TASK]}}))
-    out = subprocess.run([sys.executable, "-m", "tunelab.cli", "data", "preview", str(cfg)],
-                         capture_output=True, text=True, env={**os.environ, "TUNELAB_DEBUG": ""})
-    assert out.returncode == 2, out.stderr
-    assert "Traceback" not in out.stderr
-    error_lines = [line for line in out.stderr.splitlines() if line.startswith("tunelab: error:")]
-    assert len(error_lines) == 1 and "bad.jsonl:3:" in error_lines[0] and "unknown label '7'" in error_lines[0]
+CLI_SCRIPT = """
+import contextlib, io, json, sys
+from tunelab.cli.main import main
+results = []
+for cfg in sys.argv[1:]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            rc = main(["data", "preview", cfg, "--n", "0"])
+        except BaseException as exc:  # a traceback would escape here
+            rc = repr(exc)
+    results.append({"rc": rc, "stderr": err.getvalue()})
+print(json.dumps(results))
+"""
+
+
+def test_cli_prints_one_line_without_traceback_for_every_defect_class(tmp_path):
+    configs = []
+    for i, (case, (bad_line, expected, _)) in enumerate(CASES.items()):
+        folder = tmp_path / f"case{i}"
+        folder.mkdir()
+        _reviews(folder, bad_line)
+        cfg = folder / "c.yaml"
+        cfg.write_text(json.dumps({"data": {"tasks": [TASK]}}))
+        configs.append((case, expected, str(cfg)))
+    out = subprocess.run([sys.executable, "-c", CLI_SCRIPT, *[c for _, _, c in configs]], capture_output=True,
+                         text=True, env={**os.environ, "TUNELAB_DEBUG": ""})
+    assert out.returncode == 0, out.stderr
+    for (case, expected, _), result in zip(configs, json.loads(out.stdout)):
+        assert result["rc"] == 2, (case, result)
+        lines = [line for line in result["stderr"].splitlines() if line.strip()]
+        assert "Traceback" not in result["stderr"], case
+        errors = [line for line in lines if line.startswith("tunelab: error:")]
+        assert len(errors) == 1 and "bad.jsonl:3:" in errors[0] and expected in errors[0], (case, lines)
