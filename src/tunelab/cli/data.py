@@ -73,13 +73,16 @@ def run(args) -> int:
         console = Console(soft_wrap=True, width=160, no_color=True, highlight=False)
     err = Console(stderr=True)
     if plain:
-        print(f"preparing data of {args.config} ...", file=sys.stderr, flush=True)
+        def say(message: str) -> None:
+            print(f"preparing data: {message}", file=sys.stderr, flush=True)
+
+        say(f"loading the tokenizer of {cfg.model.name}")
         tokenizer = load_tokenizer(cfg)
-        prepared = prepare(cfg, tokenizer)
+        prepared = prepare(cfg, tokenizer, progress=say)
     else:
-        with err.status(f"preparing data of {args.config} ..."):
+        with err.status(f"loading the tokenizer of {cfg.model.name} ...") as status:
             tokenizer = load_tokenizer(cfg)
-            prepared = prepare(cfg, tokenizer)
+            prepared = prepare(cfg, tokenizer, progress=lambda m: status.update(f"preparing data: {m} ..."))
     summary = preview_summary(prepared, tokenizer, split=args.split, n=args.n)
     summary["config"] = str(args.config)
     summary["model"] = cfg.model.name

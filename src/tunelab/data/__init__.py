@@ -45,15 +45,19 @@ class PreparedData:
         return [ex for task in self.tasks.values() for ex in task.splits[name]]
 
 
-def prepare(cfg, tokenizer) -> PreparedData:
-    """Read, template, split, tokenise and mix every task of `cfg.data` (an ExperimentConfig)."""
+def prepare(cfg, tokenizer, progress=None) -> PreparedData:
+    """Read, template, split, tokenise and mix every task of `cfg.data` (an ExperimentConfig).
+
+    `progress(message)`, when given, is called before each task (for a status line)."""
     data = cfg.data
     if not data.tasks:
         raise DataError("the config has no data.tasks: add at least one task (see docs/data.md)")
     seed = data.split.seed if data.split.seed is not None else cfg.seed
     policy = ErrorPolicy(data.on_error)
     tasks = {}
-    for task_cfg in data.tasks:
+    for i, task_cfg in enumerate(data.tasks, start=1):
+        if progress is not None:
+            progress(f"task {i}/{len(data.tasks)}: {task_cfg.name} ({task_cfg.kind})")
         tasks[task_cfg.name] = build_task(
             task_cfg, tokenizer, cfg.config_dir, data.max_length, seed, overlength=data.overlength,
             split=data.split, leak_check=data.leak_check, policy=policy,
