@@ -34,13 +34,12 @@ def build_task(task_cfg, tokenizer, config_dir=".", max_length: int = 1024, seed
     split = split or SplitConfig()
     module = task_module(task.kind)
 
-    for name, src in [("task", task.source), *((task.splits or {}).items())]:
-        mapping = task.fields if name == "task" else (src.fields or {})
+    sources = {"all": task.source} if task.source is not None else dict(task.splits)
+    for mapping in [task.fields, *(src.fields or {} for src in sources.values())]:
         unknown = sorted(set(mapping) - set(module.ROLES))
         if unknown:
             raise DataError(f"task '{task.name}': unknown field role(s) {', '.join(unknown)} for kind "
                             f"{task.kind}; its roles are: {', '.join(module.ROLES)}")
-    sources = {"all": task.source} if task.source is not None else dict(task.splits)
     raw = {name: load_records(src, config_dir, policy, task.limit) for name, src in sources.items()}
     # records read = usable records + lines that could not even be parsed (skip mode)
     n_read = sum(len(r) for r in raw.values()) + len(policy.skipped) - skipped_before
