@@ -11,9 +11,11 @@ references are all missing is an error here (sacrebleu crashes on it or uses a l
 
 Faster than sacrebleu (>= 3x on corpus 13a BLEU, benchmarks/metrics_bench.py) because:
 13a tokenisation avoids per-match regex template expansion (see bleu_tokenizers); n-grams of each
-order are counted with `Counter(zip(...))` (C loops) instead of building tuple lists; and clipped
+order are counted from `zip(...)` by collections' C counting helper instead of building tuple lists; and clipped
 matches are summed only over the intersection of hypothesis and reference n-gram keys (a C set
-operation) instead of looping over every hypothesis n-gram in Python.
+operation) instead of looping over every hypothesis n-gram in Python - and when no reference
+repeats an n-gram (nearly always for n >= 2) every match clips to 1, so the clipped count is the
+number of distinct hypothesis n-grams found in the reference, without counting the hypothesis.
 
 Signature: sacrebleu's format and field order, plus one field `impl:tunelab-<version>` before
 `version`, e.g. `nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|impl:tunelab-0.1.0|version:2.6.0`.
@@ -24,7 +26,14 @@ it); `impl` says honestly that tunelab, not sacrebleu, computed the number.
 from __future__ import annotations
 
 import math
-from collections import Counter
+
+try:  # the C helper behind Counter.update; a plain dict skips Counter.__init__'s Python overhead
+    from collections import _count_elements
+except ImportError:  # pragma: no cover - other Python implementations
+
+    def _count_elements(mapping, iterable):
+        for element in iterable:
+            mapping[element] = mapping.get(element, 0) + 1
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -120,11 +129,13 @@ def compute_bleu(
     return BLEUScore(score, precisions, bp, sys_len, ref_len, counts=correct, totals=total)
 
 
-def _ngram_counters(tokens: list[str], max_order: int) -> list[Counter]:
-    """One Counter per order n = 1..max_order (unigrams as str, longer n-grams as tuples)."""
-    counters = [Counter(tokens)]
-    for n in range(2, max_order + 1):
-        counters.append(Counter(zip(*[tokens[i:] for i in range(n)])))
+def _ngram_counters(tokens: list[str], max_order: int) -> list[dict]:
+    """One count dict per order n = 1..max_order (unigrams as str, longer n-grams as tuples)."""
+    counters = []
+    for n in range(1, max_order + 1):
+        counts: dict = {}
+        _count_elements(counts, zip(*[tokens[i:] for i in range(n)]) if n > 1 else tokens)
+        counters.append(counts)
     return counters
 
 
@@ -183,27 +194,39 @@ def segment_statistics(
         nrefs_seen.add(len(present))
 
         ref_lens = []
-        ref_ngrams: list[Counter] | None = None
+        ref_ngrams: list[dict] | None = None
+        ref_unique = [True] * max_ngram_order  # no reference repeats an n-gram of this order
         for ref in present:
             tokens = _preprocess(ref, tokenizer, lowercase)
             ref_lens.append(len(tokens))
             counters = _ngram_counters(tokens, max_ngram_order)
+            for n, counts in enumerate(counters, start=1):
+                if len(counts) != max(len(tokens) - n + 1, 0):
+                    ref_unique[n - 1] = False
             if ref_ngrams is None:
                 ref_ngrams = counters
             else:  # clip against the maximum count over references
                 for merged, this in zip(ref_ngrams, counters):
                     for ngram, count in this.items():
-                        if count > merged[ngram]:
+                        if count > merged.get(ngram, 0):
                             merged[ngram] = count
 
         hyp_tokens = _preprocess(hyp, tokenizer, lowercase)
         hyp_len = len(hyp_tokens)
-        hyp_ngrams = _ngram_counters(hyp_tokens, max_ngram_order)
         correct = []
         total = []
-        for n, (h, r) in enumerate(zip(hyp_ngrams, ref_ngrams), start=1):
-            total.append(max(hyp_len - n + 1, 0))
-            correct.append(sum([min(h[g], r[g]) for g in h.keys() & r.keys()]))
+        for n, r in enumerate(ref_ngrams, start=1):
+            total.append(hyp_len - n + 1 if hyp_len >= n else 0)
+            hyp_iter = zip(*[hyp_tokens[i:] for i in range(n)]) if n > 1 else hyp_tokens
+            if ref_unique[n - 1]:
+                # every reference count is 1, so each shared n-gram clips to 1: count the distinct
+                # hypothesis n-grams found in the reference (a C loop, no hypothesis counts needed)
+                correct.append(len(r.keys() & hyp_iter))
+            else:  # sum of min(hyp count, ref count) over the shared n-grams, in C
+                h: dict = {}
+                _count_elements(h, hyp_iter)
+                common = h.keys() & r.keys()
+                correct.append(sum(map(min, map(h.__getitem__, common), map(r.__getitem__, common))))
         stats.append([hyp_len, _closest_ref_len(hyp_len, ref_lens), *correct, *total])
     return stats, nrefs_seen
 

@@ -34,6 +34,10 @@ _13A_SYMBOLS = frozenset(
 _13A_PERIOD_COMMA_AFTER_NONDIGIT = re.compile(r"([^0-9])([\.,])")
 _13A_PERIOD_COMMA_BEFORE_NONDIGIT = re.compile(r"([\.,])([^0-9])")
 _13A_DASH_AFTER_DIGIT = re.compile(r"([0-9])(-)")
+# A period or comma touching a digit or another period/comma: only then do rules 2-3 need the
+# regexes. Otherwise every period/comma has non-digit, non-[.,] neighbours, so rule 2 pads each
+# one with spaces and rule 3 then adds nothing: two str.replace calls give the same tokens.
+_13A_PERIOD_COMMA_CONTEXT = re.compile(r"[0-9.,][.,]|[.,][0-9.,]")
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
@@ -52,8 +56,11 @@ def tokenize_13a(line: str) -> str:
     # ".,-", and rule 1 only puts spaces (non-digits) next to symbols (non-digits, not ".,-"), so
     # rule 1 commutes with them and can run last, as plain replaces of the symbols present.
     if "." in line or "," in line:
-        line = _13A_PERIOD_COMMA_AFTER_NONDIGIT.sub(r"\1 \2 ", line)
-        line = _13A_PERIOD_COMMA_BEFORE_NONDIGIT.sub(r" \1 \2", line)
+        if _13A_PERIOD_COMMA_CONTEXT.search(line):
+            line = _13A_PERIOD_COMMA_AFTER_NONDIGIT.sub(r"\1 \2 ", line)
+            line = _13A_PERIOD_COMMA_BEFORE_NONDIGIT.sub(r" \1 \2", line)
+        else:
+            line = line.replace(".", " . ").replace(",", " , ")
     if "-" in line:
         line = _13A_DASH_AFTER_DIGIT.sub(r"\1 \2 ", line)
     for symbol in _13A_SYMBOLS.intersection(line):

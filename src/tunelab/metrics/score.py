@@ -1,0 +1,347 @@
+"""The engine behind `tunelab score`: read prediction records, score them, add CIs, compare two.
+
+Records (one JSON object per line):
+  text metrics     {"prediction": str, "references": [str|null, ...]}  or  {"prediction": str, "reference": str}
+  classification   {"prediction": str, "label": str}
+A null inside "references" is a missing reference (BLEU/chrF treat it as sacrebleu does; ROUGE,
+exact match and token F1 ignore it); at least one reference must be a string.
+
+Corpus numbers: ROUGE, exact match, token F1 and accuracy are means over records with a
+percentile bootstrap CI; corpus BLEU and chrF are computed from summed statistics (as sacrebleu)
+and their CI resamples records and recomputes the corpus score. Every CI uses the same resampled
+records (same seed). Per record: ROUGE P/R/F, sentence BLEU (sacrebleu's sentence_bleu: effective
+order, same tokenizer and smoothing), sentence chrF, exact match, token F1, and for
+classification the mapped label (None when the output could not be mapped: counted wrong).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tunelab.metrics.errors import MetricInputError
+
+TEXT_METRICS = ("rouge", "bleu", "chrf", "exact_match", "token_f1")
+METRICS = (*TEXT_METRICS, "classification")
+DEFAULT_ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+
+
+def _type_name(value) -> str:
+    return {str: "string", list: "list", dict: "object", bool: "boolean", int: "number",
+            float: "number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def load_records(path: str | Path) -> tuple[list[dict], list[int]]:
+    """JSONL records and their 1-based line numbers (blank lines skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MetricInputError(f"{path}: no such file")
+    records, lines = [], []
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise MetricInputError(f"{path}:{line_no}: not valid UTF-8 ({exc.reason})") from None
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text.rstrip("\r\n"))
+            except json.JSONDecodeError as exc:
+                raise MetricInputError(f"{path}:{line_no}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+            if not isinstance(record, dict):
+                raise MetricInputError(f"{path}:{line_no}: expected a JSON object, got {_type_name(record)}")
+            records.append(record)
+            lines.append(line_no)
+    if not records:
+        raise MetricInputError(f"{path}: no records")
+    return records, lines
+
+
+def _where(source, line_numbers, i) -> str:
+    line = line_numbers[i] if line_numbers else i + 1
+    return f"{source or '<records>'}:{line}"
+
+
+def validate_records(records, metrics, source=None, line_numbers=None):
+    """Check every record; return (predictions, references per record, gold labels or None)."""
+    text = any(m in TEXT_METRICS for m in metrics)
+    classification = "classification" in metrics
+    predictions, references, labels = [], [], []
+    for i, record in enumerate(records):
+        where = _where(source, line_numbers, i)
+        if not isinstance(record, dict):
+            raise MetricInputError(f"{where}: expected a JSON object, got {_type_name(record)}")
+        if "prediction" not in record:
+            raise MetricInputError(f"{where}: field 'prediction' is missing")
+        prediction = record["prediction"]
+        if not isinstance(prediction, str):
+            raise MetricInputError(f"{where}: field 'prediction' must be a string, got {_type_name(prediction)}")
+        predictions.append(prediction)
+        if text:
+            references.append(_record_references(record, where))
+        if classification:
+            if "label" not in record:
+                raise MetricInputError(f"{where}: field 'label' is missing (needed by the classification metric)")
+            if not isinstance(record["label"], str):
+                raise MetricInputError(f"{where}: field 'label' must be a string, got {_type_name(record['label'])}")
+            labels.append(record["label"])
+    return predictions, references, labels if classification else None
+
+
+def _record_references(record, where) -> list[str | None]:
+    if "references" in record and "reference" in record:
+        raise MetricInputError(f"{where}: give either field 'references' or 'reference', not both")
+    if "reference" in record:
+        ref = record["reference"]
+        if not isinstance(ref, str):
+            raise MetricInputError(f"{where}: field 'reference' must be a string, got {_type_name(ref)}")
+        return [ref]
+    if "references" not in record:
+        raise MetricInputError(f"{where}: field 'references' is missing (or give 'reference')")
+    refs = record["references"]
+    if not isinstance(refs, list):
+        raise MetricInputError(f"{where}: field 'references' must be a list of strings, got {_type_name(refs)}")
+    for k, ref in enumerate(refs):
+        if ref is not None and not isinstance(ref, str):
+            raise MetricInputError(f"{where}: field 'references[{k}]' must be a string or null, got {_type_name(ref)}")
+    if not any(isinstance(ref, str) for ref in refs):
+        raise MetricInputError(f"{where}: field 'references' has no reference (use \"\" for an empty one)")
+    return refs
+
+
+def parse_metrics(metrics) -> list[str]:
+    if isinstance(metrics, str):
+        metrics = [m.strip() for m in metrics.split(",") if m.strip()]
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        raise MetricInputError(f"unknown metric(s) {unknown or metrics}; choose from {', '.join(METRICS)}")
+    return list(dict.fromkeys(metrics))
+
+
+def _nrefs(nrefs_seen: set[int]):
+    return next(iter(nrefs_seen)) if len(nrefs_seen) == 1 else "var"
+
+
+def _mean_entry(values: np.ndarray, ci_of, key="mean") -> dict:
+    entry = {key: float(values.mean())}
+    ci = ci_of(values)
+    if ci is not None:
+        entry["ci"] = ci
+    return entry
+
+
+def score_records(
+    records: list[dict],
+    metrics,
+    *,
+    source: str | None = None,
+    line_numbers: list[int] | None = None,
+    rouge_mode: str = "rouge-score",
+    rouge_types=DEFAULT_ROUGE_TYPES,
+    use_stemmer: bool = False,
+    rouge_tokenizer: str = "default",
+    rouge_options: dict | None = None,
+    bleu_tokenize: str = "13a",
+    bleu_smooth: str = "exp",
+    bleu_smooth_value: float | None = None,
+    bleu_lowercase: bool = False,
+    chrf_word_order: int = 0,
+    labels=None,
+    label_rule: str = "unique",
+    bootstrap: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    _keep_statistics: bool = False,
+) -> tuple[dict, list[dict]]:
+    """Score records: (corpus results, one dict per record in input order). See module docstring."""
+    from tunelab.metrics import stats as S
+
+    metrics = parse_metrics(metrics)
+    if not records:
+        raise MetricInputError(f"{source or '<records>'}: no records")
+    predictions, references, gold = validate_records(records, metrics, source, line_numbers)
+    n = len(predictions)
+    present = [[r for r in refs if r is not None] for refs in references]
+    if bootstrap and bootstrap > 0:
+        S._check_confidence(confidence)
+
+    def ci_of(values):
+        if not bootstrap or bootstrap <= 0:
+            return None
+        return list(S.bootstrap_ci(values, bootstrap, confidence, seed))
+
+    def ci_of_statistic(statistics, score_fn):
+        if not bootstrap or bootstrap <= 0:
+            return None
+        return list(S.percentile_interval(S.bootstrap_statistic(statistics, score_fn, bootstrap, seed), confidence))
+
+    corpus: dict = {"n": n}
+    per_record: list[dict] = [{"index": i} for i in range(n)]
+    kept: dict = {}  # per-record values and statistics for compare_records
+
+    if "rouge" in metrics:
+        from tunelab.metrics.rouge import rouge
+
+        types = [t.strip() for t in rouge_types.split(",")] if isinstance(rouge_types, str) else list(rouge_types)
+        try:
+            scores = rouge(predictions, present, types, mode=rouge_mode, use_stemmer=use_stemmer,
+                           tokenizer=rouge_tokenizer, **(rouge_options or {}))
+        except MetricInputError:
+            raise
+        except ValueError as exc:  # the rouge package reports bad options as ValueError
+            raise MetricInputError(f"rouge: {exc}") from None
+        for t in types:
+            p = np.array([s[t].precision for s in scores], dtype=float)
+            r = np.array([s[t].recall for s in scores], dtype=float)
+            f = np.array([s[t].fmeasure for s in scores], dtype=float)
+            entry = {"precision": float(p.mean()), "recall": float(r.mean()), "f1": float(f.mean())}
+            ci = ci_of(f)
+            if ci is not None:
+                entry["f1_ci"] = ci
+            corpus[t] = entry
+            kept[f"{t}.f1"] = ("mean", f)
+            for i in range(n):
+                per_record[i][t] = {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i])}
+
+    if "bleu" in metrics:
+        from tunelab.metrics import bleu as B
+
+        options = dict(smooth_method=bleu_smooth, smooth_value=bleu_smooth_value)
+        rows, nrefs_seen = B.segment_statistics(predictions, references, tokenize=bleu_tokenize, lowercase=bleu_lowercase)
+        result = B.score_from_statistics([sum(column) for column in zip(*rows)], **options)
+        result.signature = B.bleu_signature(_nrefs(nrefs_seen), tokenize=bleu_tokenize,
+                                            lowercase=bleu_lowercase, **options)
+        statistics = np.array(rows, dtype=float)
+
+        def bleu_scores(summed: np.ndarray) -> np.ndarray:
+            return np.array([B.score_from_statistics(list(row), **options).score for row in summed])
+
+        corpus["bleu"] = result.to_dict()
+        ci = ci_of_statistic(statistics, bleu_scores)
+        if ci is not None:
+            corpus["bleu"]["score_ci"] = ci
+        kept["bleu"] = ("statistic", statistics, bleu_scores)
+        for i in range(n):
+            per_record[i]["bleu"] = B.score_from_statistics(list(rows[i]), effective_order=True, **options).score
+
+    if "chrf" in metrics:
+        from tunelab.metrics import chrf as C
+
+        rows, nrefs_seen = C.segment_statistics(predictions, references, word_order=chrf_word_order)
+        order = 6 + chrf_word_order
+        result = C.CHRFScore(C.f_score([sum(column) for column in zip(*rows)], order), 6, chrf_word_order, 2,
+                             C.chrf_signature(_nrefs(nrefs_seen), word_order=chrf_word_order))
+        statistics = np.array(rows, dtype=float)
+
+        def chrf_scores(summed: np.ndarray) -> np.ndarray:
+            return np.array([C.f_score(list(row), order) for row in summed])
+
+        corpus["chrf"] = result.to_dict()
+        ci = ci_of_statistic(statistics, chrf_scores)
+        if ci is not None:
+            corpus["chrf"]["score_ci"] = ci
+        kept["chrf"] = ("statistic", statistics, chrf_scores)
+        for i in range(n):
+            per_record[i]["chrf"] = C.f_score(rows[i], order)
+
+    if "exact_match" in metrics:
+        from tunelab.metrics.exact_match import exact_match
+
+        values = np.array([exact_match(p, refs) for p, refs in zip(predictions, present)])
+        corpus["exact_match"] = _mean_entry(values, ci_of)
+        kept["exact_match"] = ("mean", values)
+        for i in range(n):
+            per_record[i]["exact_match"] = float(values[i])
+
+    if "token_f1" in metrics:
+        from tunelab.metrics.token_f1 import token_f1
+
+        values = np.array([token_f1(p, refs) for p, refs in zip(predictions, present)])
+        corpus["token_f1"] = _mean_entry(values, ci_of)
+        kept["token_f1"] = ("mean", values)
+        for i in range(n):
+            per_record[i]["token_f1"] = float(values[i])
+
+    if "classification" in metrics:
+        from tunelab.metrics.classification import classification_report
+        from tunelab.metrics.labels import Verbalizers, explain_label
+
+        label_set = labels if labels else sorted(set(gold))
+        verbalizers = Verbalizers.build(label_set)
+        mapped = [explain_label(p, verbalizers, label_rule) for p in predictions]
+        y_pred = [label for label, _ in mapped]
+        report = classification_report(gold, y_pred, list(verbalizers.labels))
+        correct = np.array([p == g for p, g in zip(y_pred, gold)], dtype=float)
+        ci = ci_of(correct)
+        if ci is not None:
+            report["accuracy_ci"] = ci
+        reasons: dict[str, int] = {}
+        for _, reason in mapped:
+            reasons[reason] = reasons.get(reason, 0) + 1
+        report["label_extraction"] = {"rule": label_rule, "by_reason": reasons}
+        corpus["classification"] = report
+        kept["accuracy"] = ("mean", correct)
+        for i, (label, reason) in enumerate(mapped):
+            per_record[i]["classification"] = {
+                "label": gold[i], "predicted": label, "correct": label == gold[i], "reason": reason
+            }
+
+    if bootstrap and bootstrap > 0:
+        corpus["bootstrap"] = {"n_resamples": bootstrap, "seed": seed, "confidence": confidence,
+                               "method": "percentile, records resampled with replacement"}
+    if _keep_statistics:
+        corpus["_kept"] = kept
+        corpus["_references"] = references
+    return corpus, per_record
+
+
+def compare_records(records_a, records_b, metrics, *, sources=("A", "B"), line_numbers=(None, None),
+                    permutations: int = 10000, **options) -> dict:
+    """Score two systems on the same records and test every metric for a difference (a - b)."""
+    from tunelab.metrics import stats as S
+
+    if len(records_a) != len(records_b):
+        raise MetricInputError(
+            f"{sources[0]} has {len(records_a)} records but {sources[1]} has {len(records_b)}: "
+            "a paired comparison needs the same records in the same order"
+        )
+    bootstrap = options.get("bootstrap", 1000) or 1000
+    options["bootstrap"] = bootstrap
+    seed = options.get("seed", 0)
+    confidence = options.get("confidence", 0.95)
+    corpus_a, _ = score_records(records_a, metrics, source=sources[0], line_numbers=line_numbers[0],
+                                _keep_statistics=True, **options)
+    corpus_b, _ = score_records(records_b, metrics, source=sources[1], line_numbers=line_numbers[1],
+                                _keep_statistics=True, **options)
+    refs_a, refs_b = corpus_a.pop("_references"), corpus_b.pop("_references")
+    for i, (ra, rb) in enumerate(zip(refs_a, refs_b)):
+        if ra != rb:
+            where = _where(sources[1], line_numbers[1], i)
+            raise MetricInputError(f"{where}: references differ from {_where(sources[0], line_numbers[0], i)}; "
+                                   "a paired comparison needs the same records in the same order")
+    kept_a, kept_b = corpus_a.pop("_kept"), corpus_b.pop("_kept")
+    tests = {}
+    for key, value_a in kept_a.items():
+        value_b = kept_b[key]
+        if value_a[0] == "mean":
+            a, b = value_a[1], value_b[1]
+            entry = {"a": float(a.mean()), "b": float(b.mean()),
+                     "paired_bootstrap": S.paired_bootstrap(a, b, bootstrap, seed, confidence),
+                     "approx_randomization": S.approx_randomization(a, b, permutations, seed)}
+            if key == "accuracy":
+                entry["mcnemar"] = S.mcnemar(a.astype(bool), b.astype(bool))
+        else:
+            score_fn = value_a[2]
+            entry = {"a": float(score_fn(value_a[1].sum(axis=0)[None])[0]),
+                     "b": float(score_fn(value_b[1].sum(axis=0)[None])[0]),
+                     "paired_bootstrap": S.paired_bootstrap_statistic(value_a[1], value_b[1], score_fn,
+                                                                      bootstrap, seed, confidence),
+                     "approx_randomization": S.approx_randomization_statistic(value_a[1], value_b[1], score_fn,
+                                                                              permutations, seed)}
+        entry["diff"] = entry["a"] - entry["b"]
+        tests[key] = entry
+    return {"n": corpus_a["n"], "a": {"source": sources[0], "corpus": corpus_a},
+            "b": {"source": sources[1], "corpus": corpus_b}, "tests": tests}
