@@ -1,0 +1,109 @@
+"""What model to evaluate: a base model, base + PEFT adapter, or a run folder's final/.
+
+The model is loaded lazily: when every answer is in the cache, the weights are never read.
+LoRA-family adapters are merged into the weights for evaluation (one matmul per layer instead
+of three); prompt/prefix tuning stay as PEFT models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tunelab.cli.errors import UserError
+from tunelab.evaluate.cache import fingerprint
+
+
+@dataclass
+class ModelSpec:
+    base: str  # alias, local folder or hub id of the base model
+    adapter: str | None = None  # PEFT adapter folder
+    full_model: str | None = None  # a run's final/ when it holds full weights
+    dtype: str = "float32"
+    label: str = ""
+    run: str | None = None
+
+
+def run_base_model(run: Path) -> str:
+    cfg_file = run / "config.resolved.yaml"
+    if not cfg_file.exists():
+        raise UserError(f"{run}: not a run folder (no config.resolved.yaml)")
+    data = yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}
+    return str((data.get("model") or {}).get("name") or "smollm2-135m-instruct")
+
+
+def model_spec(model: str | None = None, adapter: str | None = None, run: str | None = None,
+               dtype: str = "float32") -> ModelSpec:
+    """Resolve the CLI's --model/--adapter/--run into one ModelSpec."""
+    if adapter and run:
+        raise UserError("give --adapter or --run, not both")
+    if adapter and (Path(adapter) / "final").is_dir():
+        run, adapter = adapter, None  # an adapter given as a run folder
+    if run:
+        run_path = Path(run)
+        if not run_path.is_dir():
+            raise UserError(f"run folder {run} does not exist")
+        base = model or run_base_model(run_path)
+        final = run_path / "final"
+        if (final / "adapter_config.json").exists():
+            return ModelSpec(base, adapter=str(final), dtype=dtype, label=run_path.name, run=str(run_path))
+        if (final / "config.json").exists():
+            return ModelSpec(base, full_model=str(final), dtype=dtype, label=run_path.name, run=str(run_path))
+        raise UserError(f"{run}: the run has no final/ adapter or model (did training finish?)")
+    if not model:
+        raise UserError("give --model (and optionally --adapter), or --run")
+    if adapter and not (Path(adapter) / "adapter_config.json").exists():
+        raise UserError(f"{adapter}: not a PEFT adapter folder (no adapter_config.json)")
+    return ModelSpec(model, adapter=adapter, dtype=dtype, label=Path(adapter).name if adapter else Path(model).name)
+
+
+def spec_fingerprint(spec: ModelSpec) -> dict:
+    from tunelab.models import resolve_model
+
+    weights = spec.full_model or resolve_model(spec.base)
+    return {"model": fingerprint(weights), "adapter": fingerprint(spec.adapter), "dtype": spec.dtype}
+
+
+@dataclass
+class LazyModel:
+    spec: ModelSpec
+    counter: object = None
+    _model: object = None
+    _tokenizer: object = None
+    loads: int = field(default=0)
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from tunelab.config.model import ModelConfig
+            from tunelab.models.load import load_tokenizer
+            from tunelab.models import resolve_model
+
+            name = self.spec.full_model or self.spec.base
+            self._tokenizer = load_tokenizer(resolve_model(name), ModelConfig(name=name))
+        return self._tokenizer
+
+    @property
+    def model(self):
+        if self._model is None:
+            from tunelab.config.model import ModelConfig
+            from tunelab.models.load import load_model
+
+            name = self.spec.full_model or self.spec.base
+            model, tok = load_model(ModelConfig(name=name, dtype=self.spec.dtype), adapter=self.spec.adapter)
+            if self.spec.adapter is not None:
+                peft_type = str(getattr(model.peft_config.get("default"), "peft_type", ""))
+                if not any(t in peft_type for t in ("PROMPT", "PREFIX", "P_TUNING")):
+                    model = model.merge_and_unload()
+            model.eval()
+            self._model, self._tokenizer = model, self._tokenizer or tok
+            self.loads += 1
+            if self.counter is not None:
+                self.counter.model_loads += 1
+        return self._model
+
+    def max_positions(self) -> int | None:
+        cfg = getattr(self._model, "config", None)
+        return getattr(cfg, "max_position_embeddings", None) if cfg is not None else None
