@@ -6,7 +6,7 @@ from pydantic import Field, PrivateAttr
 
 from tunelab.config.base import StrictModel
 from tunelab.config.data import DataConfig
-from tunelab.config.evaluate import EvalConfig
+from tunelab.config.evaluate import EvalConfig, RetentionConfig
 from tunelab.config.experiments import ContinualConfig, SearchConfig, StageConfig
 from tunelab.config.model import ModelConfig
 from tunelab.config.train import TrainConfig
@@ -21,6 +21,8 @@ class ExperimentConfig(StrictModel):
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig | None = None
+    # Held-out tasks scored before and after training (tunelab.evaluate.run_retention).
+    retention: RetentionConfig | None = None
     # Continual fine-tuning (tunelab.experiments.continual) and hyperparameter search.
     stages: list[StageConfig] | None = None
     continual: ContinualConfig | None = None
