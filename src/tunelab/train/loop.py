@@ -116,6 +116,10 @@ def train(cfg, resume: bool = False, data=None) -> Path:
     if main:
         write_resolved(cfg, run)
         write_json(run / "env.json", environment(cfg, seed, world))
+        if getattr(cfg, "retention", None) is not None:  # forgetting check: base model scores first
+            from tunelab.evaluate import run_retention
+
+            run_retention(cfg, run, "before")
 
     set_seed(seed)
     model, tokenizer, architecture, n_trainable, n_total = build_model(cfg)
@@ -349,6 +353,10 @@ def train(cfg, resume: bool = False, data=None) -> Path:
         accelerator.wait_for_everyone()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+    if main and getattr(cfg, "retention", None) is not None and (run / "final").exists():
+        from tunelab.evaluate import run_retention
+
+        run_retention(cfg, run, "after")  # scores final/ and writes retention/forgetting.json
     return run
 
 
