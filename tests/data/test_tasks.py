@@ -27,7 +27,7 @@ def test_sst2_classification_verbalised_and_stratified(shared_data, tokenizer):
     ex = data.splits["test"][0]
     assert ex.references == [ex.label] == [ex.target_text] and ex.label in data.labels
     assert ex.prompt_text.startswith("<|im_start|>system\n") and ex.prompt_text.endswith("<|im_start|>assistant\n")
-    assert f"Answer with one of: negative, positive." in ex.prompt_text
+    assert "Answer with one of: negative, positive." in ex.prompt_text
 
 
 def test_labels_from_data_list_form_and_value_already_a_word(tokenizer):

@@ -3,10 +3,8 @@ tokenizer's rendering of the whole conversation; labels mask the prompt; over-le
 
 import copy
 
-import pytest
-
-from tunelab.data import build_task, prepare
 from tunelab.config.data import TaskConfig
+from tunelab.data import build_task, prepare
 from tunelab.data.tokenize import IGNORE_INDEX
 
 from data_helpers import make_config
