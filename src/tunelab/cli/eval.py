@@ -1,0 +1,70 @@
+"""`tunelab eval`: score a model, adapter or run on tasks; results JSON + per-example JSONL."""
+
+from __future__ import annotations
+
+
+def add_common(parser) -> None:
+    parser.add_argument("--task", "--tasks", dest="tasks", action="append", default=[], metavar="TASK",
+                        help="RECIPE=PATH[,opt=value...] (recipes: sst2, dialogsum, mmlu, t0) or a task YAML; "
+                             "repeat for several")
+    parser.add_argument("--config", help="experiment YAML: tasks and settings from its eval: section")
+    parser.add_argument("--limit", type=int, help="at most N examples per task (first N of the split)")
+    parser.add_argument("--split", default=None, help="split to score (default test)")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--max-new-tokens", type=int, default=None)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None)
+    parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    parser.add_argument("--temperature", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=None, help="sampling seed")
+    parser.add_argument("--no-cache", action="store_true", help="recompute everything (cache: TUNELAB_HOME/eval-cache)")
+    parser.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default 1000)")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", help="alias, local folder or hub id (default: the run's base model)")
+    parser.add_argument("--adapter", help="PEFT adapter folder")
+    parser.add_argument("--run", help="tunelab run folder (its final/ adapter or model)")
+    add_common(parser)
+    parser.add_argument("--output", "-o", required=True, help="folder for results.json and <task>.examples.jsonl")
+
+
+def eval_settings(args) -> tuple[list, dict]:
+    """Tasks and evaluate() keyword arguments from --config's eval: section and the flags."""
+    from pathlib import Path
+
+    from tunelab.config import load_config
+    from tunelab.config.evaluate import EvalConfig
+    from tunelab.cli.errors import UserError
+
+    config_dir = "."
+    section = EvalConfig()
+    if args.config:
+        cfg = load_config(args.config)
+        section = cfg.eval or section
+        config_dir = cfg.config_dir
+    tasks = list(args.tasks) or list(section.tasks)
+    if not tasks:
+        raise UserError("no tasks: give --task RECIPE=PATH (e.g. sst2=../shared/data/sst2) or --config with eval.tasks")
+    gen = section.generation
+    updates = {k: v for k, v in {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
+                                 "seed": args.seed, "do_sample": True if args.sample else None}.items() if v is not None}
+    gen = gen.model_copy(update=updates)
+    kwargs = dict(limit=args.limit if args.limit is not None else section.limit, split=args.split or section.split,
+                  batch_size=args.batch_size or section.batch_size, dtype=args.dtype or section.dtype,
+                  generation=gen, cache=section.cache and not args.no_cache,
+                  n_resamples=args.bootstrap or section.bootstrap_resamples, config_dir=str(Path(config_dir)))
+    return tasks, kwargs
+
+
+def run(args) -> int:
+    from tunelab.evaluate.harness import evaluate
+
+    tasks, kwargs = eval_settings(args)
+    results = evaluate(args.model, tasks, adapter=args.adapter, run=args.run, output_dir=args.output, **kwargs)
+    for name, res in results["tasks"].items():
+        for metric, entry in res["metrics"].items():
+            ci = entry.get("ci")
+            ci_text = f"  95% CI [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
+            print(f"{name:20s} {metric:14s} {entry['value']:.4f}{ci_text}  n={entry['n']}")
+    print(f"results: {args.output}/results.json (per-example: <task>.examples.jsonl)")
+    return 0
