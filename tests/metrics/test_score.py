@@ -35,14 +35,14 @@ def self_instruct(shared_data):
 
 
 def test_text_metrics_identical_to_references(random_corpus, corpus_tools):
-    records = [{"prediction": h, "references": r} for h, r in random_corpus[:2000]]
+    records = [{"prediction": h, "references": r} for h, r in random_corpus[:600]]
     corpus, per_record = score_records(records, "bleu,chrf,exact_match,token_f1", bleu_smooth="floor", bootstrap=0)
-    hyps = [h for h, _ in random_corpus[:2000]]
-    streams = corpus_tools.to_streams([r for _, r in random_corpus[:2000]])
+    hyps = [h for h, _ in random_corpus[:600]]
+    streams = corpus_tools.to_streams([r for _, r in random_corpus[:600]])
     theirs = sacrebleu.corpus_bleu(hyps, streams, smooth_method="floor")
     assert corpus["bleu"]["score"] == theirs.score and corpus["bleu"]["sys_len"] == theirs.sys_len
     assert corpus["chrf"]["score"] == CHRF().corpus_score(hyps, streams).score
-    assert corpus["n"] == 2000 and len(per_record) == 2000 and "bootstrap" not in corpus
+    assert corpus["n"] == 600 and len(per_record) == 600 and "bootstrap" not in corpus
     chrf = CHRF()
     for i, (hyp, refs) in enumerate(random_corpus[:200]):
         assert per_record[i]["index"] == i
@@ -174,6 +174,12 @@ def test_cli_other_user_errors(tmp_path, capsys):
     path = _write_jsonl(tmp_path / "c.jsonl", [{"prediction": "a", "label": "a"}, {"prediction": "b"}])
     assert main(["score", str(path), "--metrics", "classification"]) == 2
     assert f"{path}:2: field 'label' is missing" in capsys.readouterr().err
+    path_ok = _write_jsonl(tmp_path / "d.jsonl", [{"prediction": "a", "label": "a"}, {"prediction": "b", "label": "c"}])
+    assert main(["score", str(path_ok), "--labels", "a,b"]) == 2
+    assert f"{path_ok}:2: field 'label' is 'c', not one of the labels ['a', 'b']" in capsys.readouterr().err
+    text = _write_jsonl(tmp_path / "t.jsonl", [{"prediction": "a", "reference": "a"}])
+    assert main(["score", str(text), "--metrics", "rouge", "--rouge-types", "rougeX"]) == 2
+    assert "invalid ROUGE type 'rougeX'" in capsys.readouterr().err
     assert main(["score", str(path), "--metrics", "bleu,meteor"]) == 2
     assert "unknown metric(s) ['meteor']" in capsys.readouterr().err
     assert main(["score"]) == 2

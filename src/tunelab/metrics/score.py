@@ -271,6 +271,10 @@ def score_records(
 
         label_set = labels if labels else sorted(set(gold))
         verbalizers = Verbalizers.build(label_set)
+        for i, g in enumerate(gold):
+            if g not in verbalizers.labels:
+                raise MetricInputError(f"{_where(source, line_numbers, i)}: field 'label' is {g!r}, "
+                                       f"not one of the labels {list(verbalizers.labels)}")
         mapped = [explain_label(p, verbalizers, label_rule) for p in predictions]
         y_pred = [label for label, _ in mapped]
         report = classification_report(gold, y_pred, list(verbalizers.labels))
