@@ -1,0 +1,206 @@
+"""Collect a run folder's results and render them as report.html and report.md."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from tunelab.report import plots
+
+COST_ROWS = [("method", "method"), ("base_model", "base model"), ("status", "status"), ("steps", "steps"),
+             ("wall_s", "wall time (s)"), ("train_tokens", "training tokens"),
+             ("trainable_params", "trainable parameters"), ("total_params", "total parameters"),
+             ("peak_rss_mb", "peak memory (RSS, MB)"), ("best_val_loss", "best validation loss")]
+EXAMPLES_PER_TASK = 3
+
+
+def _json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill: the rest of the log is still good
+    return out
+
+
+def collect(run_dir: str | Path) -> dict:
+    run = Path(run_dir)
+    if not run.is_dir():
+        from tunelab.cli.errors import UserError
+
+        raise UserError(f"{run}: no such run folder")
+    forgetting_file = next((p for p in (run / "retention" / "forgetting.json", run / "forgetting" / "forgetting.json")
+                            if p.exists()), None)
+    forgetting = _json(forgetting_file) if forgetting_file else None
+    eval_dir = next((d for d in (run / "eval", run / "retention" / "after") if (d / "results.json").exists()), None)
+    examples = []
+    if forgetting:
+        for row in forgetting["tasks"]:
+            base = {e["key"]: e for e in _jsonl(Path(forgetting["base_dir"]) / f"{row['task']}.examples.jsonl")}
+            tuned = _jsonl(Path(forgetting["tuned_dir"]) / f"{row['task']}.examples.jsonl")
+            for e in tuned[:EXAMPLES_PER_TASK]:
+                b = base.get(e["key"], {})
+                examples.append({"task": row["task"], "key": e["key"], "prompt": e.get("prompt", ""),
+                                 "references": e.get("references") or [], "before": b.get("prediction"),
+                                 "after": e.get("prediction"), "metric": row["metric"],
+                                 "score_before": (b.get("scores") or {}).get(row["paired_on"]),
+                                 "score_after": (e.get("scores") or {}).get(row["paired_on"])})
+    return {
+        "run": run, "name": run.name,
+        "summary": _json(run / "summary.json"),
+        "events": _jsonl(run / "metrics.jsonl"),
+        "eval": _json(eval_dir / "results.json") if eval_dir else None,
+        "eval_dir": eval_dir,
+        "forgetting": forgetting,
+        "examples": examples,
+    }
+
+
+def _metric_rows(results: dict) -> list[dict]:
+    rows = []
+    for task, res in results["tasks"].items():
+        for metric, entry in res["metrics"].items():
+            if entry.get("ci"):
+                rows.append({"task": task, "metric": metric, "label": f"{task}: {metric}", "value": entry["value"],
+                             "ci": entry["ci"], "n": entry["n"]})
+    return rows
+
+
+def _fmt(x, digits: int = 4) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def _short(text: str | None, n: int = 400) -> str:
+    text = "" if text is None else str(text)
+    return text if len(text) <= n else "…" + text[-n:]
+
+
+def render_html(parts: dict, figures: dict) -> str:
+    e = html.escape
+    out = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+           f"<title>tunelab report: {e(parts['name'])}</title>",
+           "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}"
+           "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;"
+           "vertical-align:top}th{background:#f3f3f3}img{max-width:100%;display:block;margin:1em 0}"
+           ".pred{white-space:pre-wrap;font-family:monospace;font-size:90%}.bad{color:#b00}.good{color:#070}</style>",
+           "</head><body>", f"<h1>tunelab report: {e(parts['name'])}</h1>"]
+    s = parts["summary"]
+    if s:
+        out.append("<h2 id='cost'>Run and cost</h2><table id='cost-table'>")
+        out += [f"<tr><th>{e(label)}</th><td>{e(_fmt(s.get(key), 3))}</td></tr>" for key, label in COST_ROWS
+                if s.get(key) is not None]
+        out.append("</table>")
+    if figures.get("loss"):
+        out += ["<h2 id='loss'>Loss curves</h2>",
+                f"<img id='plot-loss' alt='loss curves' src='data:image/png;base64,{figures['loss']}'>"]
+    if parts["eval"]:
+        out += ["<h2 id='metrics'>Metrics</h2>"]
+        if figures.get("metrics"):
+            out.append(f"<img id='plot-metrics' alt='metrics with 95% CIs' src='data:image/png;base64,{figures['metrics']}'>")
+        out.append("<table id='metrics-table'><tr><th>task</th><th>metric</th><th>value</th><th>95% CI</th><th>n</th></tr>")
+        for r in _metric_rows(parts["eval"]):
+            out.append(f"<tr><td>{e(r['task'])}</td><td>{e(r['metric'])}</td><td>{_fmt(r['value'])}</td>"
+                       f"<td>[{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}]</td><td>{r['n']}</td></tr>")
+        out.append("</table>")
+    f = parts["forgetting"]
+    if f:
+        sm = f["summary"]
+        out.append("<h2 id='forgetting'>Forgetting: base vs tuned</h2>")
+        if figures.get("forgetting"):
+            out.append(f"<img id='plot-forgetting' alt='forgetting per task' src='data:image/png;base64,{figures['forgetting']}'>")
+        if sm.get("gain"):
+            g = sm["gain"]
+            out.append(f"<p id='gain'>Gain on the tuned task <b>{e(str(sm['tuned_task']))}</b> ({e(g['metric'])}): "
+                       f"<b>{g['diff']:+.4f}</b> (95% CI [{_fmt(g['ci'][0])}, {_fmt(g['ci'][1])}], p = {g['p_value']:.3g})</p>")
+        if sm.get("average_drop") is not None:
+            out.append(f"<p id='drop'>Average drop over held-out tasks: <b>{sm['average_drop']:+.4f}</b> "
+                       "(base - tuned; positive = worse after tuning)</p>")
+        out.append("<table id='forgetting-table'><tr><th>task</th><th>metric</th><th>n</th><th>base</th><th>tuned</th>"
+                   "<th>diff</th><th>95% CI (paired)</th><th>p</th></tr>")
+        for r in f["tasks"]:
+            cls = "good" if r["improvement"] >= 0 else "bad"
+            out.append(f"<tr><td>{e(r['task'])}</td><td>{e(r['metric'])}</td><td>{r['n']}</td>"
+                       f"<td>{_fmt(r['base']['value'])}</td><td>{_fmt(r['tuned']['value'])}</td>"
+                       f"<td class='{cls}'>{r['diff']:+.4f}</td><td>[{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}]</td>"
+                       f"<td>{r['p_value']:.3g}</td></tr>")
+        out.append("</table>")
+    if parts["examples"]:
+        out.append("<h2 id='examples'>Example predictions before vs after</h2><table id='examples-table'>"
+                   "<tr><th>task</th><th>prompt (end)</th><th>reference</th><th>before</th><th>after</th></tr>")
+        for x in parts["examples"]:
+            out.append(f"<tr><td>{e(x['task'])}<br><small>{e(x['key'])}</small></td>"
+                       f"<td class='pred'>{e(_short(x['prompt'], 300))}</td>"
+                       f"<td class='pred'>{e(_short((x['references'] or [''])[0], 300))}</td>"
+                       f"<td class='pred'>{e(_short(x['before'], 300))}<br><small>{e(x['metric'])}={_fmt(x['score_before'], 3)}</small></td>"
+                       f"<td class='pred'>{e(_short(x['after'], 300))}<br><small>{e(x['metric'])}={_fmt(x['score_after'], 3)}</small></td></tr>")
+        out.append("</table>")
+    if not (s or parts["events"] or parts["eval"] or f):
+        out.append("<p>This folder holds no summary, metrics log, evaluation or forgetting results yet.</p>")
+    out.append("<p><small>Every number above is computed from per-example files next to it "
+               "(eval/*.examples.jsonl, retention/*/*.examples.jsonl); CIs are percentile bootstrap intervals "
+               "(docs/evaluation.md).</small></p></body></html>")
+    return "\n".join(out)
+
+
+def render_md(parts: dict, figure_files: dict) -> str:
+    lines = [f"# tunelab report: {parts['name']}", ""]
+    s = parts["summary"]
+    if s:
+        lines += ["## Run and cost", "", "| | |", "|---|---|"]
+        lines += [f"| {label} | {_fmt(s.get(key), 3)} |" for key, label in COST_ROWS if s.get(key) is not None]
+        lines.append("")
+    for key, title in (("loss", "Loss curves"), ("metrics", "Metrics"), ("forgetting", "Forgetting")):
+        if key in figure_files:
+            lines += [f"![{title}]({figure_files[key]})", ""]
+    if parts["eval"]:
+        lines += ["## Metrics", "", "| task | metric | value | 95% CI | n |", "|---|---|---|---|---|"]
+        lines += [f"| {r['task']} | {r['metric']} | {_fmt(r['value'])} | [{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}] | {r['n']} |"
+                  for r in _metric_rows(parts["eval"])]
+        lines.append("")
+    if parts["forgetting"]:
+        from tunelab.evaluate.forgetting import forgetting_markdown
+
+        lines += ["## " + forgetting_markdown(parts["forgetting"]).lstrip("# "), ""]
+    if parts["examples"]:
+        lines += ["## Example predictions before vs after", "", "| task | reference | before | after |", "|---|---|---|---|"]
+        cell = lambda t: _short(t, 200).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+        lines += [f"| {x['task']} | {cell((x['references'] or [''])[0])} | {cell(x['before'])} | {cell(x['after'])} |"
+                  for x in parts["examples"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run_dir: str | Path, output_dir: str | Path | None = None) -> list[Path]:
+    parts = collect(run_dir)
+    out = Path(output_dir) if output_dir else parts["run"]
+    out.mkdir(parents=True, exist_ok=True)
+    figures = {"loss": plots.loss_curves(parts["events"])}
+    if parts["eval"]:
+        figures["metrics"] = plots.metric_bars(_metric_rows(parts["eval"]), "metrics with 95% bootstrap CIs")
+    if parts["forgetting"]:
+        figures["forgetting"] = plots.forgetting_bars(parts["forgetting"]["tasks"],
+                                                      parts["forgetting"]["summary"].get("tuned_task"))
+    figures = {k: v for k, v in figures.items() if v}
+    # report.md links PNG files (markdown viewers rarely show data URIs); report.html inlines them.
+    figure_files = {}
+    if figures:
+        (out / "report_files").mkdir(exist_ok=True)
+        for key, b64 in figures.items():
+            (out / "report_files" / f"{key}.png").write_bytes(base64.b64decode(b64))
+            figure_files[key] = f"report_files/{key}.png"
+    html_path, md_path = out / "report.html", out / "report.md"
+    html_path.write_text(render_html(parts, figures), encoding="utf-8")
+    md_path.write_text(render_md(parts, figure_files), encoding="utf-8")
+    return [html_path, md_path]
