@@ -38,10 +38,15 @@ def eval_settings(args) -> tuple[list, dict]:
 
     config_dir = "."
     section = EvalConfig()
+    extra = {}
     if args.config:
+        from tunelab.evaluate.forgetting import _split_seed, training_data
+
         cfg = load_config(args.config)
         section = cfg.eval or section
         config_dir = cfg.config_dir
+        # bare task names refer to the config's data tasks, split as training splits them
+        extra = {**training_data(cfg), "seed": _split_seed(cfg)}
     tasks = list(args.tasks) or list(section.tasks)
     if not tasks:
         raise UserError("no tasks: give --task RECIPE=PATH (e.g. sst2=../shared/data/sst2) or --config with eval.tasks")
@@ -52,7 +57,7 @@ def eval_settings(args) -> tuple[list, dict]:
     kwargs = dict(limit=args.limit if args.limit is not None else section.limit, split=args.split or section.split,
                   batch_size=args.batch_size or section.batch_size, dtype=args.dtype or section.dtype,
                   generation=gen, cache=section.cache and not args.no_cache,
-                  n_resamples=args.bootstrap or section.bootstrap_resamples, config_dir=str(Path(config_dir)))
+                  n_resamples=args.bootstrap or section.bootstrap_resamples, config_dir=str(Path(config_dir)), **extra)
     return tasks, kwargs
 
 

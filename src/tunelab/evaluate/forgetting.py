@@ -139,6 +139,14 @@ def forgetting_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def training_data(cfg) -> dict:
+    """The training config's data tasks (by name) and split settings, for eval splits that match."""
+    data = getattr(cfg, "data", None)
+    tasks = {t.name: t.model_dump(exclude_none=True) for t in getattr(data, "tasks", []) or [] if hasattr(t, "name")}
+    # max_length stays the eval default (4096): eval prompts are not cut to the training length
+    return {"data_tasks": tasks, "data_split": getattr(data, "split", None)}
+
+
 def _split_seed(cfg) -> int:
     """The seed the data pipeline split the training data with: eval splits must match it."""
     split = getattr(getattr(cfg, "data", None), "split", None)
@@ -167,7 +175,7 @@ def run_retention(cfg, run_dir: str | Path, stage: str = "before") -> dict | Non
     folder = run / "retention"
     kwargs = dict(limit=retention.limit, split=retention.split, batch_size=retention.batch_size,
                   generation=retention.generation, cache=retention.cache, n_resamples=retention.bootstrap_resamples,
-                  config_dir=getattr(cfg, "config_dir", "."), seed=_split_seed(cfg))
+                  config_dir=getattr(cfg, "config_dir", "."), seed=_split_seed(cfg), **training_data(cfg))
     if stage == "before":
         return evaluate(cfg.model.name, retention.tasks, output_dir=folder / "before", dtype=retention.dtype, **kwargs)
     tuned = evaluate(None, retention.tasks, output_dir=folder / "after",

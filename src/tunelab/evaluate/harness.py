@@ -54,11 +54,12 @@ def _progress(total: int, label: str):
     return step
 
 
-def load_examples(spec: dict, tokenizer, split: str, limit: int | None, config_dir: str, seed: int):
+def load_examples(spec: dict, tokenizer, split: str, limit: int | None, config_dir: str, seed: int,
+                  data_split=None, max_length: int = 4096):
     from tunelab.data import build_task
 
     task_cfg = data_task_config(spec)
-    data = build_task(task_cfg, tokenizer, config_dir, max_length=spec.get("max_length", 4096), seed=seed)
+    data = build_task(task_cfg, tokenizer, config_dir, max_length=max_length, seed=seed, split=data_split)
     split = spec.get("split", split)
     if split not in data.splits:
         raise UserError(f"task '{spec['name']}': no split '{split}' (have {', '.join(data.splits)})")
@@ -95,13 +96,15 @@ def _score_requests(lm: LazyModel, requests, cache: ResultCache, batch_size: int
 
 def evaluate_task(lm: LazyModel, task, *, split="test", limit=None, batch_size=8, generation=None,
                   use_cache=True, n_resamples=1000, confidence=0.95, config_dir=".", seed=42,
-                  counter: WorkCounter | None = None) -> tuple[dict, list[dict]]:
-    """One task -> (result dict, per-example rows)."""
+                  counter: WorkCounter | None = None, data_tasks: dict | None = None, data_split=None,
+                  max_length: int = 4096) -> tuple[dict, list[dict]]:
+    """One task -> (result dict, per-example rows). data_tasks/data_split: the training config's
+    tasks (bare names refer to them) and split settings, so eval splits match training's."""
     counter = counter or WorkCounter()
-    spec = expand_task(task, config_dir)
+    spec = expand_task(task, config_dir, data_tasks)
     name, kind, metrics = spec["name"], spec["eval_kind"], list(spec["metrics"])
     tokenizer = lm.tokenizer
-    data, split, examples = load_examples(spec, tokenizer, split, limit, config_dir, seed)
+    data, split, examples = load_examples(spec, tokenizer, split, limit, config_dir, seed, data_split, max_length)
     fp = spec_fingerprint(lm.spec)
     settings = None
     rows = [{"index": i, "key": f"{split}:{ex.source or ex.source_index}", "source": ex.source,
@@ -166,7 +169,8 @@ def evaluate(model_ref: str | None, tasks: list, adapter: str | None = None, run
              limit: int | None = None, output_dir: str | Path | None = None, *, split: str = "test",
              batch_size: int = 8, dtype: str = "float32", generation: GenerationConfig | None = None,
              cache: bool = True, n_resamples: int = 1000, confidence: float = 0.95, config_dir: str = ".",
-             seed: int = 42, counter: WorkCounter | None = None, spec: ModelSpec | None = None) -> dict:
+             seed: int = 42, counter: WorkCounter | None = None, spec: ModelSpec | None = None,
+             data_tasks: dict | None = None, data_split=None, max_length: int = 4096) -> dict:
     """Evaluate one model on tasks. Returns the results dict (also written to output_dir/results.json)."""
     if not tasks:
         raise UserError("no tasks given: name at least one (e.g. --task sst2=../shared/data/sst2)")
@@ -183,7 +187,8 @@ def evaluate(model_ref: str | None, tasks: list, adapter: str | None = None, run
     for task in tasks:
         result, rows = evaluate_task(lm, task, split=split, limit=limit, batch_size=batch_size, generation=generation,
                                      use_cache=cache, n_resamples=n_resamples, confidence=confidence,
-                                     config_dir=config_dir, seed=seed, counter=counter)
+                                     config_dir=config_dir, seed=seed, counter=counter, data_tasks=data_tasks,
+                                     data_split=data_split, max_length=max_length)
         name = result["task"]
         if name in results["tasks"]:
             raise UserError(f"two tasks are named '{name}': give one of them another name (name=...)")

@@ -117,8 +117,16 @@ def parse_task_ref(text: str) -> dict:
     return spec
 
 
-def expand_task(task: str | dict, config_dir: str = ".") -> dict:
-    """Any task reference -> a full eval task spec (data task fields + EVAL_KEYS)."""
+def expand_task(task: str | dict, config_dir: str = ".", data_tasks: dict | None = None) -> dict:
+    """Any task reference -> a full eval task spec (data task fields + EVAL_KEYS).
+
+    A bare name (no `=`) names a task of the training config's data.tasks (`data_tasks`): the
+    run's own task, built with the same split, so its test split is the held-out one."""
+    if isinstance(task, str) and "=" not in task and not task.endswith((".yaml", ".yml")):
+        if not data_tasks or task not in data_tasks:
+            known = ", ".join(data_tasks or {}) or "none"
+            raise ConfigError(f"task '{task}': not a RECIPE=PATH and not a data task of the config (data tasks: {known})")
+        task = dict(data_tasks[task])
     if isinstance(task, str):
         if task.endswith((".yaml", ".yml")) and "=" not in task:
             import yaml
