@@ -161,11 +161,11 @@ def _chunks(n_pairs, seg_pair, seg_len, cand_pair, cand_len):
         yield np.sort(order[i : i + CHUNK])
 
 
-def _select(owner, members):
-    """Rows of `owner` (sorted) belonging to `members` (sorted), and their local owner index."""
-    local = np.full(owner.max(initial=-1) + 2 if len(owner) else 1, -1, dtype=np.int64)
+def _select(owner, members, n_pairs):
+    """Rows of `owner` belonging to `members`, and their index within `members`."""
+    local = np.full(n_pairs, -1, dtype=np.int64)
     local[members] = np.arange(len(members))
-    rows = np.flatnonzero(local[owner] >= 0) if len(owner) else np.zeros(0, dtype=np.int64)
+    rows = np.flatnonzero(local[owner] >= 0)
     return rows, local[owner[rows]]
 
 
@@ -190,8 +190,8 @@ def union_lcs(ids, seg_pair, seg_start, seg_len, cand_pair, cand_start, cand_len
     given per pair, sorted by pair."""
     picked_all, owner_all = [], []
     for members in _chunks(n_pairs, seg_pair, seg_len, cand_pair, cand_len):
-        srows, sloc = _select(seg_pair, members)
-        crows, cloc = _select(cand_pair, members)
+        srows, sloc = _select(seg_pair, members, n_pairs)
+        crows, cloc = _select(cand_pair, members, n_pairs)
         if len(srows) == 0 or len(crows) == 0:
             continue
         seg = (sloc, seg_start[srows], seg_len[srows])

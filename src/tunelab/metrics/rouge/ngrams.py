@@ -61,6 +61,19 @@ class LocalTokens:
         local[order] = np.cumsum(new) - 1 - first_uid[pair_sorted]
         self.pred_local, self.ref_local = local[: len(self.pred_idx)], local[len(self.pred_idx) :]
         self.n_pairs = n_pairs
+        # Tokens present on both sides of a pair, renumbered densely: only they can form
+        # common grams, so pair overlaps are counted over (#shared)^2 bins per pair.
+        base = np.cumsum(self.size) - self.size
+        bins = int(self.size.sum())
+        in_pred = np.bincount(base[self.pred_pair] + self.pred_local, minlength=bins) > 0
+        in_ref = np.bincount(base[self.ref_pair] + self.ref_local, minlength=bins) > 0
+        shared = in_pred & in_ref
+        owner = np.repeat(np.arange(n_pairs), self.size)
+        self.shared_size = np.bincount(owner[shared], minlength=n_pairs)
+        rank = np.cumsum(shared) - 1 - (np.cumsum(self.shared_size) - self.shared_size)[owner]
+        shared_id = np.where(shared, rank, -1)
+        self.pred_shared = shared_id[base[self.pred_pair] + self.pred_local]
+        self.ref_shared = shared_id[base[self.ref_pair] + self.ref_local]
         self.pred_first = np.cumsum(self.pred_len) - self.pred_len  # into pred_* arrays
         self.ref_first = np.cumsum(self.ref_len) - self.ref_len
 
@@ -82,9 +95,11 @@ class LocalTokens:
         ps, a_s, b_s = [], [], []
         for d in offsets:
             q, _ = ranges(first, length - d)
-            ps.append(pair[q])
-            a_s.append(local[q])
-            b_s.append(local[q + d])
+            a, b = local[q], local[q + d]
+            keep = (a >= 0) & (b >= 0)
+            ps.append(pair[q][keep])
+            a_s.append(a[keep])
+            b_s.append(b[keep])
         if not ps:
             z = np.zeros(0, dtype=np.int64)
             return z, z, z
@@ -92,7 +107,7 @@ class LocalTokens:
 
     def pair_overlap(self, offsets, max_bins: int = 4_000_000) -> np.ndarray:
         """Clipped overlap of the ordered token pairs (t[i], t[i+d]) for d in offsets."""
-        size = self.size
+        size = self.shared_size
         sq = size * size
         cum = np.cumsum(sq)
         out = np.zeros(self.n_pairs, dtype=np.int64)
@@ -104,10 +119,10 @@ class LocalTokens:
             base = cum - sq - start_bins
             sl = slice(lo, hi)
             pp, pa, pb = self._pairs_at(
-                self.pred_first[sl], self.pred_len[sl], self.pred_pair, self.pred_local, offsets
+                self.pred_first[sl], self.pred_len[sl], self.pred_pair, self.pred_shared, offsets
             )
             rp, ra, rb = self._pairs_at(
-                self.ref_first[sl], self.ref_len[sl], self.ref_pair, self.ref_local, offsets
+                self.ref_first[sl], self.ref_len[sl], self.ref_pair, self.ref_shared, offsets
             )
             if bins > 4 * max_bins:  # one huge pair: sort its keys instead of allocating bins
                 out += clipped_overlap(pp, pa * size[pp] + pb, rp, ra * size[rp] + rb, self.n_pairs)

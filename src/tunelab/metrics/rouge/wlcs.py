@@ -37,17 +37,37 @@ def _dp_marks(ids, r_start, r_len, c_start, c_len, weight):
     p1, p0 = runs[1:] ** weight, runs[:-1] ** weight  # (k+1)**w, k**w
     c = np.zeros((rows + 1, cols + 1, k_n))
     run = np.zeros((rows + 1, cols + 1, k_n), dtype=np.int32)
-    move = np.zeros((rows + 1, cols + 1, k_n), dtype=np.int8)  # 0 diagonal, 1 up, 2 left
+    width = (cols + 1) * k_n
     for i in range(1, rows + 1):
-        e = eq[i - 1]
-        k = run[i - 1, :-1]
-        diag = (c[i - 1, :-1] + p1[k]) - p0[k]  # perl evaluates left to right
-        up = c[i - 1, 1:]
-        row = c[i]
-        for j in range(1, cols + 1):
-            row[j] = np.where(e[j - 1], diag[j - 1], np.maximum(up[j - 1], row[j - 1]))
-        run[i, 1:] = np.where(e, k + 1, 0)
-        move[i, 1:] = np.where(e, 0, np.where(up >= row[:-1], 1, 2))
+        # Row i is a running max of the up values that restarts at each match with the diagonal
+        # value c[i-1][j-1] + (k+1)**w - k**w. Matches are sparse: compute them by index, take a
+        # plain running max, and redo cell by cell only the pairs where a match's value is below
+        # the max to its left (there the restart matters).
+        match = np.flatnonzero(eq[i - 1]) + k_n  # flat (j, pair) index into row i, j >= 1
+        prev, row = c[i - 1].reshape(-1), c[i].reshape(-1)
+        k = run[i - 1].reshape(-1)[match - k_n]
+        diag = (prev[match - k_n] + p1[k]) - p0[k]  # perl evaluates left to right
+        row[k_n:] = prev[k_n:]
+        row[match] = diag
+        ci = c[i]
+        for j in range(2, cols + 1):  # 16x faster than maximum.accumulate(axis=0) here
+            np.maximum(ci[j], ci[j - 1], out=ci[j])
+        run[i].reshape(-1)[match] = k + 1
+        late = match >= 2 * k_n
+        bad = match[late][diag[late] < row[match[late] - k_n]]
+        if len(bad):
+            sub = np.unique(bad % k_n)
+            es, up = eq[i - 1][:, sub], c[i - 1, 1:][:, sub]
+            ds = np.zeros((cols, len(sub)))
+            d_all = np.zeros(width)
+            d_all[match] = diag
+            ds[:] = d_all.reshape(cols + 1, k_n)[1:, sub]
+            r = np.zeros((cols + 1, len(sub)))
+            for j in range(1, cols + 1):
+                np.maximum(up[j - 1], r[j - 1], out=r[j])
+                np.copyto(r[j], ds[j - 1], where=es[j - 1])
+            c[i][:, sub] = r
+    # Walk back (markLCS): diagonal on a match, else up if c[i-1][j] >= c[i][j-1], else left.
     i, j = r_len.copy(), c_len.copy()
     col = np.arange(k_n)
     marked = []
@@ -55,11 +75,12 @@ def _dp_marks(ids, r_start, r_len, c_start, c_len, weight):
         active = (i > 0) & (j > 0)
         if not active.any():
             break
-        mv = move[i, j, col]
-        diag_move = active & (mv == 0)
+        im, jm = np.maximum(i - 1, 0), np.maximum(j - 1, 0)
+        diag_move = active & eq[im, jm, col]
+        up_move = active & ~diag_move & (c[im, j, col] >= c[i, jm, col])
         marked.append(r_start[diag_move] + i[diag_move] - 1)
-        i = i - (active & (mv != 2))
-        j = j - (active & (mv != 1))
+        i = i - (diag_move | up_move)
+        j = j - (active & ~up_move)
     return np.concatenate(marked) if marked else np.zeros(0, dtype=np.int64)
 
 
