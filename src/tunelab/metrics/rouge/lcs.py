@@ -68,6 +68,8 @@ def _reverse(x: np.ndarray) -> np.ndarray:
 
 def _masks(n, n_words, tok_owner, tok_id, tok_pos, q_owner, q_id):
     """For each query (owner, token id): the bit mask of positions with that token, (W, nq)."""
+    if len(tok_id) == 0 or len(q_id) == 0:
+        return np.zeros((n_words, len(q_id)), dtype=np.uint64)
     vocab = int(max(tok_id.max(initial=0), q_id.max(initial=0))) + 1
     key = tok_owner * vocab + tok_id
     order = np.argsort(key, kind="stable")
@@ -174,7 +176,9 @@ def lcs_lengths(ids, ref_start, ref_len, cand_start, cand_len) -> np.ndarray:
     n_pairs = len(ref_start)
     out = np.zeros(n_pairs, dtype=np.int64)
     pair = np.arange(n_pairs)
-    for members in _chunks(n_pairs, pair, ref_len, pair, cand_len):
+    busy = np.flatnonzero((ref_len > 0) & (cand_len > 0))
+    for chunk in _chunks(len(busy), pair[: len(busy)], ref_len[busy], pair[: len(busy)], cand_len[busy]):
+        members = busy[chunk]
         loc = np.arange(len(members))
         seg = (loc, ref_start[members], ref_len[members])
         cand = (loc, cand_start[members], cand_len[members])

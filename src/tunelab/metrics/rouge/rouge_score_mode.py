@@ -8,7 +8,8 @@ kept (first on ties), as `score_multi` does. A record without references scores 
 
 rougeW-<w>, rougeS<d>/rougeS*, rougeSU<d>/rougeSU* (not in rouge-score) use the same tokens and
 ROUGE-1.5.5's formulas without its 5-decimal rounding: W as in `wlcs` over newline-separated
-sentences, R = (hit/base)**(1/w), P = (hit/len(pred)**w)**(1/w), F = 2PR/(P+R).
+sentences, R = (hit/base**w)**(1/w) with base = sum of sentence len**w (the perl script's double
+weighting, kept so both modes agree), P = (hit/len(pred)**w)**(1/w), F = 2PR/(P+R).
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ def _scores(pairs: P.Pairs, rtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         hit, base, pc = P.wlcs(pairs, rtype.weight)
         w = rtype.weight
         with np.errstate(invalid="ignore", divide="ignore"):
-            r = np.where(base > 0, (hit / np.where(base > 0, base, 1)) ** (1 / w), 0.0)
+            # ROUGE-1.5.5 weights the reference base twice: (sum of len**w)**w.
+            bw = base**w
+            r = np.where(base > 0, (hit / np.where(base > 0, bw, 1)) ** (1 / w), 0.0)
             pw = pc.astype(np.float64) ** w
             p = np.where(pc > 0, (hit / np.where(pc > 0, pw, 1)) ** (1 / w), 0.0)
     return p, r, _fmeasure(p, r)

@@ -160,6 +160,8 @@ def _hits(pairs, marked, seg_pair, seg_start, seg_len, weight):
     is_last[np.cumsum(seg_len)[seg_len > 0] - 1] = True
     next_marked = np.append(is_marked[1:], False)
     flush = np.flatnonzero(passes & (is_last | ~next_marked))
+    if len(flush) == 0:
+        return np.zeros(n_pairs)
     cum = np.cumsum(passes)
     sent_first = np.cumsum(seg_len) - seg_len  # index in `pos` of each sentence's first token
     prev = np.concatenate(([-1], flush[:-1]))
