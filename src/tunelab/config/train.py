@@ -117,6 +117,7 @@ class TrainConfig(StrictModel):
     gradient_checkpointing: bool = False
 
     eval_every: int | None = Field(None, ge=1)  # steps; validation also runs at each epoch end
+    eval_at_start: bool = False  # validate the untrained model first (a baseline in metrics.jsonl)
     eval_batch_size: int = Field(16, ge=1)
     eval_limit: int | None = Field(None, ge=1)  # validation examples per task for val_loss
     eval_generation: GenerationValidation = Field(default_factory=GenerationValidation)

@@ -15,11 +15,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunelab.config.base import ConfigError
 from tunelab.config.env import is_offline, tunelab_home
 
 
-class ModelResolutionError(Exception):
-    """The model named in the config cannot be found; the message says how to get it."""
+class ModelResolutionError(ConfigError):
+    """The model named in the config cannot be found; the message says how to get it.
+
+    A ConfigError, so the CLI prints it as one line instead of a traceback."""
 
 
 @dataclass(frozen=True)

@@ -249,6 +249,8 @@ def train(cfg, resume: bool = False, data=None) -> Path:
     progress = Progress(total_steps, state["step"], t.progress, enabled=main)
     started = time.perf_counter()
     try:
+        if t.eval_at_start and state["step"] == 0:
+            validate()
         while state["step"] < total_steps and state["status"] == "running":
             seqs, plan = epoch_plan(state["epoch"])
             for parts in plan[state["step_in_epoch"]:]:
@@ -302,7 +304,8 @@ def train(cfg, resume: bool = False, data=None) -> Path:
                     event = {"step": state["step"], "epoch": state["epoch"], "loss": loss, "lr": lr,
                              "grad_norm": float(grad_norm), "tokens_per_s": tokens_per_s,
                              "real_tokens": int(stats[1]), "padding_tokens": int(stats[2] - stats[1]),
-                             "label_tokens": int(n_global), "examples": int(stats[3]), "step_s": dt}
+                             "label_tokens": int(n_global), "examples": int(stats[3]), "step_s": dt,
+                             "elapsed_s": time.perf_counter() - started}
                     log.write(event)
                     if writer:
                         for k in ("loss", "lr", "grad_norm", "tokens_per_s"):

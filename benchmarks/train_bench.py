@@ -1,0 +1,215 @@
+"""tunelab vs TRL's SFTTrainer: SmolLM2-135M LoRA SFT on real instruction data, bf16, CPU.
+
+    python benchmarks/train_bench.py [--json OUT] [--steps 16] [--reps 2] [--trl-mode padding_free]
+
+Both trainers get the same tokenised examples (tunelab's data pipeline on the Alpaca demo set
+from ../shared/data, mixed lengths, completion-only labels), the same LoRA (r 8, alpha 16,
+all-linear), optimizer (AdamW, lr 1e-3, linear decay, clipping 1.0), batch size and number of
+steps. Runs alternate (tunelab, TRL, tunelab, TRL, ...) and each is its own subprocess, so peak RSS
+is per run. Reported per run:
+  real tokens/s  non-padding tokens of steps 2..N over the wall time from the end of step 1 to
+                 the end of step N (the first step warms up kernels in both)
+  peak RSS       ru_maxrss of the worker after training (model load included, evaluation not)
+  val loss       the same completion-only cross-entropy code on the same 64 validation
+                 examples, applied to each trained model
+The best (highest tokens/s) run of each side is compared; all runs are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "instructions" / "llamafactory_alpaca_en_demo.json"
+LR, RANK, ALPHA = 1e-3, 8, 16
+
+
+def experiment(args, out_dir: str, name: str) -> dict:
+    return {
+        "name": name, "seed": 0, "output_dir": out_dir,
+        "model": {"name": "smollm2-135m-instruct"},
+        "data": {"max_length": args.max_length, "split": {"train": 0.9, "validation": 0.1, "test": 0.0},
+                 "tasks": [{"name": "alpaca", "kind": "instruction", "source": {"path": str(DATA)}}]},
+        "train": {"method": "lora", "lr": LR, "max_steps": args.steps, "batch_size": args.batch_size,
+                  "precision": "bf16", "scheduler": "linear", "max_grad_norm": 1.0, "optimizer": "adamw",
+                  "lora": {"r": RANK, "alpha": ALPHA, "target_modules": "all-linear"},
+                  "half_frozen_weights": not args.fp32_base, "progress": "off", "keep_last": 1,
+                  "keep_best": False, "packing": args.tunelab_packing},
+    }
+
+
+def validation_loss(model, examples) -> float:
+    """Mean completion-token cross-entropy, bf16 autocast, the same code for both trainers."""
+    import torch
+
+    from tunelab.train.batching import collate, to_sequences
+    from tunelab.train.loss import CompletionLoss
+
+    loss_model = CompletionLoss(model, "causal", "lora").eval()
+    seqs = to_sequences(examples)
+    total, n = 0.0, 0
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for s in range(0, len(seqs), 16):
+            loss_sum, count = loss_model(**collate(seqs[s:s + 16], 0).tensors)
+            total, n = total + float(loss_sum), n + int(count)
+    return total / n
+
+
+def worker_tunelab(args, cfg, data) -> dict:
+    from tunelab.config import load_config
+    from tunelab.models import load_model
+    from tunelab.train import train
+
+    with tempfile.TemporaryDirectory() as out:
+        cfg = load_config(data=experiment(args, out, "bench"))
+        run = train(cfg, data=data)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        steps = [json.loads(line) for line in open(run / "metrics.jsonl") if '"loss"' in line]
+        model, _ = load_model(cfg.model, adapter=str(run))
+        val = validation_loss(model, data.tasks["alpaca"].splits["validation"][:64])
+    tokens = sum(s["real_tokens"] for s in steps[1:])
+    seconds = steps[-1]["elapsed_s"] - steps[0]["elapsed_s"]
+    return {"tokens_per_s": tokens / seconds, "peak_rss_mb": rss, "val_loss": val, "steps": len(steps),
+            "padding_tokens": sum(s["padding_tokens"] for s in steps[1:]), "real_tokens": tokens}
+
+
+def worker_trl(args, cfg, data) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from tunelab.models import resolve_model
+
+    examples = [data.train_epoch(e, 0) for e in range(3)]
+    rows = [{"input_ids": list(x.input_ids), "completion_mask": [0 if t == -100 else 1 for t in x.labels]}
+            for epoch in examples for x in epoch]
+    path = resolve_model("smollm2-135m-instruct")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    ends: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, *a, **k):
+            ends.append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory() as out:
+        sft = SFTConfig(
+            output_dir=out, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
+            gradient_accumulation_steps=1, learning_rate=LR, lr_scheduler_type="linear", warmup_steps=0,
+            weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch", bf16=True, use_cpu=True,
+            logging_steps=1, save_strategy="no", report_to=[], seed=0, max_length=args.max_length,
+            completion_only_loss=True, dataloader_num_workers=0,
+            padding_free=args.trl_mode == "padding_free", packing=args.trl_mode == "packing",
+        )
+        peft_config = LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules="all-linear",
+                                 task_type="CAUSAL_LM")
+        trainer = SFTTrainer(model=model, args=sft, train_dataset=Dataset.from_list(rows), peft_config=peft_config,
+                             callbacks=[Clock()])
+        trainer.train()
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        logs = [h for h in trainer.state.log_history if "num_tokens" in h]
+        val = validation_loss(trainer.model, data.tasks["alpaca"].splits["validation"][:64])
+    tokens = logs[-1]["num_tokens"] - logs[0]["num_tokens"]
+    return {"tokens_per_s": tokens / (ends[-1] - ends[0]), "peak_rss_mb": rss, "val_loss": val,
+            "steps": len(ends), "real_tokens": tokens}
+
+
+def worker(args) -> None:
+    import torch
+    from transformers import AutoTokenizer
+
+    from tunelab.config import load_config
+    from tunelab.data import prepare
+    from tunelab.models import resolve_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = load_config(data=experiment(args, "/tmp", "bench"))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct"))
+    data = prepare(cfg, tokenizer)
+    result = (worker_tunelab if args.worker == "tunelab" else worker_trl)(args, cfg, data)
+    Path(args.result).write_text(json.dumps(result))
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", help="write {'comparisons': [...]} here")
+    p.add_argument("--steps", type=int, default=16)
+    p.add_argument("--reps", type=int, default=2, help="runs per side, alternating")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
+    p.add_argument("--trl-mode", choices=["padding_free", "packing", "padded"], default="padding_free")
+    p.add_argument("--tunelab-packing", action="store_true")
+    p.add_argument("--fp32-base", action="store_true", help="tunelab keeps the frozen base in fp32 too")
+    p.add_argument("--worker", choices=["tunelab", "trl"], help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        return worker(args)
+    if not DATA.exists():
+        sys.exit(f"{DATA} not found: the benchmark reads ../shared/data")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false", "TRL_EXPERIMENTAL_SILENCE": "1"}
+    results: dict[str, list[dict]] = {"tunelab": [], "trl": []}
+    print(f"SmolLM2-135M LoRA SFT, bf16, batch {args.batch_size}, {args.steps} steps, max_length "
+          f"{args.max_length}, TRL mode {args.trl_mode}; load average at start {load_average()}", flush=True)
+    for rep in range(args.reps):
+        for side in ("tunelab", "trl"):
+            with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+                out = f.name
+            cmd = [sys.executable, __file__, "--worker", side, "--result", out, "--steps", str(args.steps),
+                   "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
+                   "--threads", str(args.threads), "--trl-mode", args.trl_mode]
+            cmd += ["--tunelab-packing"] if args.tunelab_packing else []
+            cmd += ["--fp32-base"] if args.fp32_base else []
+            t0 = time.perf_counter()
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                sys.exit(f"{side} run failed:\n{done.stderr[-4000:]}")
+            r = json.loads(Path(out).read_text())
+            os.unlink(out)
+            results[side].append(r)
+            print(f"  rep {rep + 1} {side:<8} {r['tokens_per_s']:8.1f} real tok/s  peak RSS {r['peak_rss_mb']:7.0f} MB"
+                  f"  val loss {r['val_loss']:.4f}  ({time.perf_counter() - t0:.0f} s, load {load_average()})",
+                  flush=True)
+    best = {side: max(rs, key=lambda r: r["tokens_per_s"]) for side, rs in results.items()}
+    ours, base = best["tunelab"], best["trl"]
+    comparisons = [
+        {"name": "real_tokens_per_s", "baseline": base["tokens_per_s"], "ours": ours["tokens_per_s"],
+         "ratio": ours["tokens_per_s"] / base["tokens_per_s"]},
+        {"name": "peak_rss_mb", "baseline": base["peak_rss_mb"], "ours": ours["peak_rss_mb"],
+         "ratio": ours["peak_rss_mb"] / base["peak_rss_mb"]},
+        {"name": "val_loss", "baseline": statistics.mean(r["val_loss"] for r in results["trl"]),
+         "ours": statistics.mean(r["val_loss"] for r in results["tunelab"])},
+    ]
+    comparisons[2]["ratio"] = comparisons[2]["ours"] / comparisons[2]["baseline"]
+    print(f"\n{'':<20}{'TRL':>12}{'tunelab':>12}{'ratio':>9}")
+    for c in comparisons:
+        print(f"{c['name']:<20}{c['baseline']:12.2f}{c['ours']:12.2f}{c['ratio']:9.3f}")
+    print("targets: tokens/s ratio >= 1.5, peak RSS ratio <= 1.0, val loss within 2%")
+    print(f"load average at end {load_average()}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"comparisons": comparisons, "runs": results,
+                                               "settings": vars(args)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
