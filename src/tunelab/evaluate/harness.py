@@ -112,7 +112,9 @@ def evaluate_task(lm: LazyModel, task, *, split="test", limit=None, batch_size=8
              "label": ex.label, "prompt_truncated": ex.truncated} for i, ex in enumerate(examples)]
     if kind == "generate":
         base = generation or GenerationConfig()
-        settings = base.model_copy(update={k: spec[k] for k in ("max_new_tokens", "stop") if k in spec})
+        # a task's own max_new_tokens/stop (recipes set them) apply unless the user set them explicitly
+        settings = base.model_copy(update={k: spec[k] for k in ("max_new_tokens", "stop")
+                                           if k in spec and k not in base.model_fields_set})
         cache = ResultCache({**fp, "kind": "generate", "settings": settings.model_dump()}, use_cache)
         outs = _generate_task(lm, examples, settings, cache, batch_size, counter, name)
         records = [{"prediction": o["text"], "references": ex.references, "label": ex.label}
