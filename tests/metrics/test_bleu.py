@@ -143,3 +143,18 @@ def test_larger_seeded_corpus_three_references(corpus_tools):
     hyps = [h for h, _ in records]
     refs = [r for _, r in records]
     _same(corpus_bleu(hyps, refs), sacrebleu.corpus_bleu(hyps, to_streams(refs)))
+
+
+def test_vectorised_and_dict_counting_agree(random_corpus, monkeypatch):
+    import tunelab.metrics.bleu as bleu_module
+
+    hyps = [h for h, _ in random_corpus[:800]]
+    refs = [r for _, r in random_corpus[:800]]
+    edge = [("", [""]), ("", ["a b"]), ("a a a a a", ["a a", None, "a a a"]), ("x", ["", ""])]
+    for tokenize in ("13a", "char"):
+        monkeypatch.setattr(bleu_module, "VECTORISE_FROM", 1)
+        vectorised = segment_statistics(hyps, refs, tokenize=tokenize)
+        tiny = [segment_statistics([h], [r]) for h, r in edge]
+        monkeypatch.setattr(bleu_module, "VECTORISE_FROM", 10**9)
+        assert segment_statistics(hyps, refs, tokenize=tokenize) == vectorised
+        assert [segment_statistics([h], [r]) for h, r in edge] == tiny

@@ -10,12 +10,12 @@ closest-length choice), while `""` is an *empty* reference (length 0, no n-grams
 references are all missing is an error here (sacrebleu crashes on it or uses a length of -1).
 
 Faster than sacrebleu (>= 3x on corpus 13a BLEU, benchmarks/metrics_bench.py) because:
-13a tokenisation avoids per-match regex template expansion (see bleu_tokenizers); n-grams of each
-order are counted from `zip(...)` by collections' C counting helper instead of building tuple lists; and clipped
-matches are summed only over the intersection of hypothesis and reference n-gram keys (a C set
-operation) instead of looping over every hypothesis n-gram in Python - and when no reference
-repeats an n-gram (nearly always for n >= 2) every match clips to 1, so the clipped count is the
-number of distinct hypothesis n-grams found in the reference, without counting the hypothesis.
+13a tokenisation avoids per-match regex template expansion (see bleu_tokenizers); from
+VECTORISE_FROM records on, n-gram matches are counted corpus-wide with numpy (bleu_counts: one
+sort per order, bincounts otherwise); below it (sentence BLEU) per-record dicts are counted by
+collections' C helper and clipped matches come from C set intersections - when no reference
+repeats an n-gram every match clips to 1, so the count is the number of distinct hypothesis
+n-grams found in the reference. Both paths give identical integers (tested).
 
 Signature: sacrebleu's format and field order, plus one field `impl:tunelab-<version>` before
 `version`, e.g. `nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|impl:tunelab-0.1.0|version:2.6.0`.
@@ -42,6 +42,7 @@ from tunelab.metrics.errors import MetricInputError
 
 MAX_NGRAM_ORDER = 4
 SMOOTH_DEFAULTS: dict[str, float | None] = {"none": None, "floor": 0.1, "add-k": 1, "exp": None}
+VECTORISE_FROM = 64  # records: from here on count n-grams corpus-wide with numpy (bleu_counts)
 SACREBLEU_VERSION = "2.6.0"  # the release tests/metrics/test_bleu.py compares against
 
 
@@ -179,8 +180,8 @@ def segment_statistics(
     of reference counts seen (for the signature's nrefs)."""
     _check_inputs(hypotheses, references)
     tokenizer = get_tokenizer(tokenize)
-    stats = []
     nrefs_seen: set[int] = set()
+    hyp_tokens, ref_tokens = [], []
     for i, (hyp, refs) in enumerate(zip(hypotheses, references)):
         if not isinstance(hyp, str):
             raise MetricInputError(f"record {i}: hypothesis must be a string, got {type(hyp).__name__}")
@@ -192,43 +193,59 @@ def segment_statistics(
         if not present:
             raise MetricInputError(f"record {i}: no reference (all missing); use \"\" for an empty one")
         nrefs_seen.add(len(present))
+        hyp_tokens.append(_preprocess(hyp, tokenizer, lowercase))
+        ref_tokens.append([_preprocess(ref, tokenizer, lowercase) for ref in present])
 
-        ref_lens = []
-        ref_ngrams: list[dict] | None = None
-        ref_unique = [True] * max_ngram_order  # no reference repeats an n-gram of this order
-        for ref in present:
-            tokens = _preprocess(ref, tokenizer, lowercase)
-            ref_lens.append(len(tokens))
-            counters = _ngram_counters(tokens, max_ngram_order)
-            for n, counts in enumerate(counters, start=1):
-                if len(counts) != max(len(tokens) - n + 1, 0):
-                    ref_unique[n - 1] = False
-            if ref_ngrams is None:
-                ref_ngrams = counters
-            else:  # clip against the maximum count over references
-                for merged, this in zip(ref_ngrams, counters):
-                    for ngram, count in this.items():
-                        if count > merged.get(ngram, 0):
-                            merged[ngram] = count
+    if len(hyp_tokens) >= VECTORISE_FROM:
+        from tunelab.metrics.bleu_counts import match_statistics
 
-        hyp_tokens = _preprocess(hyp, tokenizer, lowercase)
-        hyp_len = len(hyp_tokens)
-        correct = []
-        total = []
-        for n, r in enumerate(ref_ngrams, start=1):
-            total.append(hyp_len - n + 1 if hyp_len >= n else 0)
-            hyp_iter = zip(*[hyp_tokens[i:] for i in range(n)]) if n > 1 else hyp_tokens
-            if ref_unique[n - 1]:
-                # every reference count is 1, so each shared n-gram clips to 1: count the distinct
-                # hypothesis n-grams found in the reference (a C loop, no hypothesis counts needed)
-                correct.append(len(r.keys() & hyp_iter))
-            else:  # sum of min(hyp count, ref count) over the shared n-grams, in C
-                h: dict = {}
-                _count_elements(h, hyp_iter)
-                common = h.keys() & r.keys()
-                correct.append(sum(map(min, map(h.__getitem__, common), map(r.__getitem__, common))))
-        stats.append([hyp_len, _closest_ref_len(hyp_len, ref_lens), *correct, *total])
+        correct, total = match_statistics(hyp_tokens, ref_tokens, max_ngram_order)
+        correct, total = correct.tolist(), total.tolist()
+    else:
+        correct, total = [], []
+        for hyp, refs in zip(hyp_tokens, ref_tokens):
+            c, t = _record_matches(hyp, refs, max_ngram_order)
+            correct.append(c)
+            total.append(t)
+    stats = []
+    for hyp, refs, c, t in zip(hyp_tokens, ref_tokens, correct, total):
+        hyp_len = len(hyp)
+        stats.append([hyp_len, _closest_ref_len(hyp_len, [len(r) for r in refs]), *c, *t])
     return stats, nrefs_seen
+
+
+def _record_matches(hyp_tokens: list[str], refs: list[list[str]], max_ngram_order: int):
+    """Clipped matches and totals per order for one record (the dict path)."""
+    ref_ngrams: list[dict] | None = None
+    ref_unique = [True] * max_ngram_order  # no reference repeats an n-gram of this order
+    for tokens in refs:
+        counters = _ngram_counters(tokens, max_ngram_order)
+        for n, counts in enumerate(counters, start=1):
+            if len(counts) != max(len(tokens) - n + 1, 0):
+                ref_unique[n - 1] = False
+        if ref_ngrams is None:
+            ref_ngrams = counters
+        else:  # clip against the maximum count over references
+            for merged, this in zip(ref_ngrams, counters):
+                for ngram, count in this.items():
+                    if count > merged.get(ngram, 0):
+                        merged[ngram] = count
+    hyp_len = len(hyp_tokens)
+    correct = []
+    total = []
+    for n, r in enumerate(ref_ngrams, start=1):
+        total.append(hyp_len - n + 1 if hyp_len >= n else 0)
+        hyp_iter = zip(*[hyp_tokens[i:] for i in range(n)]) if n > 1 else hyp_tokens
+        if ref_unique[n - 1]:
+            # every reference count is 1, so each shared n-gram clips to 1: count the distinct
+            # hypothesis n-grams found in the reference (a C loop, no hypothesis counts needed)
+            correct.append(len(r.keys() & hyp_iter))
+        else:  # sum of min(hyp count, ref count) over the shared n-grams, in C
+            h: dict = {}
+            _count_elements(h, hyp_iter)
+            common = h.keys() & r.keys()
+            correct.append(sum(map(min, map(h.__getitem__, common), map(r.__getitem__, common))))
+    return correct, total
 
 
 @lru_cache(maxsize=None)
