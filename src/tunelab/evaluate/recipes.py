@@ -127,6 +127,8 @@ def expand_task(task: str | dict, config_dir: str = ".", data_tasks: dict | None
             known = ", ".join(data_tasks or {}) or "none"
             raise ConfigError(f"task '{task}': not a RECIPE=PATH and not a data task of the config (data tasks: {known})")
         task = dict(data_tasks[task])
+    elif isinstance(task, dict) and "kind" not in task and "recipe" not in task and task.get("name") in (data_tasks or {}):
+        task = {**data_tasks[task["name"]], **task}  # {name: sst2, max_new_tokens: 8}: a data task + eval settings
     if isinstance(task, str):
         if task.endswith((".yaml", ".yml")) and "=" not in task:
             import yaml
