@@ -37,6 +37,13 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
     return values[np.concatenate(([True], values[1:] != values[:-1]))]
 
 
+def _segment_sums(values: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Sums of consecutive segments of `values` with the given sizes (empty segments allowed)."""
+    ends = np.cumsum(sizes)
+    total = np.concatenate(([0], np.cumsum(values, dtype=np.int64)))
+    return total[ends] - total[ends - sizes]
+
+
 class LocalTokens:
     """Every token occurrence of each pair's prediction and reference, with a pair-local dense id
     (0 .. size[pair]-1). Small per-pair id spaces let overlaps be counted with np.bincount over
@@ -87,8 +94,7 @@ class LocalTokens:
         if ref_keep is not None:
             rb = rb[ref_keep]
         both = np.minimum(np.bincount(pb, minlength=bins), np.bincount(rb, minlength=bins))
-        owner = np.repeat(np.arange(self.n_pairs), self.size)
-        return np.bincount(owner, weights=both, minlength=self.n_pairs).astype(np.int64)
+        return _segment_sums(both, self.size)
 
     def _pairs_at(self, first, length, pair, local, offsets):
         """(pair, first local id, second local id) of token pairs (i, i+d), d in offsets."""
@@ -131,8 +137,7 @@ class LocalTokens:
             pk = base[pp] + pa * size[pp] + pb
             rk = base[rp] + ra * size[rp] + rb
             both = np.minimum(np.bincount(pk, minlength=bins), np.bincount(rk, minlength=bins))
-            owner = np.repeat(np.arange(lo, hi), sq[lo:hi])
-            out += np.bincount(owner, weights=both, minlength=self.n_pairs).astype(np.int64)
+            out[lo:hi] = _segment_sums(both, sq[lo:hi])
             lo = hi
         return out
 

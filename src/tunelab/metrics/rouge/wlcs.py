@@ -20,7 +20,7 @@ import numpy as np
 
 from tunelab.metrics.rouge.ngrams import ranges, sorted_unique
 
-CHUNK = 16384
+CHUNK = 8192
 CELL_BUDGET = 6_000_000  # table cells per chunk (x ~13 bytes)
 
 
@@ -102,13 +102,16 @@ def wlcs_hits(pairs, weight: float):
     # Skip combinations without a common token (their table is all zeros, nothing is marked).
     common = _has_common(ids, combo_seg, r_start, r_len, c_start, c_len)
     sel = np.flatnonzero(common)
-    order = sel[np.lexsort((c_len[sel], r_len[sel]))]
+    # Chunks of similar (rows, cols) so that padding stays small.
+    order = sel[np.lexsort((c_len[sel], r_len[sel] // 4, c_len[sel] // 4))]
     marked = np.zeros(len(ids), dtype=bool)
-    col_max = int(c_len.max(initial=1))
     lo = 0
     while lo < len(order):
         size = CHUNK
-        while size > 16 and (r_len[order[min(lo + size, len(order)) - 1]] + 1) * (col_max + 1) * size > CELL_BUDGET:
+        while size > 16:
+            window = order[lo : lo + size]
+            if (r_len[window].max() + 1) * (c_len[window].max() + 1) * len(window) <= CELL_BUDGET:
+                break
             size //= 2
         idx = order[lo : lo + size]
         lo += size
