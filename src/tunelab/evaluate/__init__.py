@@ -16,9 +16,14 @@ def __getattr__(name):
 
         return evaluate
     if name in ("forgetting", "run_retention"):
-        from tunelab.evaluate import forgetting as module
+        import importlib
 
-        return getattr(module, name)
+        # The submodule shares the function's name: importing it binds the package attribute to
+        # the module, so bind both names to the functions afterwards.
+        module = importlib.import_module("tunelab.evaluate.forgetting")
+        globals()["forgetting"] = module.forgetting
+        globals()["run_retention"] = module.run_retention
+        return globals()[name]
     if name == "compare_runs":
         from tunelab.evaluate.compare import compare_runs
 
