@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def add_common(parser) -> None:
-    parser.add_argument("--task", "--tasks", dest="tasks", action="append", default=[], metavar="TASK",
+    parser.add_argument("--task", "--tasks", dest="tasks", action="extend", nargs="+", default=[], metavar="TASK",
                         help="RECIPE=PATH[,opt=value...] (recipes: sst2, dialogsum, mmlu, t0) or a task YAML; "
                              "repeat for several")
     parser.add_argument("--config", help="experiment YAML: tasks and settings from its eval: section")
