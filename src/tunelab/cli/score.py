@@ -117,6 +117,11 @@ def run(args) -> int:
         raise UserError("--bootstrap must be >= 0 and --permutations >= 1")
     options = _options(args)
     start = time.perf_counter()
+
+    def progress(message: str) -> None:  # stage lines on stderr; stdout stays pure JSON
+        print(f"tunelab score: {message} ({time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
+
+    options["progress"] = progress
     if args.compare:
         if args.per_record:
             raise UserError("--per-record applies to a single FILE, not --compare")

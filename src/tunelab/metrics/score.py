@@ -125,6 +125,11 @@ def _nrefs(nrefs_seen: set[int]):
     return next(iter(nrefs_seen)) if len(nrefs_seen) == 1 else "var"
 
 
+def _report(progress, message: str) -> None:
+    if progress is not None:
+        progress(message)
+
+
 def _mean_entry(values: np.ndarray, ci_of, key="mean") -> dict:
     entry = {key: float(values.mean())}
     ci = ci_of(values)
@@ -154,6 +159,7 @@ def score_records(
     bootstrap: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    progress=None,
     _keep_statistics: bool = False,
 ) -> tuple[dict, list[dict]]:
     """Score records: (corpus results, one dict per record in input order). See module docstring."""
@@ -183,6 +189,7 @@ def score_records(
     kept: dict = {}  # per-record values and statistics for compare_records
 
     if "rouge" in metrics:
+        _report(progress, f"rouge: {n} records")
         from tunelab.metrics.rouge import rouge
 
         types = [t.strip() for t in rouge_types.split(",")] if isinstance(rouge_types, str) else list(rouge_types)
@@ -207,6 +214,7 @@ def score_records(
                 per_record[i][t] = {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i])}
 
     if "bleu" in metrics:
+        _report(progress, f"bleu: {n} records")
         from tunelab.metrics import bleu as B
 
         options = dict(smooth_method=bleu_smooth, smooth_value=bleu_smooth_value)
@@ -228,6 +236,7 @@ def score_records(
             per_record[i]["bleu"] = B.score_from_statistics(list(rows[i]), effective_order=True, **options).score
 
     if "chrf" in metrics:
+        _report(progress, f"chrf: {n} records")
         from tunelab.metrics import chrf as C
 
         rows, nrefs_seen = C.segment_statistics(predictions, references, word_order=chrf_word_order)
@@ -248,6 +257,7 @@ def score_records(
             per_record[i]["chrf"] = C.f_score(rows[i], order)
 
     if "exact_match" in metrics:
+        _report(progress, f"exact_match: {n} records")
         from tunelab.metrics.exact_match import exact_match
 
         values = np.array([exact_match(p, refs) for p, refs in zip(predictions, present)])
@@ -257,6 +267,7 @@ def score_records(
             per_record[i]["exact_match"] = float(values[i])
 
     if "token_f1" in metrics:
+        _report(progress, f"token_f1: {n} records")
         from tunelab.metrics.token_f1 import token_f1
 
         values = np.array([token_f1(p, refs) for p, refs in zip(predictions, present)])
@@ -266,6 +277,7 @@ def score_records(
             per_record[i]["token_f1"] = float(values[i])
 
     if "classification" in metrics:
+        _report(progress, f"classification: {n} records")
         from tunelab.metrics.classification import classification_report
         from tunelab.metrics.labels import Verbalizers, explain_label
 
@@ -304,7 +316,9 @@ def score_records(
 
 def compare_records(records_a, records_b, metrics, *, sources=("A", "B"), line_numbers=(None, None),
                     permutations: int = 10000, **options) -> dict:
-    """Score two systems on the same records and test every metric for a difference (a - b)."""
+    """Score two systems on the same records and test every metric for a difference (a - b).
+
+    Test keys: "<rouge type>.f1", "bleu", "chrf", "exact_match", "token_f1", "accuracy"."""
     from tunelab.metrics import stats as S
 
     if len(records_a) != len(records_b):
@@ -312,8 +326,9 @@ def compare_records(records_a, records_b, metrics, *, sources=("A", "B"), line_n
             f"{sources[0]} has {len(records_a)} records but {sources[1]} has {len(records_b)}: "
             "a paired comparison needs the same records in the same order"
         )
-    bootstrap = options.get("bootstrap", 1000) or 1000
-    options["bootstrap"] = bootstrap
+    bootstrap = options.get("bootstrap", 1000)
+    if not bootstrap or bootstrap < 1:
+        raise MetricInputError("a paired comparison needs bootstrap >= 1 resamples")
     seed = options.get("seed", 0)
     confidence = options.get("confidence", 0.95)
     corpus_a, _ = score_records(records_a, metrics, source=sources[0], line_numbers=line_numbers[0],
