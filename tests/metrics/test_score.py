@@ -80,13 +80,16 @@ def test_empty_predictions_and_references_score_zero():
         {"prediction": "", "reference": ""},
         {"prediction": "   ", "references": [None, "x"]},
         {"prediction": "a cat sat", "reference": "a cat sat"},
+        {"prediction": "Привет мир", "reference": "привет мир"},  # no tokens for rouge-score's tokenizer
+        {"prediction": "x", "references": [""]},
     ]
     corpus, per_record = score_records(records, "rouge,bleu,chrf,exact_match,token_f1", bootstrap=50)
     for row in per_record[:2]:
         assert row["rouge1"]["f1"] == 0.0 and row["bleu"] == 0.0 and row["chrf"] == 0.0
         assert row["exact_match"] == 0.0 and row["token_f1"] == 0.0
     assert per_record[4]["rouge1"]["f1"] == 1.0 and per_record[4]["exact_match"] == 1.0
-    assert corpus["n"] == 5
+    assert per_record[5]["rougeLsum"]["f1"] == 0.0 and per_record[5]["exact_match"] == 1.0
+    assert corpus["n"] == 7
 
 
 def test_classification_through_label_extraction():
