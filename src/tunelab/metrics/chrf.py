@@ -11,10 +11,9 @@ Signature: sacrebleu's, plus `impl:tunelab-<version>` before `version` (see bleu
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
-from tunelab.metrics.bleu import SACREBLEU_VERSION, _check_inputs, _tunelab_version
+from tunelab.metrics.bleu import SACREBLEU_VERSION, _check_inputs, _count_elements, _tunelab_version
 from tunelab.metrics.errors import MetricInputError
 
 _PUNCTS = set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
@@ -36,10 +35,20 @@ class CHRFScore:
         return {"score": self.score, "name": self.name, "signature": self.signature}
 
 
-def _char_ngrams(line: str, max_order: int, whitespace: bool) -> list[Counter]:
+def _count(iterable) -> dict:
+    counts: dict = {}
+    _count_elements(counts, iterable)
+    return counts
+
+
+def _char_ngrams(line: str, max_order: int, whitespace: bool) -> list[dict]:
     if not whitespace:
         line = "".join(line.split())
-    return [Counter([line[i : i + n] for i in range(len(line) - n + 1)]) for n in range(1, max_order + 1)]
+    counters = [_count(line)]
+    for n in range(2, max_order + 1):
+        # the slices line[i:i+n], made in C
+        counters.append(_count(map(line.__getitem__, map(slice, range(len(line) - n + 1), range(n, len(line) + 1)))))
+    return counters
 
 
 def _words(sent: str) -> list[str]:
@@ -57,11 +66,11 @@ def _words(sent: str) -> list[str]:
     return tokens
 
 
-def _word_ngrams(words: list[str], n: int) -> Counter:
-    return Counter([" ".join(words[i : i + n]) for i in range(len(words) - n + 1)])
+def _word_ngrams(words: list[str], n: int) -> dict:
+    return _count([" ".join(words[i : i + n]) for i in range(len(words) - n + 1)])
 
 
-def _all_ngrams(text: str, char_order: int, word_order: int, whitespace: bool) -> list[Counter]:
+def _all_ngrams(text: str, char_order: int, word_order: int, whitespace: bool) -> list[dict]:
     ngrams = _char_ngrams(text, char_order, whitespace)
     if word_order > 0:
         words = _words(text)
@@ -69,13 +78,11 @@ def _all_ngrams(text: str, char_order: int, word_order: int, whitespace: bool) -
     return ngrams
 
 
-def _match_statistics(hyp: Counter, ref: Counter) -> list[int]:
-    match_count, hyp_count = 0, 0
-    for ngram, count in hyp.items():
-        hyp_count += count
-        if ngram in ref:
-            match_count += min(count, ref[ngram])
-    return [hyp_count if ref else 0, sum(ref.values()), match_count]
+def _match_statistics(hyp: dict, ref: dict) -> list[int]:
+    # sacrebleu's CHRF._get_match_statistics; the clipped matches summed over shared keys, in C
+    common = hyp.keys() & ref.keys()
+    match_count = sum(map(min, map(hyp.__getitem__, common), map(ref.__getitem__, common)))
+    return [sum(hyp.values()) if ref else 0, sum(ref.values()), match_count]
 
 
 def f_score(stats: list, order: int, beta: int = 2, eps_smoothing: bool = False) -> float:
