@@ -145,3 +145,239 @@ class _Timer:
     def __exit__(self, *exc) -> None:
         self.phase.seconds = time.perf_counter() - self.start
         self.state.phases.append(self.phase)
+
+
+def choose_precision() -> str:
+    """bf16 autocast only where the hardware does bf16 natively (CUDA, AVX512-BF16 or AMX).
+
+    On an AVX2-only CPU, PyTorch emulates bf16 matmuls: measured here, a SmolLM2 LoRA step was
+    19x slower in bf16 than in fp32. fp32 is the honest fast choice there.
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        return "bf16"
+    cpu = getattr(torch, "cpu", None)
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        check = getattr(cpu, probe, None)
+        try:
+            if check is not None and check():
+                return "bf16"
+        except Exception:  # a probe that is missing or fails means: not supported
+            pass
+    return "fp32"
+
+
+# --- the story ----------------------------------------------------------------------------
+
+SYSTEMS = {
+    "lora-sentiment": ("LoRA, sentiment only", "lora", False),
+    "lora-mixture": ("LoRA, sentiment + QA mixture", "lora", True),
+    "full-sentiment": ("full fine-tuning, sentiment only", "full", False),
+}
+
+
+def run_demo(seed: int = 0, output: str | Path = "runs", quick: bool = False, model: str = MODEL,
+             full_finetune: bool = True, console=None) -> Path:
+    """Run the whole demo; returns the demo folder (report.html is inside)."""
+    from rich.console import Console
+
+    from tunelab.models import resolve_model
+
+    console = console or Console(highlight=False)
+    plan = DemoPlan.quick() if quick else DemoPlan()
+    plan.full_finetune = plan.full_finetune and full_finetune
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folder = Path(output) / f"demo-seed{seed}-{stamp}"
+    folder.mkdir(parents=True, exist_ok=False)
+    state = DemoState(folder=folder, seed=seed, plan=plan, model=model)
+    started = time.perf_counter()
+
+    console.rule("[bold]tunelab demo")
+    console.print(f"model {model}, seed {seed}, output {folder}" + (" (quick mode: numbers mean nothing)" if quick else ""))
+    with state.timed("setup: resolve model") as phase:
+        model_path = resolve_model(model)
+        precision = choose_precision()
+        phase.detail = f"{model_path}; training precision {precision}"
+    console.print(f"training precision: {precision} (bf16 only where the hardware has it)")
+
+    tasks = [sentiment_task(), qa_task()]
+    eval_tasks = [eval_task(t, plan) for t in tasks]
+    eval_kwargs = dict(limit=plan.eval_limit, batch_size=plan.eval_batch_size, n_resamples=plan.bootstrap,
+                       seed=seed, cache=False)
+
+    # 1. Before -------------------------------------------------------------------------------
+    console.rule("[bold]1. Before fine-tuning: the base model")
+    from tunelab.evaluate import evaluate, forgetting
+
+    with state.timed("1. evaluate the base model") as phase:
+        base = evaluate(model, eval_tasks, output_dir=folder / "base", **eval_kwargs)
+        phase.detail = _items(base)
+    state.evaluations["base"] = base["tasks"]
+    show_examples(console, folder / "base", "sentiment", 3)
+    show_numbers(console, "base model", base["tasks"])
+
+    # 2-4. Training runs and their forgetting reports -----------------------------------------
+    order = ["lora-sentiment", "lora-mixture"] + (["full-sentiment"] if plan.full_finetune else [])
+    headings = {"lora-sentiment": "2. Single-task LoRA fine-tuning on sentiment (and 3. forgetting on QA)",
+                "lora-mixture": "4. Remedy: LoRA on a sentiment + QA mixture",
+                "full-sentiment": "4b. Full fine-tuning on sentiment only, for comparison with LoRA"}
+    from tunelab.train import train
+
+    for name in order:
+        label, method, mixture = SYSTEMS[name]
+        console.rule(f"[bold]{headings[name]}")
+        run_tasks = tasks if mixture else tasks[:1]
+        cfg = run_config(name, folder, model, run_tasks, method, plan, seed)
+        cfg.train.precision = precision
+        with state.timed(f"train {name} ({plan.steps} steps)") as phase:
+            run = train(cfg)
+            summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+            phase.detail = f"{summary.get('steps')} steps, {summary.get('wall_s', 0):.0f}s"
+        state.runs[name] = run
+        with state.timed(f"evaluate {name}") as phase:
+            report = forgetting(model, str(run), eval_tasks, tuned_task="sentiment", output_dir=run / "forgetting",
+                                base_results_dir=folder / "base", **eval_kwargs)
+            tuned = json.loads((run / "forgetting" / "tuned" / "results.json").read_text(encoding="utf-8"))
+            phase.detail = _items(tuned)
+        state.evaluations[name] = {"tasks": tuned["tasks"], "forgetting": report, "summary": summary}
+        if name == "lora-sentiment":
+            show_examples(console, run / "forgetting" / "tuned", "sentiment", 3)
+        show_numbers(console, label, tuned["tasks"])
+        show_forgetting(console, report)
+
+    # 5. Results, report, summary ---------------------------------------------------------------
+    console.rule("[bold]5. Results")
+    with state.timed("write results and reports"):
+        results = collect_results(state, precision, time.perf_counter() - started)
+        (folder / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
+        (folder / "results.md").write_text(results_markdown(results), encoding="utf-8")
+        from tunelab.report import write_report
+
+        for run in state.runs.values():
+            write_report(run)
+        # The demo folder's report.html is the headline run's: gain, forgetting, before vs after.
+        html, _md = write_report(state.runs["lora-sentiment"], output_dir=folder)
+    results["phases"] = [asdict(p) for p in state.phases]
+    results["wall_s"] = round(time.perf_counter() - started, 1)
+    (folder / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
+    show_summary(console, results)
+    show_phases(console, state.phases, results["wall_s"])
+    console.print(f"results: {folder / 'results.json'} and {folder / 'results.md'}")
+    console.print(f"report: {html}")
+    return folder
+
+
+# --- numbers and printing ----------------------------------------------------------------
+
+def _items(results: dict) -> str:
+    return ", ".join(f"{name} n={res['n']}" for name, res in results["tasks"].items())
+
+
+def _metric(tasks: dict, task: str, metric: str) -> dict | None:
+    entry = tasks.get(task, {}).get("metrics", {}).get(metric)
+    return None if entry is None else {"value": entry["value"], "ci": entry.get("ci")}
+
+
+def _pct(entry: dict | None) -> str:
+    if entry is None:
+        return "n/a"
+    text = f"{100 * entry['value']:.1f}%"
+    if entry.get("ci"):
+        text += f" [{100 * entry['ci'][0]:.1f}, {100 * entry['ci'][1]:.1f}]"
+    return text
+
+
+def show_examples(console, eval_dir: Path, task: str, n: int) -> None:
+    from tunelab.evaluate.harness import read_examples
+
+    for row in read_examples(eval_dir, task)[:n]:
+        review = row["prompt"].split("Text: ", 1)[-1].split("<|im_end|>", 1)[0].strip()
+        got = (row.get("scores") or {}).get("predicted_label")
+        console.print(f"  review: [italic]{review}[/]  (gold: {row['label']})")
+        console.print(f"  model:  [bold]{row['prediction'].strip()!r}[/] -> label {got or 'UNMAPPED'}")
+
+
+def show_numbers(console, label: str, tasks: dict) -> None:
+    s = tasks["sentiment"]["metrics"]
+    console.print(f"[bold]{label}[/] on sentiment (n={tasks['sentiment']['n']}): "
+                  f"unmappable outputs {int(s['unmapped']['value'])}, accuracy {_pct(_metric(tasks, 'sentiment', 'accuracy'))}, "
+                  f"macro-F1 {100 * s['macro_f1']['value']:.1f}%")
+    console.print(f"[bold]{label}[/] on QA (n={tasks['qa']['n']}): token F1 {_pct(_metric(tasks, 'qa', 'token_f1'))}, "
+                  f"exact match {_pct(_metric(tasks, 'qa', 'exact_match'))}")
+
+
+def show_forgetting(console, report: dict) -> None:
+    for row in report["tasks"]:
+        word = "gain" if row["task"] == report["summary"]["tuned_task"] else "change"
+        console.print(f"  {row['task']} {row['metric']} {word} vs base: {100 * row['diff']:+.1f} points "
+                      f"(paired 95% CI [{100 * row['ci'][0]:+.1f}, {100 * row['ci'][1]:+.1f}], p = {row['p_value']:.3g})")
+
+
+def collect_results(state: DemoState, precision: str, wall_s: float) -> dict:
+    systems = {}
+    for name, entry in state.evaluations.items():
+        tasks = entry["tasks"] if name != "base" else entry
+        system = {
+            "label": "base model (no tuning)" if name == "base" else SYSTEMS[name][0],
+            "sentiment": {m: _metric(tasks, "sentiment", m) for m in ("accuracy", "macro_f1", "unmapped")},
+            "qa": {m: _metric(tasks, "qa", m) for m in ("token_f1", "exact_match")},
+            "n": {t: tasks[t]["n"] for t in tasks},
+        }
+        if name != "base":
+            summary = entry["summary"]
+            system["run"] = str(state.runs[name])
+            system["cost"] = {k: summary.get(k) for k in ("method", "steps", "wall_s", "train_tokens",
+                                                            "trainable_params", "total_params", "peak_rss_mb")}
+            system["vs_base"] = {row["task"]: {k: row[k] for k in ("metric", "n", "diff", "ci", "p_value")}
+                                 for row in entry["forgetting"]["tasks"]}
+        systems[name] = system
+    return {"seed": state.seed, "model": state.model, "precision": precision, "plan": asdict(state.plan),
+            "folder": str(state.folder), "systems": systems, "wall_s": round(wall_s, 1)}
+
+
+def results_markdown(results: dict) -> str:
+    lines = [f"# tunelab demo (seed {results['seed']})", "",
+             "| system | sentiment accuracy [95% CI] | macro-F1 | unmappable | QA token F1 [95% CI] | "
+             "QA change vs base [paired 95% CI] (p) | train s |", "|---|---|---|---|---|---|---|"]
+    for row in summary_rows(results):
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def summary_rows(results: dict) -> list[list[str]]:
+    rows = []
+    for name, s in results["systems"].items():
+        change = "-"
+        if "vs_base" in s:
+            d = s["vs_base"]["qa"]
+            change = f"{100 * d['diff']:+.1f} [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}] (p={d['p_value']:.2g})"
+        unmapped = s["sentiment"]["unmapped"]
+        rows.append([s["label"], _pct(s["sentiment"]["accuracy"]), f"{100 * s['sentiment']['macro_f1']['value']:.1f}%",
+                     f"{int(unmapped['value'])}/{s['n']['sentiment']}", _pct(s["qa"]["token_f1"]), change,
+                     f"{s['cost']['wall_s']:.0f}" if "cost" in s else "-"])
+    return rows
+
+
+def show_summary(console, results: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"tunelab demo, seed {results['seed']}: what tuning gained and what it cost")
+    for col in ("system", "sentiment accuracy [95% CI]", "macro-F1", "unmappable", "QA token F1 [95% CI]",
+                "QA change vs base [paired CI] (p)", "train s"):
+        table.add_column(col)
+    for row in summary_rows(results):
+        table.add_row(*row)
+    console.print(table)
+
+
+def show_phases(console, phases: list[Phase], wall_s: float) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"phase timings (total {wall_s / 60:.1f} min)")
+    table.add_column("phase")
+    table.add_column("seconds", justify="right")
+    table.add_column("detail")
+    for p in phases:
+        table.add_row(p.name, f"{p.seconds:.0f}", p.detail)
+    console.print(table)
