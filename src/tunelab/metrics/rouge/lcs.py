@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tunelab.metrics.rouge.ngrams import ranges
+from tunelab.metrics.rouge.ngrams import argsort_keys, ranges
 
 _ONE = np.uint64(1)
 _REV8 = np.array([int(f"{b:08b}"[::-1], 2) for b in range(256)], dtype=np.uint8)
@@ -72,7 +72,7 @@ def _masks(n, n_words, tok_owner, tok_id, tok_pos, q_owner, q_id):
         return np.zeros((n_words, len(q_id)), dtype=np.uint64)
     vocab = int(max(tok_id.max(initial=0), q_id.max(initial=0))) + 1
     key = tok_owner * vocab + tok_id
-    order = np.argsort(key, kind="stable")
+    order = argsort_keys(key)
     key, pos = key[order], tok_pos[order]
     starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1]))) if len(key) else key
     ukey = key[starts]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tunelab.metrics.rouge.ngrams import ranges, sorted_unique
+from tunelab.metrics.rouge.ngrams import argsort_keys, ranges, sorted_unique
 
 CHUNK = 8192
 CELL_BUDGET = 6_000_000  # table cells per chunk (x ~13 bytes)
@@ -147,7 +147,7 @@ def _hits(pairs, marked, seg_pair, seg_start, seg_len, weight):
     # Clipping: the r-th marked occurrence of token t in a pair hits iff r < count of t in pred.
     m_pos = np.flatnonzero(is_marked)
     key = pair[m_pos] * vocab + ids[pos[m_pos]]
-    order = np.argsort(key, kind="stable")
+    order = argsort_keys(key)
     sk = key[order]
     group_start = np.flatnonzero(np.concatenate(([True], sk[1:] != sk[:-1]))) if len(sk) else sk
     rank_sorted = np.arange(len(sk)) - np.repeat(group_start, np.diff(np.append(group_start, len(sk))))
