@@ -43,7 +43,6 @@ def test_smollm2_sst2_lora_forgetting_report_in_chromium(tmp_path, shared_data, 
     from tunelab.report import write_report
     from tunelab.train import train
 
-    torch.set_num_threads(1)  # the machine is shared: extra threads spin instead of helping
     d = shared_data
     cfg = load_config(data={
         "name": "sst2-lora", "seed": 0, "output_dir": str(tmp_path / "runs"),
@@ -52,13 +51,13 @@ def test_smollm2_sst2_lora_forgetting_report_in_chromium(tmp_path, shared_data, 
                  "tasks": [{"name": "sst2", "kind": "classification",
                             "source": {"path": str(d / "sst2" / "sst2_glue_validation.tsv")},
                             "fields": {"text": "sentence", "label": "label"}, "labels": {0: "negative", 1: "positive"}}]},
-        "train": {"method": "lora", "lr": 1e-3, "max_steps": 40, "batch_size": 8, "precision": "bf16",
-                  "scheduler": "cosine", "warmup_steps": 4, "eval_every": 20, "eval_limit": 24, "eval_batch_size": 24,
+        "train": {"method": "lora", "lr": 1e-3, "max_steps": 30, "batch_size": 8, "precision": "bf16",
+                  "scheduler": "cosine", "warmup_steps": 4, "eval_every": 15, "eval_limit": 24, "eval_batch_size": 24,
                   "progress": "plain", "lora": {"r": 8, "alpha": 16}},
-        "retention": {"tuned_task": "sst2", "limit": 24, "bootstrap_resamples": 500, "tasks": [
+        "retention": {"tuned_task": "sst2", "limit": 12, "bootstrap_resamples": 500, "tasks": [
             {"name": "sst2", "max_new_tokens": 6},
             f"mmlu={d}/mmlu_subset,subjects=marketing",
-            f"dialogsum={d}/dialogsum,metrics=rougeL,max_new_tokens=24",
+            f"dialogsum={d}/dialogsum,metrics=rougeL,max_new_tokens=16",
             f"t0={d}/t0_multitask_mix/rotten_tomatoes_Movie_Expressed_Sentiment.jsonl,max_new_tokens=6"]},
     })
     run = train(cfg)
@@ -66,7 +65,7 @@ def test_smollm2_sst2_lora_forgetting_report_in_chromium(tmp_path, shared_data, 
     rows = {r["task"]: r for r in report["tasks"]}
     assert set(rows) == {"sst2", "mmlu", "dialogsum", "t0_rotten"}
     for r in rows.values():
-        assert r["n"] == 24 and len(r["ci"]) == 2 and 0 < r["p_value"] <= 1
+        assert r["n"] == 12 and len(r["ci"]) == 2 and 0 < r["p_value"] <= 1
         assert r["ci"][0] <= r["paired_diff"] <= r["ci"][1]
     assert rows["mmlu"]["metric"] == "acc" and rows["dialogsum"]["metric"] == "rougeL"
     summary = report["summary"]
@@ -78,7 +77,7 @@ def test_smollm2_sst2_lora_forgetting_report_in_chromium(tmp_path, shared_data, 
     for stage in ("before", "after"):
         for task in rows:
             lines = (run / "retention" / stage / f"{task}.examples.jsonl").read_text().splitlines()
-            assert len(lines) == 24
+            assert len(lines) == 12
     html, md = write_report(run)
     render_and_check(html, tmp_path, ["Run and cost", "Loss curves", "Metrics", "Forgetting: base vs tuned",
                                       "Example predictions before vs after"],
