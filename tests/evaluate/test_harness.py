@@ -123,3 +123,24 @@ def test_perplexity_is_token_weighted():
     assert per[1]["token_nll"] == pytest.approx(2.0)
     lo, hi = corpus["perplexity"]["ci"]
     assert lo <= corpus["perplexity"]["value"] <= hi
+
+
+def test_shared_context_equals_scoring_from_scratch(peaked_model_dir, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.evaluate.loglikelihood import continuation_ids, score_requests, score_shared_context
+
+    model = AutoModelForCausalLM.from_pretrained(peaked_model_dir).eval()
+    groups = []
+    for q, opts in (("Capital of France?", ["Paris", "Lyon", "a city in the south", "Nice"]),
+                    ("A much longer question about anatomy and the facial nerve, with more words?", ["yes", "no"]),
+                    ("2+2?", ["4", "five", "22"])):
+        ctx_text = tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
+                                                 tokenize=False)
+        ctx = tokenizer(ctx_text, add_special_tokens=False)["input_ids"]
+        groups.append((ctx, [continuation_ids(tokenizer, ctx_text, o) for o in opts]))
+    shared = score_shared_context(model, groups, batch_size=3, pad_id=tokenizer.pad_token_id)
+    for (ctx, opts), got in zip(groups, shared):
+        plain = score_requests(model, [(ctx, o) for o in opts], batch_size=1, pad_id=tokenizer.pad_token_id)
+        assert [g["logprob"] for g in got] == pytest.approx([p["logprob"] for p in plain], abs=1e-4)
+        assert [g["is_greedy"] for g in got] == [p["is_greedy"] for p in plain]

@@ -21,7 +21,7 @@ from tunelab.config.evaluate import GenerationConfig
 from tunelab.evaluate.cache import ResultCache, digest
 from tunelab.evaluate.generation import WorkCounter, generate
 from tunelab.evaluate.loading import LazyModel, ModelSpec, model_spec, spec_fingerprint
-from tunelab.evaluate.loglikelihood import continuation_ids, score_requests
+from tunelab.evaluate.loglikelihood import continuation_ids, score_requests, score_shared_context
 from tunelab.evaluate.recipes import data_task_config, expand_task
 from tunelab.evaluate.scoring import higher_is_better, primary_metric, score_choices, score_generations, score_perplexity
 
@@ -94,6 +94,19 @@ def _score_requests(lm: LazyModel, requests, cache: ResultCache, batch_size: int
     return [cache.data[k] for k in keys]
 
 
+def _score_groups(lm: LazyModel, groups, cache: ResultCache, batch_size: int, counter: WorkCounter,
+                  name: str) -> list[list[dict]]:
+    """Multiple choice: one cache entry per question (its context and all its options)."""
+    keys = [digest([ctx, opts]) for ctx, opts in groups]
+    missing = sorted({k: i for i, k in enumerate(keys) if cache.get(k) is None}.values())
+    if missing:
+        pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+        outs = score_shared_context(lm.model, [groups[i] for i in missing], batch_size, pad, counter,
+                                    progress=_progress(len(missing), f"{name} log-likelihood"))
+        cache.put_many({keys[i]: {"options": o} for i, o in zip(missing, outs)})
+    return [cache.data[k]["options"] for k in keys]
+
+
 def evaluate_task(lm: LazyModel, task, *, split="test", limit=None, batch_size=8, generation=None,
                   use_cache=True, n_resamples=1000, confidence=0.95, config_dir=".", seed=42,
                   counter: WorkCounter | None = None, data_tasks: dict | None = None, data_split=None,
@@ -127,21 +140,15 @@ def evaluate_task(lm: LazyModel, task, *, split="test", limit=None, batch_size=8
         if not all(ex.choices for ex in examples):
             raise UserError(f"task '{name}': log-likelihood scoring needs a multiple_choice task (choices)")
         cache = ResultCache({**fp, "kind": "loglikelihood"}, use_cache)
-        requests, owner = [], []
-        for i, ex in enumerate(examples):
-            for choice in ex.choices:
-                requests.append((ex.prompt_ids, continuation_ids(tokenizer, ex.prompt_text, choice)))
-                owner.append(i)
-        hits_before = cache.hits
-        outs = _score_requests(lm, requests, cache, batch_size, counter, name)
-        records = [{"logprobs": [], "choices": ex.choices, "answer_index": ex.answer_index} for ex in examples]
-        for i, o in zip(owner, outs):
-            records[i]["logprobs"].append(o["logprob"])
+        groups = [(ex.prompt_ids, [continuation_ids(tokenizer, ex.prompt_text, c) for c in ex.choices])
+                  for ex in examples]
+        outs = _score_groups(lm, groups, cache, batch_size, counter, name)
+        records = [{"logprobs": [o["logprob"] for o in group], "choices": ex.choices, "answer_index": ex.answer_index}
+                   for group, ex in zip(outs, examples)]
         corpus, per = score_choices(records, metrics, n_resamples, confidence)
         for row, r, p, ex in zip(rows, records, per, examples):
             row.update(choices=ex.choices, answer_index=ex.answer_index, logprobs=r["logprobs"],
                        prediction=ex.choices[p["predicted_index"]], scores=p)
-        counter.extra["cache_hits_ll"] = counter.extra.get("cache_hits_ll", 0) + cache.hits - hits_before
     elif kind == "perplexity":
         cache = ResultCache({**fp, "kind": "loglikelihood"}, use_cache)
         requests = [(ex.prompt_ids, ex.target_ids) for ex in examples]

@@ -74,3 +74,69 @@ def score_requests(model, requests: list[tuple[list[int], list[int]]], batch_siz
         if progress is not None:
             progress(len(batch))
     return results  # type: ignore[return-value]
+
+
+@torch.inference_mode()
+def score_shared_context(model, groups: list[tuple[list[int], list[list[int]]]], batch_size: int = 8, pad_id: int = 0,
+                         counter: WorkCounter | None = None, progress=None) -> list[list[dict]]:
+    """Multiple choice: [(context_ids, [option_ids, ...])] -> per group, one result per option.
+
+    The context runs once per question (left padded, KV cache); the cache rows are then copied
+    for each option and only the options' tokens run: about n_options times less work than
+    scoring context + option from scratch, with the same log-likelihoods up to float rounding.
+    """
+    from tunelab.evaluate.generation import _accepts, _cache_kwarg, _returned_cache
+    from transformers import DynamicCache
+
+    counter = counter or WorkCounter()
+    device = next(model.parameters()).device
+    cache_arg = _cache_kwarg(model)
+    keep1 = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    results: list[list[dict] | None] = [None] * len(groups)
+    for batch in length_sorted_batches([len(g[0]) for g in groups], max(1, batch_size)):
+        width = max(len(groups[i][0]) for i in batch)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for r, i in enumerate(batch):
+            ctx = groups[i][0]
+            ids[r, width - len(ctx):] = torch.tensor(ctx)
+            mask[r, width - len(ctx):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                    use_cache=True, **{cache_arg: DynamicCache()}, **keep1)
+        counter.forward_calls += 1
+        counter.prompt_tokens += int(mask.sum())
+        first_lp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # predicts each option's first token
+        cache = _returned_cache(out, None)
+        owner = [r for r, i in enumerate(batch) for _ in groups[i][1]]
+        options = [opt for i in batch for opt in groups[i][1]]
+        cache.batch_select_indices(torch.tensor(owner, device=device))
+        cont_width = max(len(o) for o in options)
+        opt_ids = torch.full((len(options), cont_width), pad_id, dtype=torch.long)
+        opt_mask = torch.zeros((len(options), cont_width), dtype=torch.long)
+        for k, o in enumerate(options):
+            opt_ids[k, : len(o)] = torch.tensor(o)
+            opt_mask[k, : len(o)] = 1  # right padding after an option cannot change it (causal)
+        start = positions[owner, -1:] + 1
+        opt_pos = start + torch.arange(cont_width)[None, :]
+        full_mask = torch.cat([mask[owner], opt_mask], dim=1)
+        logits = model(input_ids=opt_ids.to(device), attention_mask=full_mask.to(device),
+                       position_ids=opt_pos.to(device), use_cache=True, **{cache_arg: cache}).logits.float()
+        counter.forward_calls += 1
+        counter.prompt_tokens += int(opt_mask.sum())
+        lp = torch.log_softmax(logits, dim=-1)
+        k = 0
+        for r, i in enumerate(batch):
+            group_out = []
+            for o in groups[i][1]:
+                targets = torch.tensor(o, device=lp.device)
+                # token 0 from the context's last logits, token t from the option's logits at t - 1
+                rows = torch.cat([first_lp[r: r + 1], lp[k, : len(o) - 1]], dim=0)
+                token_lp = rows.gather(-1, targets[:, None])[:, 0]
+                group_out.append({"logprob": float(token_lp.sum()), "n_tokens": len(o),
+                                  "is_greedy": bool((rows.argmax(-1) == targets).all())})
+                k += 1
+            results[i] = group_out
+        if progress is not None:
+            progress(len(batch))
+    return results  # type: ignore[return-value]
