@@ -11,14 +11,15 @@ was clipped is carried over into the next run, or lost at the end of the sentenc
 
 Vectorisation: sentence pairs of similar sizes are padded into (rows, cols, pairs) arrays; row i
 is computed at once except for the left-to-right max chain, which costs two numpy operations per
-cell over all pairs of the chunk. Only sentence pairs with at least one common token are run.
+cell over all pairs of the chunk. Only sentence pairs with at least one common token are run,
+and the walk back drops pairs as they finish.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from tunelab.metrics.rouge.ngrams import argsort_keys, ranges, sorted_unique
+from tunelab.metrics.rouge.ngrams import argsort_keys, ranges
 
 CHUNK = 8192
 CELL_BUDGET = 6_000_000  # table cells per chunk (x ~13 bytes)
@@ -33,6 +34,14 @@ def _dp_marks(ids, r_start, r_len, c_start, c_len, weight):
     ref = np.where(np.arange(rows)[:, None] < r_len[None, :], ids[np.minimum(ri, len(ids) - 1)], -1)
     can = np.where(np.arange(cols)[:, None] < c_len[None, :], ids[np.minimum(ci, len(ids) - 1)], -2)
     eq = ref[:, None, :] == can[None, :, :]  # (rows, cols, K)
+    # Pairs without a common token mark nothing: drop them before the DP.
+    has = eq.any(axis=(0, 1))
+    if not has.all():
+        keep = np.flatnonzero(has)
+        if not len(keep):
+            return np.zeros(0, dtype=np.int64)
+        eq, r_start, r_len, c_len = eq[:, :, keep], r_start[keep], r_len[keep], c_len[keep]
+        k_n = len(keep)
     runs = np.arange(min(rows, cols) + 2, dtype=np.float64)
     p1, p0 = runs[1:] ** weight, runs[:-1] ** weight  # (k+1)**w, k**w
     c = np.zeros((rows + 1, cols + 1, k_n))
@@ -68,19 +77,25 @@ def _dp_marks(ids, r_start, r_len, c_start, c_len, weight):
                 np.copyto(r[j], ds[j - 1], where=es[j - 1])
             c[i][:, sub] = r
     # Walk back (markLCS): diagonal on a match, else up if c[i-1][j] >= c[i][j-1], else left.
-    i, j = r_len.copy(), c_len.copy()
-    col = np.arange(k_n)
+    # Flat indices into c and a padded copy of eq; finished pairs are dropped as they finish.
+    eq_pad = np.zeros((rows + 1, cols + 1, k_n), dtype=bool)
+    eq_pad[1:, 1:] = eq
+    eq_flat, c_flat = eq_pad.reshape(-1), c.reshape(-1)
+    row_step = (cols + 1) * k_n
+    i, j, col, start = r_len.copy(), c_len.copy(), np.arange(k_n), r_start
     marked = []
-    for _ in range(rows + cols):
-        active = (i > 0) & (j > 0)
-        if not active.any():
-            break
-        im, jm = np.maximum(i - 1, 0), np.maximum(j - 1, 0)
-        diag_move = active & eq[im, jm, col]
-        up_move = active & ~diag_move & (c[im, j, col] >= c[i, jm, col])
-        marked.append(r_start[diag_move] + i[diag_move] - 1)
+    while len(i):
+        live = (i > 0) & (j > 0)
+        if not live.all():
+            i, j, col, start = i[live], j[live], col[live], start[live]
+            if not len(i):
+                break
+        f = i * row_step + j * k_n + col
+        diag_move = eq_flat[f]
+        up_move = ~diag_move & (c_flat[f - row_step] >= c_flat[f - k_n])
+        marked.append(start[diag_move] + i[diag_move] - 1)
         i = i - (diag_move | up_move)
-        j = j - (active & ~up_move)
+        j = j - ~up_move
     return np.concatenate(marked) if marked else np.zeros(0, dtype=np.int64)
 
 
@@ -100,8 +115,7 @@ def wlcs_hits(pairs, weight: float):
     r_start, r_len = seg_start[combo_seg], seg_len[combo_seg]
     c_start, c_len = cand_start[combo_cand], cand_len[combo_cand]
     # Skip combinations without a common token (their table is all zeros, nothing is marked).
-    common = _has_common(ids, combo_seg, r_start, r_len, c_start, c_len)
-    sel = np.flatnonzero(common)
+    sel = np.arange(len(combo_seg))
     # Chunks of similar (rows, cols) so that padding stays small.
     order = sel[np.lexsort((c_len[sel], r_len[sel] // 4, c_len[sel] // 4))]
     marked = np.zeros(len(ids), dtype=bool)
@@ -118,22 +132,6 @@ def wlcs_hits(pairs, weight: float):
         marked[_dp_marks(ids, r_start[idx], r_len[idx], c_start[idx], c_len[idx], weight)] = True
     hit = _hits(pairs, marked, seg_pair, seg_start, seg_len, weight)
     return hit, base, pred_len
-
-
-def _has_common(ids, combo, r_start, r_len, c_start, c_len):
-    """Whether each (reference sentence, prediction sentence) combination shares a token."""
-    if len(combo) == 0:
-        return np.zeros(0, dtype=bool)
-    vocab = int(ids.max(initial=0)) + 1
-    r_idx, r_own = ranges(r_start, r_len)
-    c_idx, c_own = ranges(c_start, c_len)
-    r_key = sorted_unique(r_own * vocab + ids[r_idx])
-    c_key = c_own * vocab + ids[c_idx]
-    at = np.minimum(np.searchsorted(r_key, c_key), len(r_key) - 1)
-    hit = r_key[at] == c_key
-    out = np.zeros(len(combo), dtype=bool)
-    out[c_own[hit]] = True
-    return out
 
 
 def _hits(pairs, marked, seg_pair, seg_start, seg_len, weight):
