@@ -1,4 +1,4 @@
-"""tunelab vs TRL's SFTTrainer: SmolLM2-135M LoRA SFT on real instruction data, bf16, CPU.
+"""tunelab vs TRL's SFTTrainer: SmolLM2-135M LoRA SFT on real instruction data, bf16 (or fp32), CPU.
 
     python benchmarks/train_bench.py [--json OUT] [--steps 16] [--reps 2] [--trl-mode padding_free]
 
@@ -40,14 +40,14 @@ def experiment(args, out_dir: str, name: str) -> dict:
         "data": {"max_length": args.max_length, "split": {"train": 0.9, "validation": 0.1, "test": 0.0},
                  "tasks": [{"name": "alpaca", "kind": "instruction", "source": {"path": str(DATA)}}]},
         "train": {"method": "lora", "lr": LR, "max_steps": args.steps, "batch_size": args.batch_size,
-                  "precision": "bf16", "scheduler": "linear", "max_grad_norm": 1.0, "optimizer": "adamw",
+                  "precision": args.precision, "scheduler": "linear", "max_grad_norm": 1.0, "optimizer": "adamw",
                   "lora": {"r": RANK, "alpha": ALPHA, "target_modules": "all-linear"},
                   "half_frozen_weights": not args.fp32_base, "progress": "off", "keep_last": 1,
                   "keep_best": False, "packing": args.tunelab_packing},
     }
 
 
-def validation_loss(model, examples) -> float:
+def validation_loss(model, examples, bf16: bool) -> float:
     """Mean completion-token cross-entropy, bf16 autocast, the same code for both trainers."""
     import torch
 
@@ -57,7 +57,7 @@ def validation_loss(model, examples) -> float:
     loss_model = CompletionLoss(model, "causal", "lora").eval()
     seqs = to_sequences(examples)
     total, n = 0.0, 0
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for s in range(0, len(seqs), 16):
             loss_sum, count = loss_model(**collate(seqs[s:s + 16], 0).tensors)
             total, n = total + float(loss_sum), n + int(count)
@@ -75,7 +75,7 @@ def worker_tunelab(args, cfg, data) -> dict:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         steps = [json.loads(line) for line in open(run / "metrics.jsonl") if '"loss"' in line]
         model, _ = load_model(cfg.model, adapter=str(run))
-        val = validation_loss(model, data.tasks["alpaca"].splits["validation"][:64])
+        val = validation_loss(model, data.tasks["alpaca"].splits["validation"][:64], args.precision == "bf16")
     tokens = sum(s["real_tokens"] for s in steps[1:])
     seconds = steps[-1]["elapsed_s"] - steps[0]["elapsed_s"]
     return {"tokens_per_s": tokens / seconds, "peak_rss_mb": rss, "val_loss": val, "steps": len(steps),
@@ -106,7 +106,7 @@ def worker_trl(args, cfg, data) -> dict:
         sft = SFTConfig(
             output_dir=out, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
             gradient_accumulation_steps=1, learning_rate=LR, lr_scheduler_type="linear", warmup_steps=0,
-            weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch", bf16=True, use_cpu=True,
+            weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch", bf16=args.precision == "bf16", use_cpu=True,
             logging_steps=1, save_strategy="no", report_to=[], seed=0, max_length=args.max_length,
             completion_only_loss=True, dataloader_num_workers=0,
             padding_free=args.trl_mode == "padding_free", packing=args.trl_mode == "packing",
@@ -118,7 +118,7 @@ def worker_trl(args, cfg, data) -> dict:
         trainer.train()
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         logs = [h for h in trainer.state.log_history if "num_tokens" in h]
-        val = validation_loss(trainer.model, data.tasks["alpaca"].splits["validation"][:64])
+        val = validation_loss(trainer.model, data.tasks["alpaca"].splits["validation"][:64], args.precision == "bf16")
     tokens = logs[-1]["num_tokens"] - logs[0]["num_tokens"]
     return {"tokens_per_s": tokens / (ends[-1] - ends[0]), "peak_rss_mb": rss, "val_loss": val,
             "steps": len(ends), "real_tokens": tokens}
@@ -158,6 +158,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
     p.add_argument("--trl-mode", choices=["padding_free", "packing", "padded"], default="padding_free")
     p.add_argument("--tunelab-packing", action="store_true")
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
+                   help="bf16 autocast for both (the target setting); fp32 on CPUs without native bf16")
     p.add_argument("--fp32-base", action="store_true", help="tunelab keeps the frozen base in fp32 too")
     p.add_argument("--worker", choices=["tunelab", "trl"], help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
@@ -169,7 +171,7 @@ def main() -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", "TRL_EXPERIMENTAL_SILENCE": "1"}
     results: dict[str, list[dict]] = {"tunelab": [], "trl": []}
-    print(f"SmolLM2-135M LoRA SFT, bf16, batch {args.batch_size}, {args.steps} steps, max_length "
+    print(f"SmolLM2-135M LoRA SFT, {args.precision}, batch {args.batch_size}, {args.steps} steps, max_length "
           f"{args.max_length}, TRL mode {args.trl_mode}; load average at start {load_average()}", flush=True)
     for rep in range(args.reps):
         for side in ("tunelab", "trl"):
@@ -177,7 +179,7 @@ def main() -> None:
                 out = f.name
             cmd = [sys.executable, __file__, "--worker", side, "--result", out, "--steps", str(args.steps),
                    "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
-                   "--threads", str(args.threads), "--trl-mode", args.trl_mode]
+                   "--threads", str(args.threads), "--trl-mode", args.trl_mode, "--precision", args.precision]
             cmd += ["--tunelab-packing"] if args.tunelab_packing else []
             cmd += ["--fp32-base"] if args.fp32_base else []
             t0 = time.perf_counter()

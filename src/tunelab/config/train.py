@@ -105,7 +105,9 @@ class TrainConfig(StrictModel):
     batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)
     max_grad_norm: float | None = 1.0  # null disables clipping
-    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
+    # auto: bf16 where the hardware runs it natively (CUDA with bf16, CPUs with AVX512-BF16 or
+    # AMX), fp32 elsewhere -- on an AVX2-only CPU bf16 matmuls are emulated and several times slower.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     # For LoRA-family methods with bf16/fp16 precision: keep the frozen base weights in that
     # dtype (adapters stay fp32). Saves memory and the per-step weight casts of autocast.
     half_frozen_weights: bool = True

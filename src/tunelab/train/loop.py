@@ -13,6 +13,7 @@ import math
 import random
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -43,7 +44,21 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(cfg):
+def native_bf16(device_type: str) -> bool:
+    if device_type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpu = getattr(torch, "cpu", None)
+    return bool(cpu and (getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+                         or getattr(cpu, "_is_amx_tile_supported", lambda: False)()))
+
+
+def resolve_precision(precision: str, device_type: str) -> str:
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device_type) else "fp32"
+
+
+def build_model(cfg, precision: str):
     """Load the base model, attach the method, return (model, tokenizer, architecture)."""
     from tunelab.models.load import load_model
     from tunelab.models.resolver import resolve_model
@@ -55,10 +70,10 @@ def build_model(cfg):
         from tunelab.models.tuners.qlora import quantization_config
 
         quant = quantization_config(t)
-    elif t.half_frozen_weights and t.method in HALF_WEIGHT_METHODS and t.precision != "fp32" \
+    elif t.half_frozen_weights and t.method in HALF_WEIGHT_METHODS and precision != "fp32" \
             and cfg.model.dtype == "float32":
         # The frozen base only ever runs under autocast: store it in that dtype once.
-        dtype = "bfloat16" if t.precision == "bf16" else "float16"
+        dtype = "bfloat16" if precision == "bf16" else "float16"
     model, tokenizer = load_model(cfg.model, dtype=dtype, quantization_config=quant)
     architecture = "seq2seq" if model.config.is_encoder_decoder else "causal"
     if t.gradient_checkpointing:
@@ -121,8 +136,12 @@ def train(cfg, resume: bool = False, data=None) -> Path:
 
             run_retention(cfg, run, "before")
 
+    precision = resolve_precision(t.precision, device.type)
+    if precision == "bf16" and not native_bf16(device.type):
+        print("tunelab: warning: this processor has no native bf16 (AVX512-BF16/AMX); bf16 autocast is "
+              "emulated and usually slower than fp32 here (train.precision=auto picks fp32)", file=sys.stderr)
     set_seed(seed)
-    model, tokenizer, architecture, n_trainable, n_total = build_model(cfg)
+    model, tokenizer, architecture, n_trainable, n_total = build_model(cfg, precision)
     if data is None:
         from tunelab.data import prepare
 
@@ -150,8 +169,8 @@ def train(cfg, resume: bool = False, data=None) -> Path:
     loss_model = accelerator.prepare(CompletionLoss(model, architecture, t.method))
     optimizer = build_optimizer(model, t)
     scheduler = build_scheduler(optimizer, t, total_steps)
-    autocast = autocast_for(t.precision, device)
-    scaler = torch.amp.GradScaler(device.type) if t.precision == "fp16" else None
+    autocast = autocast_for(precision, device)
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     trainable = [p for p in model.parameters() if p.requires_grad]
 
     # Where we are; everything here goes into state.json.
@@ -343,7 +362,7 @@ def train(cfg, resume: bool = False, data=None) -> Path:
             writer.close()
         if main:
             write_json(run / "summary.json", {
-                "status": state["status"], "method": t.method, "base_model": cfg.model.name,
+                "status": state["status"], "method": t.method, "base_model": cfg.model.name, "precision": precision,
                 "architecture": architecture, "steps": state["step"], "total_steps": total_steps,
                 "epochs_completed": state["epoch"], "wall_s": round(time.perf_counter() - started, 3),
                 "train_tokens": state["train_tokens"], "trainable_params": n_trainable, "total_params": n_total,

@@ -32,7 +32,7 @@ def quantization_config(train_cfg):
     opts = train_cfg.qlora
     if opts.bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
-    compute = torch.float16 if train_cfg.precision == "fp16" else torch.bfloat16
+    compute = torch.float16 if train_cfg.precision == "fp16" else torch.bfloat16  # auto on CUDA: bf16
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=opts.quant_type,
                               bnb_4bit_use_double_quant=opts.double_quant, bnb_4bit_compute_dtype=compute)
 
