@@ -43,6 +43,7 @@ def test_smollm2_sst2_lora_forgetting_report_in_chromium(tmp_path, shared_data, 
     from tunelab.report import write_report
     from tunelab.train import train
 
+    torch.set_num_threads(1)  # the machine is shared: extra threads spin instead of helping
     d = shared_data
     cfg = load_config(data={
         "name": "sst2-lora", "seed": 0, "output_dir": str(tmp_path / "runs"),
