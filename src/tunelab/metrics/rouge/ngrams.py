@@ -124,18 +124,44 @@ class LocalTokens:
             return z, z, z
         return np.concatenate(ps), np.concatenate(a_s), np.concatenate(b_s)
 
+    def _pair_keys(self, first, length, pair, shared, offsets, width, shift, tag):
+        """Sort keys (pair, a*width+b, side) of the token pairs (t[i], t[i+d]) whose two tokens
+        are both shared, from a (pairs x longest text) matrix of shared ids, -1 elsewhere."""
+        longest = int(length.max(initial=0))
+        grid = np.full((self.n_pairs, longest + 1), -1, dtype=np.int64)
+        grid[pair, np.arange(len(pair)) - first[pair]] = shared
+        row_key = (np.arange(self.n_pairs, dtype=np.int64) << shift)[:, None] | tag
+        keys = []
+        for d in offsets:
+            if d >= longest:
+                break
+            a, b = grid[:, : longest + 1 - d], grid[:, d:]
+            ok = (a >= 0) & (b >= 0)
+            keys.append((row_key | ((a * width + b) << 1))[ok])
+        return np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
+
     def pair_overlap(self, offsets) -> np.ndarray:
         """Clipped overlap of the ordered token pairs (t[i], t[i+d]) for d in offsets.
 
         Only tokens present on both sides can form a common pair, so pairs are keyed by the
-        pair-local ids of shared tokens: (pair, a, b) packs into 31 bits for typical texts and the
+        pair-local ids of shared tokens: (pair, a, b, side) usually packs into 31 bits and the
         sort runs on int32 keys."""
-        size = self.shared_size
-        pp, pa, pb = self._pairs_at(self.pred_first, self.pred_len, self.pred_pair, self.pred_shared, offsets)
-        rp, ra, rb = self._pairs_at(self.ref_first, self.ref_len, self.ref_pair, self.ref_shared, offsets)
-        width = max(int(size.max(initial=1)), 1)
-        gram_p, gram_r = pa * width + pb, ra * width + rb
-        return clipped_overlap(pp, gram_p, rp, gram_r, self.n_pairs, bound=width * width)
+        width = max(int(self.shared_size.max(initial=1)), 1)
+        gram_bits = max(int(width * width - 1).bit_length(), 1)
+        shift = gram_bits + 1
+        pair_bits = max(int(self.n_pairs).bit_length(), 1)
+        longest = int(max(self.pred_len.max(initial=0), self.ref_len.max(initial=0)))
+        if pair_bits + shift > 62 or self.n_pairs * (longest + 1) > 30_000_000:  # generic path
+            pp, pa, pb = self._pairs_at(self.pred_first, self.pred_len, self.pred_pair, self.pred_shared, offsets)
+            rp, ra, rb = self._pairs_at(self.ref_first, self.ref_len, self.ref_pair, self.ref_shared, offsets)
+            return clipped_overlap(pp, pa * width + pb, rp, ra * width + rb, self.n_pairs)
+        keys = np.concatenate([
+            self._pair_keys(self.pred_first, self.pred_len, self.pred_pair, self.pred_shared, offsets, width, shift, 0),
+            self._pair_keys(self.ref_first, self.ref_len, self.ref_pair, self.ref_shared, offsets, width, shift, 1),
+        ])
+        if pair_bits + shift <= 31:
+            keys = keys.astype(np.int32)
+        return _count_clipped(keys, gram_bits, self.n_pairs)
 
 
 def gram_ids(ids: np.ndarray, n: int) -> tuple[np.ndarray, int]:
@@ -174,6 +200,13 @@ def clipped_overlap(pred_pair, pred_gram, ref_pair, ref_gram, n_pairs: int, boun
     )
     if pair_bits + shift <= 31:  # int32 sorts about twice as fast
         keys = keys.astype(np.int32)
+    return _count_clipped(keys, gram_bits, n_pairs)
+
+
+def _count_clipped(keys: np.ndarray, gram_bits: int, n_pairs: int) -> np.ndarray:
+    """keys = (pair, gram, side): per pair, sum over grams of min(#side 0, #side 1)."""
+    if len(keys) == 0:
+        return np.zeros(n_pairs, dtype=np.int64)
     keys.sort()
     group = keys >> 1
     starts = np.flatnonzero(np.concatenate(([True], group[1:] != group[:-1])))
