@@ -15,6 +15,9 @@ def add_common(parser) -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None)
     parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     parser.add_argument("--temperature", type=float, default=None)
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--top-p", type=float, default=None)
+    parser.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     parser.add_argument("--seed", type=int, default=None, help="sampling seed")
     parser.add_argument("--no-cache", action="store_true", help="recompute everything (cache: TUNELAB_HOME/eval-cache)")
     parser.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default 1000)")
@@ -52,7 +55,8 @@ def eval_settings(args) -> tuple[list, dict]:
         raise UserError("no tasks: give --task RECIPE=PATH (e.g. sst2=../shared/data/sst2) or --config with eval.tasks")
     gen = section.generation
     updates = {k: v for k, v in {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
-                                 "seed": args.seed, "do_sample": True if args.sample else None}.items() if v is not None}
+                                 "seed": args.seed, "do_sample": True if args.sample else None,
+                                 "top_k": args.top_k, "top_p": args.top_p, "stop": args.stop}.items() if v is not None}
     gen = gen.model_copy(update=updates)
     kwargs = dict(limit=args.limit if args.limit is not None else section.limit, split=args.split or section.split,
                   batch_size=args.batch_size or section.batch_size, dtype=args.dtype or section.dtype,
