@@ -117,6 +117,7 @@ def run_config(name: str, out: Path, model: str, tasks: list[dict], method: str,
 class Phase:
     name: str
     seconds: float = 0.0
+    cpu_s: float = 0.0  # process CPU time: with wall time, tells a busy machine from slow work
     detail: str = ""
 
 
@@ -139,11 +140,12 @@ class _Timer:
         self.state, self.phase = state, Phase(name)
 
     def __enter__(self) -> Phase:
-        self.start = time.perf_counter()
+        self.start, self.cpu = time.perf_counter(), time.process_time()
         return self.phase
 
     def __exit__(self, *exc) -> None:
         self.phase.seconds = time.perf_counter() - self.start
+        self.phase.cpu_s = time.process_time() - self.cpu
         self.state.phases.append(self.phase)
 
 
@@ -376,8 +378,9 @@ def show_phases(console, phases: list[Phase], wall_s: float) -> None:
 
     table = Table(title=f"phase timings (total {wall_s / 60:.1f} min)")
     table.add_column("phase")
-    table.add_column("seconds", justify="right")
+    table.add_column("wall s", justify="right")
+    table.add_column("CPU s", justify="right")
     table.add_column("detail")
     for p in phases:
-        table.add_row(p.name, f"{p.seconds:.0f}", p.detail)
+        table.add_row(p.name, f"{p.seconds:.0f}", f"{p.cpu_s:.0f}", p.detail)
     console.print(table)
