@@ -119,6 +119,7 @@ def bench_rouge155(preds, refs):
     with tempfile.TemporaryDirectory() as tmp:
         config = rouge155_perl.write_inputs(Path(tmp), preds, [[r] for r in refs])
         stdout, base = timed(lambda: rouge155_perl.run_perl(config, args))
+    print(f"  (ROUGE-1.5.5.pl took {base:.1f} s)", flush=True)
     types = ["rouge1", "rouge2", "rouge3", "rouge4", "rougeL", "rougeW-1.2", "rougeS4", "rougeSU4"]
 
     def ours_fn():
