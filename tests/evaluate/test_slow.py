@@ -52,7 +52,7 @@ def test_smollm2_sst2_lora_forgetting_report_in_chromium(tmp_path, shared_data, 
                  "tasks": [{"name": "sst2", "kind": "classification",
                             "source": {"path": str(d / "sst2" / "sst2_glue_validation.tsv")},
                             "fields": {"text": "sentence", "label": "label"}, "labels": {0: "negative", 1: "positive"}}]},
-        "train": {"method": "lora", "lr": 1e-3, "max_steps": 30, "batch_size": 8, "precision": "bf16",
+        "train": {"method": "lora", "lr": 1e-3, "max_steps": 30, "batch_size": 8, "precision": "auto",
                   "scheduler": "cosine", "warmup_steps": 4, "eval_every": 15, "eval_limit": 24, "eval_batch_size": 24,
                   "progress": "plain", "lora": {"r": 8, "alpha": 16}},
         "retention": {"tuned_task": "sst2", "limit": 12, "bootstrap_resamples": 500, "tasks": [
