@@ -25,6 +25,8 @@ $(VENV)/.setup-done: pyproject.toml Makefile
 setup: $(VENV)/.setup-done
 
 test: setup
+	# Test-only: Debian's Chromium renders the HTML report in tests/report (no-op when present).
+	bash scripts/setup_browser.sh
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: setup

@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-
-class UserError(Exception):
-    """Bad input the user can fix. The message names the file, line and field when there is one."""
+from tunelab.config.base import UserError  # noqa: F401  (re-exported: the CLI modules import it from here)
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:

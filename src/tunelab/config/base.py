@@ -11,6 +11,13 @@ class ConfigError(ValueError):
     """A configuration problem a user can fix; the message names the key and the file."""
 
 
+class UserError(Exception):
+    """Bad input the user can fix. The message names the file, line and field when there is one.
+
+    Defined here, at the root of the import graph, so every package can raise it and the CLI
+    (tunelab.cli.errors) turns it into one line on stderr."""
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 

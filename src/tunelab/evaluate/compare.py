@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tunelab.cli.errors import UserError
+from tunelab.config.base import UserError
 from tunelab.evaluate.harness import read_examples
 from tunelab.evaluate.scoring import per_record_key
 

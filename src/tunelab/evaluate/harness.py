@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from tunelab.cli.errors import UserError
+from tunelab.config.base import UserError
 from tunelab.config.evaluate import GenerationConfig
 from tunelab.evaluate.cache import ResultCache, digest
 from tunelab.evaluate.generation import WorkCounter, generate

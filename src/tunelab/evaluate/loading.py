@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from tunelab.cli.errors import UserError
+from tunelab.config.base import UserError
 from tunelab.evaluate.cache import fingerprint
 
 

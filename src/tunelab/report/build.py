@@ -35,7 +35,7 @@ def _jsonl(path: Path) -> list[dict]:
 def collect(run_dir: str | Path) -> dict:
     run = Path(run_dir)
     if not run.is_dir():
-        from tunelab.cli.errors import UserError
+        from tunelab.config.base import UserError
 
         raise UserError(f"{run}: no such run folder")
     forgetting_file = next((p for p in (run / "retention" / "forgetting.json", run / "forgetting" / "forgetting.json")
