@@ -1,6 +1,8 @@
 """Two-stage continual runs on the tiny model, with and without replay: the matrix and BWT."""
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -60,6 +62,25 @@ def test_two_stages_without_and_with_replay(two_tasks):
     # the same base and the same stage 1 (same seed): only stage 2 differs
     assert out_replay["matrices"]["loss"]["scores"][:2] == out_plain["matrices"]["loss"]["scores"][:2]
     assert out_replay["matrices"]["loss"]["scores"][2] != out_plain["matrices"]["loss"]["scores"][2]
+    _check_report(replay, out_replay)
+
+
+def _check_report(root, out):
+    """`tunelab report` on a continual root: the heatmap and the matrix tables, rendered in Chromium."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
+    from browser_check import render_and_check
+
+    from tunelab.report import write_report
+
+    html_path, md_path = write_report(root)
+    (root / "browser").mkdir()
+    text = render_and_check(html_path, root / "browser", ["Task x stage matrix"], {"plot-matrix"})
+    loss = out["matrices"]["loss"]
+    table = text.split('id="matrix-loss"')[1].split("</table>")[0]
+    assert f"{loss['scores'][2][0]:.4f}" in table and table.count("<tr>") == 4  # header + base + 2 stages
+    assert f"BWT {loss['summary']['BWT']:+.4f}" in text
+    md = md_path.read_text()
+    assert "## Task x stage matrix" in md and "report_files/matrix.png" in md
 
 
 def test_full_method_and_resume_skips_finished_stages(two_tasks):

@@ -47,6 +47,17 @@ def test_eight_trials_resume_and_best_config_retrains_to_same_score(two_tasks, t
     values = [v for _, v in validation_values(run, "val_loss")]
     assert min(values) == pytest.approx(result.best_value, rel=1e-6)
 
+    # the study folder's report: the plot and one table row per trial
+    from tunelab.report import write_report
+
+    html_path, md_path = write_report(result.study_dir)
+    html = html_path.read_text()
+    assert "<h2 id='search'>Hyperparameter search</h2>" in html and "id='plot-search'" in html
+    assert html.split("id='trials-table'")[1].split("</table>")[0].count("<tr>") == 9  # header + 8 trials
+    best_number = json.loads((result.study_dir / "search.json").read_text())["best_trials"][0]["number"]
+    assert f"Best trial {best_number}:" in html
+    assert "8 of 8 trials finished" in md_path.read_text()
+
 
 def test_pruned_trial_stops_training_early(two_tasks):
     cfg = _search_cfg(two_tasks())

@@ -7,7 +7,7 @@ import html
 import json
 from pathlib import Path
 
-from tunelab.report import plots
+from tunelab.report import experiments, plots
 
 COST_ROWS = [("method", "method"), ("base_model", "base model"), ("status", "status"), ("steps", "steps"),
              ("wall_s", "wall time (s)"), ("train_tokens", "training tokens"),
@@ -62,6 +62,8 @@ def collect(run_dir: str | Path) -> dict:
         "eval_dir": eval_dir,
         "forgetting": forgetting,
         "examples": examples,
+        "continual": experiments.collect_continual(run),
+        "search": experiments.collect_search(run),
     }
 
 
@@ -147,8 +149,13 @@ def render_html(parts: dict, figures: dict) -> str:
                        f"<td class='pred'>{e(_short(x['before'], 300))}<br><small>{e(x['metric'])}={_fmt(x['score_before'], 3)}</small></td>"
                        f"<td class='pred'>{e(_short(x['after'], 300))}<br><small>{e(x['metric'])}={_fmt(x['score_after'], 3)}</small></td></tr>")
         out.append("</table>")
-    if not (s or parts["events"] or parts["eval"] or f):
-        out.append("<p>This folder holds no summary, metrics log, evaluation or forgetting results yet.</p>")
+    if parts["continual"]:
+        out += experiments.continual_html(parts["continual"])
+    if parts["search"]:
+        out += experiments.search_html(parts["search"])
+    if not (s or parts["events"] or parts["eval"] or f or parts["continual"] or parts["search"]):
+        out.append("<p>This folder holds no summary, metrics log, evaluation, forgetting, matrix or search "
+                   "results yet.</p>")
     out.append("<p><small>Every number above is computed from per-example files next to it "
                "(eval/*.examples.jsonl, retention/*/*.examples.jsonl); CIs are percentile bootstrap intervals "
                "(docs/evaluation.md).</small></p></body></html>")
@@ -179,6 +186,15 @@ def render_md(parts: dict, figure_files: dict) -> str:
         cell = lambda t: _short(t, 200).replace("|", "\\|").replace("\n", " ")  # noqa: E731
         lines += [f"| {x['task']} | {cell((x['references'] or [''])[0])} | {cell(x['before'])} | {cell(x['after'])} |"
                   for x in parts["examples"]]
+        lines.append("")
+    if parts["continual"]:
+        lines += experiments.continual_md(parts["continual"])
+        if "matrix" in figure_files:
+            lines += [f"![Task x stage matrix]({figure_files['matrix']})", ""]
+    if parts["search"]:
+        lines += experiments.search_md(parts["search"])
+        if "search" in figure_files:
+            lines += [f"![Search]({figure_files['search']})", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -192,6 +208,10 @@ def write_report(run_dir: str | Path, output_dir: str | Path | None = None) -> l
     if parts["forgetting"]:
         figures["forgetting"] = plots.forgetting_bars(parts["forgetting"]["tasks"],
                                                       parts["forgetting"]["summary"].get("tuned_task"))
+    if parts["continual"]:
+        figures["matrix"] = parts["continual"]["heatmap"]
+    if parts["search"]:
+        figures["search"] = parts["search"]["plot"]
     figures = {k: v for k, v in figures.items() if v}
     # report.md links PNG files (markdown viewers rarely show data URIs); report.html inlines them.
     figure_files = {}
