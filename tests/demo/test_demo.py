@@ -74,6 +74,7 @@ def test_quick_demo_runs_every_phase(tiny_model_dir, tmp_path, capsys):
         if name != "base":
             assert system["cost"]["steps"] == 2
             assert set(system["vs_base"]) == {"sentiment", "qa"}
+            assert system["vs_base"]["qa"]["metric"] == "token_f1"  # the QA column's metric
             lo, hi = system["vs_base"]["qa"]["ci"]
             assert lo <= system["vs_base"]["qa"]["diff"] <= hi
     # LoRA trains a small fraction of the weights, full fine-tuning all of them.

@@ -84,3 +84,35 @@ def test_models_cli_lists_aliases():
     assert rows[0]["alias"] == "smollm2-135m-instruct" and rows[0]["installed"] in (True, False)
     plain = subprocess.run([sys.executable, "-m", "tunelab.cli", "models"], capture_output=True, text=True)
     assert "smollm2-135m-instruct" in plain.stdout
+
+
+def test_alias_converts_once_offline_into_an_empty_home_then_reuses_it(tmp_path):
+    """Fresh processes, HF_HUB_OFFLINE=1, an empty TUNELAB_HOME: the first converts, the second reuses."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TUNELAB_HOME=str(tmp_path / "home"),
+               HF_HOME=str(tmp_path / "hf"))
+    code = ("import json, time; from tunelab.models.resolver import ALIASES, is_converted, resolve_model; "
+            "a = ALIASES['smollm2-135m-instruct']; before = is_converted(a); t = time.perf_counter(); "
+            "path = resolve_model(a.name); print(json.dumps({'before': before, 'path': path, "
+            "'s': time.perf_counter() - t}))")
+    folder = tmp_path / "home" / "models" / "smollm2-135m-instruct"
+    runs, written = [], []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        st = (folder / "model.safetensors").stat()
+        written.append((st.st_ino, st.st_mtime_ns))
+    first, second = runs
+    assert first["before"] is False and second["before"] is True and first["path"] == second["path"] == str(folder)
+    stamp = json.loads((folder / "tunelab-conversion.json").read_text())
+    assert stamp["alias"] == "smollm2-135m-instruct" and stamp["source"].endswith(".gguf")
+    assert (folder / "model.safetensors").stat().st_size > 200_000_000 and (folder / "tokenizer.json").exists()
+    assert "chat_template" in (folder / "tokenizer_config.json").read_text() or (folder / "chat_template.jinja").exists()
+    # the second process found the conversion and rewrote nothing
+    assert written[0] == written[1]
+    assert not list((tmp_path / "hf").rglob("*.safetensors"))  # nothing went to the hub cache
