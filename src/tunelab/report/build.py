@@ -41,7 +41,8 @@ def collect(run_dir: str | Path) -> dict:
     forgetting_file = next((p for p in (run / "retention" / "forgetting.json", run / "forgetting" / "forgetting.json")
                             if p.exists()), None)
     forgetting = _json(forgetting_file) if forgetting_file else None
-    eval_dir = next((d for d in (run / "eval", run / "retention" / "after") if (d / "results.json").exists()), None)
+    eval_dir = next((d for d in (run / "eval", run / "retention" / "after", run / "forgetting" / "tuned")
+                     if (d / "results.json").exists()), None)
     examples = []
     if forgetting:
         for row in forgetting["tasks"]:
