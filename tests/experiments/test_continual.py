@@ -88,6 +88,9 @@ def test_full_method_and_resume_skips_finished_stages(two_tasks):
     root = run_continual(cfg)
     assert (root / "stages" / "01-sent" / "final" / "config.json").exists()
     first = (root / "matrix.json").read_text()
+    # each row scores the model trained up to that stage, not the one before it
+    loss = json.loads(first)["matrices"]["loss"]["scores"]
+    assert loss[1] != loss[0] and loss[2] != loss[1]
     with pytest.raises(ConfigError, match="--resume"):
         run_continual(cfg)
 

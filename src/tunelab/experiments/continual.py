@@ -212,11 +212,11 @@ def run_continual(cfg, resume: bool = False, train_fn=None, score_fn=None, log=p
         if not cont.keep_checkpoints:
             shutil.rmtree(run / "checkpoints", ignore_errors=True)
         adapter = str(run / "final") if scfg.train.method in PEFT_METHODS else None
+        if adapter is None:  # full / freeze: the stage's own weights are the model to score and continue from
+            model_name = str(run / "final")
         rows.append(scores_for(i, model_name, adapter))
         if adapter is not None and i < len(cfg.stages):
             model_name = str(merge_adapter(model_name, run, cfg.model))
-        elif adapter is None:
-            model_name = str(run / "final")
     return write_matrices(root, cfg, tasks, names, rows, log)
 
 
