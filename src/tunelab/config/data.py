@@ -21,6 +21,7 @@ TASK_KINDS = (
     "completion",
     "chat",
 )
+TaskKind = Literal[TASK_KINDS]  # the pydantic type of TaskConfig.kind: the same list, spelled once
 SPLIT_NAMES = ("train", "validation", "test")
 SplitName = Literal["train", "validation", "test"]
 # A field mapping value: one source column, or several (e.g. three reference summaries).
@@ -71,16 +72,7 @@ class TaskConfig(StrictModel):
     """One task: a source, how its fields map onto a template, and how prompts are written."""
 
     name: str
-    kind: Literal[
-        "classification",
-        "summarization",
-        "translation",
-        "qa",
-        "multiple_choice",
-        "instruction",
-        "completion",
-        "chat",
-    ]
+    kind: TaskKind
     # All records, split by ratios ...
     source: SourceConfig | None = None
     # ... or given split files; splits missing here are carved from `train` by the ratios.

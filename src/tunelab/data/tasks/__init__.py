@@ -11,16 +11,7 @@ from importlib import import_module
 
 from tunelab.data.tasks.fields import Parts
 
-KINDS = (
-    "classification",
-    "summarization",
-    "translation",
-    "qa",
-    "multiple_choice",
-    "instruction",
-    "completion",
-    "chat",
-)
+from tunelab.config.data import TASK_KINDS as KINDS  # one module per kind, named as the kind
 
 
 def task_module(kind: str):
