@@ -1,9 +1,10 @@
-"""Run the four conditions of examples/forgetting_experiment.yaml and write the forgetting table.
+"""Run the conditions of examples/forgetting_experiment.yaml and write the forgetting table.
 
     python examples/forgetting_experiment.py [--only full,lora] [key=value ...]
 
 Conditions (the same tasks, data, seed, steps and batch size; only what is named differs):
-  full     full fine-tuning, stage 1 SST-2 then stage 2 AG News
+  full     full fine-tuning, stage 1 SST-2 then stage 2 AG News (lr 3e-5)
+  full_lr1e-4  the same at lr 1e-4
   lora     LoRA (r 16, alpha 32, all linear layers, 10x the learning rate, as Biderman et al.)
   mixture  full fine-tuning on both tasks at once (one stage, equal mixture, the same total steps)
   replay   full fine-tuning as `full`, with 10% of SST-2's training examples replayed in stage 2
@@ -27,6 +28,9 @@ CONFIG = HERE / "forgetting_experiment.yaml"
 
 CONDITIONS = {
     "full": [],
+    # Full fine-tuning at a higher learning rate: 3e-5 under-trains in 24 steps; the paper tunes
+    # each method's rate, so both rates are shown.
+    "full_lr1e-4": ["train.lr=1e-4"],
     "lora": ["train.method=lora", "train.lr=3e-4", "train.lora.r=16", "train.lora.alpha=32"],
     "replay": ["continual.replay.fraction=0.1"],
     "mixture": ["stages=[{name: sst2+ag_news, tasks: [sst2, ag_news]}]", "data.mixture.strategy=equal",
@@ -48,7 +52,10 @@ def run_condition(name: str, overrides: list[str], base_scores: Path | None) -> 
             shutil.copy(base_scores, root / "scores" / "stage-00.json")
     start = time.perf_counter()
     run_continual(cfg, resume=True)
-    return root, time.perf_counter() - start
+    from tunelab.report import write_report
+
+    write_report(root)  # heatmap and matrices: <root>/report.html
+    return root.resolve(), time.perf_counter() - start
 
 
 def table(results: dict[str, Path]) -> tuple[list[dict], str]:
@@ -71,7 +78,7 @@ def table(results: dict[str, Path]) -> tuple[list[dict], str]:
             "sst2_after_learning": s[learned_sst2][col["sst2"]],
             "sst2_final": s[-1][col["sst2"]],
             "ag_news_final": s[-1][col["ag_news"]],
-            "sst2_drop": s[-1][col["sst2"]] - s[learned_sst2][col["sst2"]],
+            "sst2_change": s[-1][col["sst2"]] - s[learned_sst2][col["sst2"]],
             "ACC": score["summary"]["ACC"],
             "BWT": score["summary"]["BWT"],
             "BWT_loss": loss["summary"]["BWT"],
@@ -80,8 +87,10 @@ def table(results: dict[str, Path]) -> tuple[list[dict], str]:
         })
     fmt = lambda v: "n/a" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
     header = ["condition", "method", "trainable_params", "sst2_after_learning", "sst2_final", "ag_news_final",
-              "sst2_drop", "ACC", "BWT", "BWT_loss", "sst2_loss_final", "ag_news_loss_final", "train_wall_s"]
-    lines = [f"Base model: sst2 accuracy {base['sst2']:.3f}, ag_news exact match {base['ag_news']:.3f}", "",
+              "sst2_change", "ACC", "BWT", "BWT_loss", "sst2_loss_final", "ag_news_loss_final", "train_wall_s"]
+    lines = [f"Base model: sst2 accuracy {base['sst2']:.3f}, ag_news accuracy {base['ag_news']:.3f} "
+             "(label extracted from greedy answers); sst2_change = sst2_final - sst2_after_learning "
+             "(< 0: forgotten); BWT / ACC on accuracy, BWT_loss on answer loss (< 0: forgotten)", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         lines.append("| " + " | ".join(fmt(r[h]) for h in header) + " |")

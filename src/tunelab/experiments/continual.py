@@ -257,7 +257,8 @@ def plot_matrices(out: dict, path: Path) -> Path | None:
         ax.set_yticks(range(len(m["stages"])), m["stages"])
         for r, row in enumerate(values):
             for c, v in enumerate(row):
-                ax.text(c, r, f"{v:.3f}", ha="center", va="center", color="white", fontsize=8)
+                light = im.norm(v) > 0.5 if m["higher_is_better"] else im.norm(v) < 0.5  # viridis is bright there
+                ax.text(c, r, f"{v:.3f}", ha="center", va="center", color="black" if light else "white", fontsize=8)
         s = m["summary"]
         fmt = lambda v: "n/a" if v is None else f"{v:+.3f}"  # noqa: E731
         ax.set_title(f"R[stage][task]: {key}\nACC {fmt(s['ACC'])}  BWT {fmt(s['BWT'])}  FWT {fmt(s['FWT'])}",

@@ -157,9 +157,11 @@ def render_html(parts: dict, figures: dict) -> str:
     if not (s or parts["events"] or parts["eval"] or f or parts["continual"] or parts["search"]):
         out.append("<p>This folder holds no summary, metrics log, evaluation, forgetting, matrix or search "
                    "results yet.</p>")
-    out.append("<p><small>Every number above is computed from per-example files next to it "
-               "(eval/*.examples.jsonl, retention/*/*.examples.jsonl); CIs are percentile bootstrap intervals "
-               "(docs/evaluation.md).</small></p></body></html>")
+    if parts["eval"] or f:
+        out.append("<p><small>Every number above is computed from per-example files next to it "
+                   "(eval/*.examples.jsonl, retention/*/*.examples.jsonl); CIs are percentile bootstrap intervals "
+                   "(docs/evaluation.md).</small></p>")
+    out.append("</body></html>")
     return "\n".join(out)
 
 
