@@ -107,7 +107,9 @@ def worker_trl(args, cfg, data) -> dict:
             output_dir=out, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
             gradient_accumulation_steps=1, learning_rate=LR, lr_scheduler_type="linear", warmup_steps=0,
             weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch", bf16=args.precision == "bf16", use_cpu=True,
-            logging_steps=1, save_strategy="no", report_to=[], seed=0, max_length=args.max_length,
+            logging_steps=1, save_strategy="no", report_to=[], seed=0,
+            # padding-free without packing refuses a max_length: the examples are already cut to it
+            max_length=None if args.trl_mode == "padding_free" else args.max_length,
             completion_only_loss=True, dataloader_num_workers=0,
             padding_free=args.trl_mode == "padding_free", packing=args.trl_mode == "packing",
         )

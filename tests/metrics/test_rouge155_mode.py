@@ -90,3 +90,20 @@ def test_empty_reference_scores_zero():
     out = rouge(["a b c", "", "the of"], [["..."], ["a b"], ["the of"]], types, mode="rouge155",
                 remove_stopwords=True)
     assert all(out[i][t] == (0.0, 0.0, 0.0) for i in range(3) for t in types)
+
+
+def test_threaded_types_equal_one_thread(monkeypatch):
+    """Types computed in a thread pool (several cores) give exactly the one-thread result."""
+    import tunelab.metrics.rouge.rouge155_mode as mode
+
+    preds, refs = random_corpus(seed=99, n=600)
+    types = ["rouge1", "rouge2", "rouge4", "rougeL", "rougeW-1.2", "rougeS4", "rougeSU4", "rougeS*"]
+    monkeypatch.setattr(mode.os, "cpu_count", lambda: 1)
+    single = rouge(preds, refs, types, mode="rouge155")
+    monkeypatch.setattr(mode.os, "cpu_count", lambda: 4)
+    calls = []
+    real = mode._pair_stats
+    monkeypatch.setattr(mode, "_pair_stats", lambda p, t: calls.append(__import__("threading").get_ident()) or real(p, t))
+    threaded = rouge(preds, refs, types, mode="rouge155")
+    assert len(set(calls)) > 1  # really ran on several threads
+    assert threaded == single
