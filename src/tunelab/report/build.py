@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from tunelab.report import experiments, plots
+from tunelab.report.text import fmt as _fmt
 
 COST_ROWS = [("method", "method"), ("base_model", "base model"), ("status", "status"), ("steps", "steps"),
              ("wall_s", "wall time (s)"), ("train_tokens", "training tokens"),
@@ -78,12 +79,6 @@ def _metric_rows(results: dict) -> list[dict]:
     return rows
 
 
-def _fmt(x, digits: int = 4) -> str:
-    if x is None:
-        return "n/a"
-    if isinstance(x, float):
-        return f"{x:.{digits}f}"
-    return str(x)
 
 
 def _short(text: str | None, n: int = 400) -> str:

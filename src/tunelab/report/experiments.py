@@ -12,6 +12,8 @@ import html
 import json
 from pathlib import Path
 
+from tunelab.report.text import fmt as _fmt
+
 
 def _json(path: Path):
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
@@ -21,12 +23,6 @@ def _png(path: Path) -> str | None:
     return base64.b64encode(path.read_bytes()).decode("ascii") if path.exists() else None
 
 
-def _fmt(x, digits: int = 4) -> str:
-    if x is None:
-        return "n/a"
-    if isinstance(x, float):
-        return f"{x:.{digits}f}"
-    return str(x)
 
 
 def _signed(x) -> str:
