@@ -97,3 +97,14 @@ def test_run_retention_before_and_after(fake_run, peaked_model_dir, shared_data,
     rows = [json.loads(x) for x in (fake_run / "retention" / "after" / "sst2.examples.jsonl").read_text().splitlines()]
     assert [r["source_index"] for r in rows] == [e.source_index for e in test]
     assert run_retention(cfg.model_copy(update={"retention": None}), fake_run, "after") is None
+
+
+def test_package_exports_are_functions_whatever_was_imported_first():
+    """The report imports the retention module first; the package names must still be functions."""
+    import tunelab.evaluate.retention  # noqa: F401
+    import tunelab.report.build  # noqa: F401
+    from tunelab.evaluate import evaluate, forgetting, run_retention
+
+    import types
+
+    assert all(callable(f) and not isinstance(f, types.ModuleType) for f in (evaluate, forgetting, run_retention))

@@ -1,6 +1,6 @@
 """A synthetic but complete run folder: metrics log, summary, eval results and a forgetting report.
 
-Built through the real writers (evaluate.forgetting.write_forgetting), so the report reads what
+Built through the real writers (evaluate.retention.write_forgetting), so the report reads what
 tunelab itself writes, without needing a model."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def _write_eval(folder: Path, tasks: dict[str, list[float]], predictions: dict[s
 
 
 def make_run(root: Path) -> Path:
-    from tunelab.evaluate.forgetting import write_forgetting
+    from tunelab.evaluate.retention import write_forgetting
 
     rng = random.Random(0)
     run = root / "sst2-lora"

@@ -43,7 +43,7 @@ def eval_settings(args) -> tuple[list, dict]:
     section = EvalConfig()
     extra = {}
     if args.config:
-        from tunelab.evaluate.forgetting import _split_seed, training_data
+        from tunelab.evaluate.retention import _split_seed, training_data
 
         cfg = load_config(args.config)
         section = cfg.eval or section

@@ -16,14 +16,11 @@ def __getattr__(name):
 
         return evaluate
     if name in ("forgetting", "run_retention"):
-        import importlib
+        # Module retention.py, not forgetting.py: a submodule named like the function would, once
+        # imported, shadow the function as the package attribute.
+        from tunelab.evaluate import retention
 
-        # The submodule shares the function's name: importing it binds the package attribute to
-        # the module, so bind both names to the functions afterwards.
-        module = importlib.import_module("tunelab.evaluate.forgetting")
-        globals()["forgetting"] = module.forgetting
-        globals()["run_retention"] = module.run_retention
-        return globals()[name]
+        return getattr(retention, name)
     if name == "compare_runs":
         from tunelab.evaluate.compare import compare_runs
 

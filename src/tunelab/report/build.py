@@ -176,7 +176,7 @@ def render_md(parts: dict, figure_files: dict) -> str:
                   for r in _metric_rows(parts["eval"])]
         lines.append("")
     if parts["forgetting"]:
-        from tunelab.evaluate.forgetting import forgetting_markdown
+        from tunelab.evaluate.retention import forgetting_markdown
 
         lines += ["## " + forgetting_markdown(parts["forgetting"]).lstrip("# "), ""]
     if parts["examples"]:
