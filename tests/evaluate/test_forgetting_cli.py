@@ -101,10 +101,10 @@ def test_run_retention_before_and_after(fake_run, peaked_model_dir, shared_data,
 
 def test_package_exports_are_functions_whatever_was_imported_first():
     """The report imports the retention module first; the package names must still be functions."""
+    import types
+
     import tunelab.evaluate.retention  # noqa: F401
     import tunelab.report.build  # noqa: F401
     from tunelab.evaluate import evaluate, forgetting, run_retention
-
-    import types
 
     assert all(callable(f) and not isinstance(f, types.ModuleType) for f in (evaluate, forgetting, run_retention))

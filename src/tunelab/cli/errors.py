@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 import sys
 
-from tunelab.config.base import UserError  # noqa: F401  (re-exported: the CLI modules import it from here)
+from tunelab.config.base import ConfigError, UserError  # UserError re-exported: the CLI modules import it here
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
-    from tunelab.config.base import ConfigError
-
     types: list[type[BaseException]] = [UserError, ConfigError, FileNotFoundError]
     try:  # the data and metrics packages define their own input errors
         from tunelab.data.errors import DataError

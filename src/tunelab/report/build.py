@@ -7,6 +7,7 @@ import html
 import json
 from pathlib import Path
 
+from tunelab.config.base import UserError
 from tunelab.report import experiments, plots
 from tunelab.report.text import fmt as _fmt
 
@@ -19,6 +20,10 @@ EXAMPLES_PER_TASK = 3
 
 def _json(path: Path):
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _png(path: Path) -> str | None:
+    return base64.b64encode(path.read_bytes()).decode("ascii") if path.exists() else None
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -36,14 +41,13 @@ def _jsonl(path: Path) -> list[dict]:
 def collect(run_dir: str | Path) -> dict:
     run = Path(run_dir)
     if not run.is_dir():
-        from tunelab.config.base import UserError
-
         raise UserError(f"{run}: no such run folder")
     forgetting_file = next((p for p in (run / "retention" / "forgetting.json", run / "forgetting" / "forgetting.json")
                             if p.exists()), None)
     forgetting = _json(forgetting_file) if forgetting_file else None
     eval_dir = next((d for d in (run / "eval", run / "retention" / "after", run / "forgetting" / "tuned")
                      if (d / "results.json").exists()), None)
+    matrix, search = _json(run / "matrix.json"), _json(run / "search.json")
     examples = []
     if forgetting:
         for row in forgetting["tasks"]:
@@ -64,8 +68,10 @@ def collect(run_dir: str | Path) -> dict:
         "eval_dir": eval_dir,
         "forgetting": forgetting,
         "examples": examples,
-        "continual": experiments.collect_continual(run),
-        "search": experiments.collect_search(run),
+        # experiment folders: a continual root (matrix) or a search study
+        "continual": {"matrix": matrix, "heatmap": _png(run / "matrix.png")} if matrix else None,
+        "search": {"summary": search, "trials": _json(run / "trials.json") or [], "plot": _png(run / "search.png")}
+        if search else None,
     }
 
 
@@ -77,8 +83,6 @@ def _metric_rows(results: dict) -> list[dict]:
                 rows.append({"task": task, "metric": metric, "label": f"{task}: {metric}", "value": entry["value"],
                              "ci": entry["ci"], "n": entry["n"]})
     return rows
-
-
 
 
 def _short(text: str | None, n: int = 400) -> str:

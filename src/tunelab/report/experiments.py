@@ -1,46 +1,21 @@
 """Report sections for experiment folders: a continual run's task x stage matrix, a search study.
 
-Both read only the files tunelab.experiments writes (this package never imports it):
+They render what build.collect read from the files tunelab.experiments writes (this package
+never imports it):
   continual root: matrix.json (R[stage][task], ACC / BWT / FWT) and matrix.png (the heatmap);
   study folder:   search.json (summary, best trials), trials.json (one row per trial), search.png.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import json
-from pathlib import Path
 
 from tunelab.report.text import fmt as _fmt
 
 
-def _json(path: Path):
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-
-def _png(path: Path) -> str | None:
-    return base64.b64encode(path.read_bytes()).decode("ascii") if path.exists() else None
-
-
-
-
 def _signed(x) -> str:
     return "n/a" if x is None else f"{x:+.4f}"
-
-
-def collect_continual(folder: Path) -> dict | None:
-    matrix = _json(folder / "matrix.json")
-    if not matrix:
-        return None
-    return {"matrix": matrix, "heatmap": _png(folder / "matrix.png")}
-
-
-def collect_search(folder: Path) -> dict | None:
-    summary = _json(folder / "search.json")
-    if not summary:
-        return None
-    return {"summary": summary, "trials": _json(folder / "trials.json") or [], "plot": _png(folder / "search.png")}
 
 
 def _matrix_rows(m: dict) -> tuple[list[str], list[list[str]]]:

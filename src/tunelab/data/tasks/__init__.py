@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from tunelab.data.tasks.fields import Parts
-
 from tunelab.config.data import TASK_KINDS as KINDS  # one module per kind, named as the kind
+from tunelab.data.tasks.fields import Parts
 
 
 def task_module(kind: str):
