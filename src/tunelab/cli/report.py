@@ -4,7 +4,8 @@ from __future__ import annotations
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("run", help="run folder (or any folder with metrics.jsonl / eval / forgetting results)")
+    parser.add_argument("run", help="run folder (or any folder with metrics.jsonl / eval / forgetting results), a continual "
+                        "experiment folder (matrix.json) or a search study folder (search.json)")
     parser.add_argument("--output", "-o", help="output folder (default: the run folder)")
 
 
