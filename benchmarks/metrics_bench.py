@@ -6,8 +6,8 @@
 English-like Zipfian text; predictions are edited copies of their reference). Comparisons:
 - rouge-score 0.1.2, rouge1/rouge2/rougeL/rougeLsum with stemmer, vs tunelab mode "rouge-score";
 - ROUGE-1.5.5.pl -n 4 -w 1.2 -2 4 -U -c 95 -r 1000 -d (per-record ROUGE-1..4, L, W-1.2, S4, SU4
-  and a 1,000-sample bootstrap CI of every average) vs tunelab mode "rouge155" plus the same
-  bootstrap (one resample-index matrix for all 24 series);
+  and a 1,000-sample bootstrap CI of every average) vs tunelab.metrics.score_records in mode
+  "rouge155" with bootstrap=1000 (what `tunelab score` runs: the same scores and CIs);
 - sacrebleu corpus BLEU (13a) vs tunelab.metrics.bleu.corpus_bleu.
 Outputs are checked equal before timings are trusted. Prints seconds and ratios; --json writes
 {"comparisons": [{"name", "baseline_s", "ours_s", "ratio"}]}.
@@ -81,21 +81,6 @@ def timed(fn):
     return out, time.perf_counter() - t
 
 
-def bootstrap_ci_matrix(values: np.ndarray, n_resamples=1000, confidence=0.95, seed=0):
-    """Percentile bootstrap CI of the mean of every column, all columns from one index matrix."""
-    from tunelab.metrics.stats import resample_index_blocks
-
-    n = len(values)
-    means = []
-    for idx in resample_index_blocks(n, n_resamples, seed):
-        rows = len(idx)
-        counts = np.bincount((idx + n * np.arange(rows)[:, None]).ravel(), minlength=rows * n)
-        means.append(counts.reshape(rows, n).astype(np.float64) @ values / n)
-    means = np.concatenate(means)
-    a = 1 - confidence
-    return np.quantile(means, [a / 2, 1 - a / 2], axis=0)
-
-
 def bench_rouge_score(preds, refs):
     from rouge_score import rouge_scorer
 
@@ -113,7 +98,8 @@ def bench_rouge_score(preds, refs):
 def bench_rouge155(preds, refs):
     from references import rouge155_perl
 
-    from tunelab.metrics.rouge import rouge
+    from tunelab.metrics import score_records
+    from tunelab.metrics.rouge.types import Score
 
     args = ["-a", "-d", "-n", "4", "-w", "1.2", "-2", "4", "-U", "-c", "95", "-r", "1000"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,16 +107,17 @@ def bench_rouge155(preds, refs):
         stdout, base = timed(lambda: rouge155_perl.run_perl(config, args))
     print(f"  (ROUGE-1.5.5.pl took {base:.1f} s)", flush=True)
     types = ["rouge1", "rouge2", "rouge3", "rouge4", "rougeL", "rougeW-1.2", "rougeS4", "rougeSU4"]
-
-    def ours_fn():
-        scores = rouge(preds, [[r] for r in refs], types, mode="rouge155")
-        matrix = np.array([[s[t][k] for t in types for k in (1, 0, 2)] for s in scores])
-        return scores, matrix, bootstrap_ci_matrix(matrix)
-
-    (scores, matrix, ci), mine = timed(ours_fn)
+    records = [{"prediction": p, "reference": r} for p, r in zip(preds, refs)]
+    # What `tunelab score --rouge-mode rouge155` runs: per-record scores and a 1,000-resample
+    # percentile CI of every average (P, R and F of each type), as the script's -c 95 -r 1000.
+    (corpus, per_record), mine = timed(lambda: score_records(
+        records, ["rouge"], rouge_mode="rouge155", rouge_types=types, bootstrap=1000))
+    assert all(len(corpus[t]["recall_ci"]) == 2 for t in types)
+    scores = [{t: Score(r[t]["precision"], r[t]["recall"], r[t]["f1"]) for t in types} for r in per_record]
     names = {"ROUGE-L": "rougeL", "ROUGE-W-1.2": "rougeW-1.2", "ROUGE-S4": "rougeS4",
              "ROUGE-SU4": "rougeSU4", **{f"ROUGE-{i}": f"rouge{i}" for i in range(1, 5)}}
-    mismatches = 0
+    mismatches = checked = averages = 0
+    key = {"R": "recall", "P": "precision", "F": "f1"}
     for line in stdout.splitlines():
         parts = line.split()
         if len(parts) == 7 and parts[2] == "Eval":
@@ -138,6 +125,18 @@ def bench_rouge155(preds, refs):
             s = scores[rec][names[parts[1]]]
             got = (float(parts[4][2:]), float(parts[5][2:]), float(parts[6][2:]))
             mismatches += got != (s.recall, s.precision, s.fmeasure)
+            checked += 1
+        elif len(parts) == 8 and parts[1] in names and parts[2].startswith("Average_"):
+            # "<id> ROUGE-1 Average_R: m (95%-conf.int. lo - hi)". With -r the script's m is the
+            # mean of its resample means, not the plain mean, and its RNG is not ours: check
+            # that our mean lies in its interval and that the two intervals agree to 1/4 width.
+            entry, k = corpus[names[parts[1]]], key[parts[2][8]]
+            lo, hi = float(parts[5]), float(parts[7].rstrip(")"))
+            ours_lo, ours_hi = entry[f"{k}_ci"]
+            assert lo - 5e-6 <= entry[k] <= hi + 5e-6, (line, entry[k])
+            assert max(abs(ours_lo - lo), abs(ours_hi - hi)) <= (hi - lo) / 4 + 1e-5, (line, ours_lo, ours_hi)
+            averages += 1
+    assert checked == len(types) * len(preds) and averages == 3 * len(types), (checked, averages)
     assert mismatches == 0, f"{mismatches} ROUGE-1.5.5 per-record mismatches"
     return {"name": "ROUGE-1.5.5 N1-4/L/W/S4/SU4 + bootstrap 1000", "baseline_s": base, "ours_s": mine}
 

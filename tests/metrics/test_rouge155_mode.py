@@ -103,7 +103,7 @@ def test_threaded_types_equal_one_thread(monkeypatch):
     monkeypatch.setattr(mode.os, "cpu_count", lambda: 4)
     calls = []
     real = mode._pair_stats
-    monkeypatch.setattr(mode, "_pair_stats", lambda p, t: calls.append(__import__("threading").get_ident()) or real(p, t))
+    monkeypatch.setattr(mode, "_pair_stats", lambda *a: calls.append(__import__("threading").get_ident()) or real(*a))
     threaded = rouge(preds, refs, types, mode="rouge155")
     assert len(set(calls)) > 1  # really ran on several threads
     assert threaded == single

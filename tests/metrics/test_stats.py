@@ -11,7 +11,14 @@ from scipy.stats import binomtest, chi2
 
 from tunelab.metrics.bleu import sentence_bleu
 from tunelab.metrics.errors import MetricInputError
-from tunelab.metrics.stats import approx_randomization, bootstrap_ci, mcnemar, paired_bootstrap
+from tunelab.metrics.stats import (
+    approx_randomization,
+    bootstrap_ci,
+    bootstrap_cis,
+    mcnemar,
+    paired_bootstrap,
+    prefetch_resample_counts,
+)
 from tunelab.metrics.token_f1 import token_f1
 
 
@@ -62,6 +69,21 @@ def test_bootstrap_ci_matches_slow_reference(two_systems, metric):
     assert lo < values.mean() < hi
     assert bootstrap_ci(values, 500, 0.9, seed=3) == (lo, hi)  # seeded: reproducible
     assert bootstrap_ci(values, 500, 0.9, seed=4) != (lo, hi)
+
+
+def test_bootstrap_cis_equal_one_series_at_a_time(two_systems):
+    """Many series from one resample matrix: each column's CI is bootstrap_ci's (same seed)."""
+    columns = np.column_stack([s[m] for s in two_systems for m in ("f1", "bleu")])
+    cis = bootstrap_cis(columns, 300, 0.9, seed=4)
+    assert cis.shape == (columns.shape[1], 2)
+    for k in range(columns.shape[1]):
+        assert cis[k].tolist() == pytest.approx(list(bootstrap_ci(columns[:, k], 300, 0.9, seed=4)), abs=1e-12)
+    assert bootstrap_cis(columns, 300, 0.9, seed=5)[0].tolist() != cis[0].tolist()  # the seed matters
+    # drawn beforehand in a background thread: exactly the same numbers
+    prefetched = prefetch_resample_counts(len(columns), 300, seed=4)
+    assert bootstrap_cis(columns, 300, 0.9, seed=4, counts=prefetched).tolist() == cis.tolist()
+    with pytest.raises(MetricInputError):
+        bootstrap_cis(columns[:0], 10)
 
 
 @pytest.mark.parametrize("metric", ["f1", "bleu"])

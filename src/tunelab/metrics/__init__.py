@@ -33,6 +33,7 @@ _LAZY = {
     "classification_report": "classification",
     "extract_label": "labels",
     "bootstrap_ci": "stats",
+    "bootstrap_cis": "stats",
     "paired_bootstrap": "stats",
     "approx_randomization": "stats",
     "mcnemar": "stats",

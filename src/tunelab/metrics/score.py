@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from tunelab.metrics.errors import MetricInputError
+from tunelab.metrics.gc_paused import gc_paused
 
 TEXT_METRICS = ("rouge", "bleu", "chrf", "exact_match", "token_f1")
 METRICS = (*TEXT_METRICS, "classification")
@@ -138,6 +139,7 @@ def _mean_entry(values: np.ndarray, ci_of, key="mean") -> dict:
     return entry
 
 
+@gc_paused()  # ~10 small dicts per record; see gc_paused.py
 def score_records(
     records: list[dict],
     metrics,
@@ -190,28 +192,33 @@ def score_records(
 
     if "rouge" in metrics:
         _report(progress, f"rouge: {n} records")
-        from tunelab.metrics.rouge import rouge
+        # The resamples for ROUGE's intervals are drawn in the background while ROUGE runs.
+        resamples = S.prefetch_resample_counts(n, bootstrap, seed) if bootstrap and bootstrap > 0 else None
+        from tunelab.metrics.rouge import rouge_arrays
 
         types = [t.strip() for t in rouge_types.split(",")] if isinstance(rouge_types, str) else list(rouge_types)
         try:
-            scores = rouge(predictions, present, types, mode=rouge_mode, use_stemmer=use_stemmer,
-                           tokenizer=rouge_tokenizer, **(rouge_options or {}))
+            arrays = rouge_arrays(predictions, present, types, mode=rouge_mode, use_stemmer=use_stemmer,
+                                  tokenizer=rouge_tokenizer, **(rouge_options or {}))
         except MetricInputError:
             raise
         except ValueError as exc:  # the rouge package reports bad options as ValueError
             raise MetricInputError(f"rouge: {exc}") from None
-        for t in types:
-            p = np.array([s[t].precision for s in scores], dtype=float)
-            r = np.array([s[t].recall for s in scores], dtype=float)
-            f = np.array([s[t].fmeasure for s in scores], dtype=float)
+        # Every record's (P, R, F) per type in one matrix: one set of resamples serves every CI.
+        values = np.stack([np.stack(arrays[t], axis=1) for t in types], axis=1).reshape(n, len(types), 3)
+        cis = None
+        if bootstrap and bootstrap > 0:
+            cis = S.bootstrap_cis(values.reshape(n, -1), bootstrap, confidence, seed, counts=resamples)
+            cis = cis.reshape(len(types), 3, 2)
+        for k, t in enumerate(types):
+            p, r, f = values[:, k, 0], values[:, k, 1], values[:, k, 2]
             entry = {"precision": float(p.mean()), "recall": float(r.mean()), "f1": float(f.mean())}
-            ci = ci_of(f)
-            if ci is not None:
-                entry["f1_ci"] = ci
+            if cis is not None:
+                entry.update(precision_ci=cis[k, 0].tolist(), recall_ci=cis[k, 1].tolist(), f1_ci=cis[k, 2].tolist())
             corpus[t] = entry
             kept[f"{t}.f1"] = ("mean", f)
-            for i in range(n):
-                per_record[i][t] = {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i])}
+            for i, (pi, ri, fi) in enumerate(values[:, k].tolist()):
+                per_record[i][t] = {"precision": pi, "recall": ri, "f1": fi}
 
     if "bleu" in metrics:
         _report(progress, f"bleu: {n} records")

@@ -6,7 +6,8 @@ gives the same stream), approximate randomisation draws swap masks as
 `rng.integers(2, size=n)` per trial (1 = swap). So a result is reproducible from (data, seed,
 n_resamples), and tests check it against a plain loop with the same seed.
 
-- bootstrap_ci: percentile bootstrap CI of the mean (numpy.quantile, linear interpolation).
+- bootstrap_ci: percentile bootstrap CI of the mean (numpy.quantile, linear interpolation);
+  bootstrap_cis: the same for many series at once, from the same resamples.
 - paired_bootstrap: CI of mean(a - b) and a two-sided p-value from the bootstrap distribution
   shifted to the null (Efron & Tibshirani 1993, 16.4): p = (1 + #{|d*_r - d| >= |d|}) / (R + 1).
   Also `a_wins`: the share of resamples where a's mean is higher (Koehn 2004's number).
@@ -183,12 +184,70 @@ def mcnemar(correct_a, correct_b, exact: bool | None = None) -> dict:
 
 
 def resample_counts(n: int, n_resamples: int, seed: int):
-    """Yield (rows, n) matrices: how often each record is drawn in each bootstrap resample (the
-    same resamples, from the same stream, as resample_index_blocks)."""
+    """Yield (rows, n) float matrices: how often each record is drawn in each bootstrap resample
+    (the same resamples, from the same stream, as resample_index_blocks). One bincount per
+    resample: n bins stay in cache, where one bincount over rows * n bins would not."""
     for idx in resample_index_blocks(n, n_resamples, seed):
-        rows = idx.shape[0]
-        flat = (idx + n * np.arange(rows)[:, None]).ravel()
-        yield np.bincount(flat, minlength=rows * n).reshape(rows, n)
+        counts = np.empty(idx.shape)
+        for row, drawn in zip(counts, idx):
+            row[:] = np.bincount(drawn, minlength=n)
+        yield counts
+
+
+def resample_count_matrix(n: int, n_resamples: int, seed: int) -> np.ndarray:
+    """All of resample_counts as one (n_resamples, n) matrix of small unsigned integers."""
+    dtype = np.uint8 if n < 256 else np.uint16 if n < 65536 else np.uint32  # a count is at most n
+    out = np.empty((n_resamples, n), dtype=dtype)
+    row = 0
+    for idx in resample_index_blocks(n, n_resamples, seed):
+        for drawn in idx:
+            out[row] = np.bincount(drawn, minlength=n)
+            row += 1
+    return out
+
+
+def prefetch_resample_counts(n: int, n_resamples: int, seed: int, max_cells: int = 50_000_000):
+    """Start drawing resample_count_matrix in a background thread and return its Future (None when
+    the matrix would exceed max_cells). numpy's generator releases the GIL, so the draw overlaps
+    whatever the caller computes meanwhile; pass the Future to bootstrap_cis."""
+    if n < 1 or n_resamples < 1 or n * n_resamples > max_cells:
+        return None
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunelab-resamples")
+    future = pool.submit(resample_count_matrix, n, n_resamples, seed)
+    pool.shutdown(wait=False)
+    return future
+
+
+def bootstrap_cis(columns, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0,
+                  counts=None) -> np.ndarray:
+    """Percentile bootstrap CI of the mean of every column of an (n_records, k) array, all from
+    the same resamples (those bootstrap_ci draws with this seed): a (k, 2) array of [lo, hi].
+
+    One resample-count matrix serves every column, so k series cost about as much as one.
+    The means equal bootstrap_ci's up to float summation order (a matrix product here).
+    `counts`: the same resamples drawn beforehand (prefetch_resample_counts' Future or its result).
+    """
+    columns = np.asarray(columns, dtype=float)
+    if columns.ndim != 2 or columns.shape[0] == 0:
+        raise MetricInputError("columns must be a non-empty (n_records, k) array")
+    if not np.all(np.isfinite(columns)):
+        raise MetricInputError("columns contain nan or inf")
+    _check_resamples(n_resamples)
+    _check_confidence(confidence)
+    n = len(columns)
+    if counts is None:
+        blocks = resample_counts(n, n_resamples, seed)
+    else:
+        counts = counts.result() if hasattr(counts, "result") else counts
+        if counts.shape != (n_resamples, n):
+            raise MetricInputError(f"counts are {counts.shape}, expected {(n_resamples, n)}")
+        rows = max(1, _BLOCK_ELEMENTS // n)  # the blocks resample_counts yields: the same products
+        blocks = (counts[r : r + rows].astype(np.float64) for r in range(0, n_resamples, rows))
+    means = np.concatenate([block @ columns / n for block in blocks])
+    alpha = 1 - confidence
+    return np.quantile(means, [alpha / 2, 1 - alpha / 2], axis=0).T
 
 
 def bootstrap_statistic(stats, score_fn, n_resamples: int = 1000, seed: int = 0) -> np.ndarray:

@@ -3,6 +3,8 @@
     rouge(predictions, references, rouge_types=("rouge1", "rouge2", "rougeL", "rougeLsum"),
           *, mode="rouge-score", use_stemmer=False, tokenizer="default", **mode_options)
     -> list[dict[str, Score]]   # one dict per record, input order; Score(precision, recall, fmeasure)
+    rouge_arrays(...same arguments...)
+    -> dict[str, (precision, recall, fmeasure)]   # numpy arrays, one value per record (faster)
 
 `references` holds one list of reference strings per record.
 
@@ -26,14 +28,16 @@ from both references, which score non-Latin text as empty. On ASCII text it chan
 
 from __future__ import annotations
 
-from tunelab.metrics.rouge.types import Score, parse_type
+from tunelab.metrics.gc_paused import gc_paused
+from tunelab.metrics.rouge.types import Score, parse_type, to_records
 
 MODES = ("rouge-score", "rouge155")
 DEFAULT_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
-__all__ = ["rouge", "Score", "parse_type", "MODES", "DEFAULT_TYPES"]
+__all__ = ["rouge", "rouge_arrays", "Score", "parse_type", "MODES", "DEFAULT_TYPES"]
 
 
+@gc_paused()  # a Score per record and type; see metrics/gc_paused.py
 def rouge(
     predictions,
     references,
@@ -45,6 +49,24 @@ def rouge(
     **mode_options,
 ) -> list[dict[str, Score]]:
     """Per-record ROUGE scores (see the module docstring)."""
+    predictions = list(predictions)
+    arrays = rouge_arrays(predictions, references, rouge_types, mode=mode, use_stemmer=use_stemmer,
+                          tokenizer=tokenizer, **mode_options)
+    return to_records(arrays, len(predictions))
+
+
+def rouge_arrays(
+    predictions,
+    references,
+    rouge_types=DEFAULT_TYPES,
+    *,
+    mode: str = "rouge-score",
+    use_stemmer: bool = False,
+    tokenizer: str = "default",
+    **mode_options,
+) -> dict:
+    """{type name: (precision, recall, fmeasure) numpy arrays}: rouge()'s numbers, one value
+    per record, without building a Score per record and type."""
     predictions = list(predictions)
     references = [[r] if isinstance(r, str) else list(r) for r in references]
     if len(predictions) != len(references):
@@ -58,11 +80,11 @@ def rouge(
     if mode == "rouge-score":
         if mode_options:
             raise ValueError(f"mode 'rouge-score' takes no options, got {sorted(mode_options)}")
-        from tunelab.metrics.rouge.rouge_score_mode import score
+        from tunelab.metrics.rouge.rouge_score_mode import score_arrays
 
-        return score(predictions, references, rouge_types, use_stemmer, tokenizer)
+        return score_arrays(predictions, references, rouge_types, use_stemmer, tokenizer)
     if mode == "rouge155":
-        from tunelab.metrics.rouge.rouge155_mode import score
+        from tunelab.metrics.rouge.rouge155_mode import score_arrays
 
-        return score(predictions, references, rouge_types, use_stemmer, tokenizer, **mode_options)
+        return score_arrays(predictions, references, rouge_types, use_stemmer, tokenizer, **mode_options)
     raise ValueError(f"unknown ROUGE mode {mode!r}; choose one of {MODES}")

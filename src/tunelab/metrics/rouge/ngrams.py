@@ -1,8 +1,11 @@
 """Clipped n-gram overlap for many (prediction, reference) pairs at once, in numpy.
 
-overlap(pair) = sum over n-grams g of min(count_pred(g), count_ref(g)). Every n-gram occurrence of
-both sides becomes one int64 key (pair, gram, side); one sort groups equal (pair, gram) keys, and
-per group min(#pred, #ref) is summed per pair. No Python loop over pairs or tokens.
+overlap(pair) = sum over n-grams g of min(count_pred(g), count_ref(g)). Grams are counted with
+np.bincount over small per-pair id spaces, never by sorting (pair, gram) keys (a sort is several
+times slower here): a pair's tokens get pair-local ids, and only tokens present on both sides
+("shared") can start or extend a common gram. Level n numbers the common (n-1)-grams of each pair
+densely and bins an n-gram as (common (n-1)-gram, shared last token), so every level needs only
+(#common (n-1)-grams x #shared tokens) bins per pair. No Python loop over pairs or tokens.
 """
 
 from __future__ import annotations
@@ -32,24 +35,6 @@ def argsort_keys(keys: np.ndarray) -> np.ndarray:
     return np.argsort(keys, kind="stable")
 
 
-def _dense(values: np.ndarray) -> tuple[np.ndarray, int]:
-    """Renumber values densely (equal values, equal ids) with one argsort."""
-    order = argsort_keys(values) if len(values) and values.min() >= 0 else np.argsort(values, kind="stable")
-    sorted_values = values[order]
-    new = np.concatenate(([True], sorted_values[1:] != sorted_values[:-1])) if len(values) else []
-    dense = np.empty(len(values), dtype=np.int64)
-    dense[order] = np.cumsum(new) - 1
-    return dense, int(np.count_nonzero(new))
-
-
-def sorted_unique(values: np.ndarray) -> np.ndarray:
-    """np.unique without numpy 2's hash path (much slower here than one sort)."""
-    values = np.sort(values)
-    if len(values) == 0:
-        return values
-    return values[np.concatenate(([True], values[1:] != values[:-1]))]
-
-
 def _segment_sums(values: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """Sums of consecutive segments of `values` with the given sizes (empty segments allowed)."""
     ends = np.cumsum(sizes)
@@ -59,7 +44,8 @@ def _segment_sums(values: np.ndarray, sizes: np.ndarray) -> np.ndarray:
 
 class LocalTokens:
     """Every token occurrence of each pair's prediction and reference, with a pair-local dense id
-    (0 .. size[pair]-1). Small per-pair id spaces let overlaps be counted with np.bincount over
+    (0 .. size[pair]-1) and a shared id (0 .. shared_size[pair]-1, -1 when the token is absent
+    from the other side). Small per-pair id spaces let overlaps be counted with np.bincount over
     (pair, gram) bins instead of sorting (pair, gram) keys."""
 
     def __init__(self, ids, text_start, pred_text, ref_text):
@@ -109,127 +95,104 @@ class LocalTokens:
         both = np.minimum(np.bincount(pb, minlength=bins), np.bincount(rb, minlength=bins))
         return _segment_sums(both, self.size)
 
-    def _pairs_at(self, first, length, pair, local, offsets):
-        """(pair, first local id, second local id) of token pairs (i, i+d), d in offsets."""
-        ps, a_s, b_s = [], [], []
-        for d in offsets:
-            q, _ = ranges(first, length - d)
-            a, b = local[q], local[q + d]
-            keep = (a >= 0) & (b >= 0)
-            ps.append(pair[q][keep])
-            a_s.append(a[keep])
-            b_s.append(b[keep])
-        if not ps:
+    def _grams(self, side: str, head: np.ndarray, d: int):
+        """Grams made of a head id at position i and the shared token at i + d (same text, both
+        ids >= 0) on one side: (positions i, their pair, bin head * shared_size + last), pair-major.
+        Contiguous slices of the flat token arrays, no gathers: a gram stays within its text
+        when the pair ids at i and i + d agree (texts are contiguous, one per pair and side)."""
+        pair, shared = getattr(self, f"{side}_pair"), getattr(self, f"{side}_shared")
+        if d >= len(shared):
             z = np.zeros(0, dtype=np.int64)
             return z, z, z
-        return np.concatenate(ps), np.concatenate(a_s), np.concatenate(b_s)
+        first, last = head[: len(shared) - d], shared[d:]
+        ok = (first >= 0) & (last >= 0) & (pair[: len(pair) - d] == pair[d:])
+        q = np.flatnonzero(ok)
+        owner = pair[q]
+        return q, owner, first[q] * self.shared_size[owner] + last[q]
 
-    def _pair_keys(self, first, length, pair, shared, offsets, width, shift, tag):
-        """Sort keys (pair, a*width+b, side) of the token pairs (t[i], t[i+d]) whose two tokens
-        are both shared, from a (pairs x longest text) matrix of shared ids, -1 elsewhere."""
-        longest = int(length.max(initial=0))
-        grid = np.full((self.n_pairs, longest + 1), -1, dtype=np.int64)
-        grid[pair, np.arange(len(pair)) - first[pair]] = shared
-        row_key = (np.arange(self.n_pairs, dtype=np.int64) << shift)[:, None] | tag
-        keys = []
-        for d in offsets:
-            if d >= longest:
-                break
-            a, b = grid[:, : longest + 1 - d], grid[:, d:]
-            ok = (a >= 0) & (b >= 0)
-            keys.append((row_key | ((a * width + b) << 1))[ok])
-        return np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
+    def gram_overlap(self, n: int) -> np.ndarray:
+        """Clipped n-gram overlap per pair (n >= 1); levels are built once and cached."""
+        if n == 1:
+            return self.unigram_overlap()
+        levels = self.__dict__.setdefault("_levels", {1: (self.pred_shared, self.ref_shared, self.shared_size)})
+        for k in range(2, n + 1):
+            if k in levels:
+                continue
+            p_head, r_head, size_prev = levels[k - 1]  # ids of the common (k-1)-grams by start
+            pq, pp, pb = self._grams("pred", p_head, k - 1)
+            rq, rp, rb = self._grams("ref", r_head, k - 1)
+            overlap, (p_new, r_new, size) = _clip_count([(pp, pb)], [(rp, rb)], size_prev * self.shared_size, True)
+            p_ids = np.full(len(self.pred_shared), -1, dtype=np.int64)
+            r_ids = np.full(len(self.ref_shared), -1, dtype=np.int64)
+            p_ids[pq], r_ids[rq] = p_new, r_new
+            levels[k] = (p_ids, r_ids, size)
+            levels[("overlap", k)] = overlap
+        return levels[("overlap", n)]
 
-    def pair_overlap(self, offsets) -> np.ndarray:
-        """Clipped overlap of the ordered token pairs (t[i], t[i+d]) for d in offsets.
-
-        Only tokens present on both sides can form a common pair, so pairs are keyed by the
-        pair-local ids of shared tokens: (pair, a, b, side) usually packs into 31 bits and the
-        sort runs on int32 keys."""
-        width = max(int(self.shared_size.max(initial=1)), 1)
-        gram_bits = max(int(width * width - 1).bit_length(), 1)
-        shift = gram_bits + 1
-        pair_bits = max(int(self.n_pairs).bit_length(), 1)
-        longest = int(max(self.pred_len.max(initial=0), self.ref_len.max(initial=0)))
-        if pair_bits + shift > 62 or self.n_pairs * (longest + 1) > 30_000_000:  # generic path
-            pp, pa, pb = self._pairs_at(self.pred_first, self.pred_len, self.pred_pair, self.pred_shared, offsets)
-            rp, ra, rb = self._pairs_at(self.ref_first, self.ref_len, self.ref_pair, self.ref_shared, offsets)
-            return clipped_overlap(pp, pa * width + pb, rp, ra * width + rb, self.n_pairs)
-        keys = np.concatenate([
-            self._pair_keys(self.pred_first, self.pred_len, self.pred_pair, self.pred_shared, offsets, width, shift, 0),
-            self._pair_keys(self.ref_first, self.ref_len, self.ref_pair, self.ref_shared, offsets, width, shift, 1),
-        ])
-        if pair_bits + shift <= 31:
-            keys = keys.astype(np.int32)
-        return _count_clipped(keys, gram_bits, self.n_pairs)
+    def skip_overlap(self, offsets) -> np.ndarray:
+        """Clipped overlap of the ordered token pairs (t[i], t[i+d]) for d in offsets."""
+        if not len(offsets):
+            return np.zeros(self.n_pairs, dtype=np.int64)
+        pred = [self._grams("pred", self.pred_shared, d)[1:] for d in offsets]
+        ref = [self._grams("ref", self.ref_shared, d)[1:] for d in offsets]
+        return _clip_count(pred, ref, self.shared_size * self.shared_size, False)[0]
 
 
-def gram_ids(ids: np.ndarray, n: int) -> tuple[np.ndarray, int]:
-    """Id of the n-gram starting at each position (len(ids)-n+1 of them) and an exclusive bound.
-
-    Equal n-grams get equal ids. Ids are packed base-V while they fit, else densely renumbered.
-    """
-    count = len(ids) - n + 1
-    if count <= 0:
-        return np.zeros(0, dtype=np.int64), 1
-    vocab = int(ids.max()) + 1 if len(ids) else 1
-    grams, bound = ids[:count].astype(np.int64), vocab
-    for k in range(1, n):
-        if bound * vocab >= 1 << 40:
-            grams, bound = _dense(grams)
-        grams = grams * vocab + ids[k : k + count]
-        bound *= vocab
-    return grams, bound
+BIN_BUDGET = 1 << 17  # counting bins per group of pairs: 1 MB count arrays stay in cache (measured best)
 
 
-def clipped_overlap(pred_pair, pred_gram, ref_pair, ref_gram, n_pairs: int, bound=None) -> np.ndarray:
-    """Per pair: sum over grams of min(#pred occurrences, #ref occurrences) (int64 array)."""
-    pair_bits = max(int(n_pairs).bit_length(), 1)
-    if bound is None:
-        bound = int(max(pred_gram.max(initial=0), ref_gram.max(initial=0))) + 1
-    gram_bits = max(int(bound - 1).bit_length(), 1)
-    if pair_bits + gram_bits + 1 > 62:
-        dense, bound = _dense(np.concatenate([pred_gram, ref_gram]))
-        pred_gram, ref_gram = dense[: len(pred_gram)], dense[len(pred_gram) :]
-        gram_bits = max(int(bound - 1).bit_length(), 1)
-    if len(pred_gram) == 0 or len(ref_gram) == 0:
-        return np.zeros(n_pairs, dtype=np.int64)
-    shift = gram_bits + 1
-    keys = np.concatenate(
-        [(pred_pair << shift) | (pred_gram << 1), (ref_pair << shift) | (ref_gram << 1) | 1]
-    )
-    if pair_bits + shift <= 31:  # int32 sorts about twice as fast
-        keys = keys.astype(np.int32)
-    return _count_clipped(keys, gram_bits, n_pairs)
+def _clip_count(pred, ref, bins_per_pair, want_ids):
+    """Grams of each side as a list of (pair, bin within the pair) arrays, each sorted by pair;
+    pair p has bins_per_pair[p] bins. Returns per pair the clipped overlap (sum over bins of
+    min(#pred, #ref)) and, with want_ids (one array per side), for each occurrence a dense id of
+    its bin among its pair's common bins (-1 when not common) and the common bins per pair.
 
-
-def _count_clipped(keys: np.ndarray, gram_bits: int, n_pairs: int) -> np.ndarray:
-    """keys = (pair, gram, side): per pair, sum over grams of min(#side 0, #side 1)."""
-    if len(keys) == 0:
-        return np.zeros(n_pairs, dtype=np.int64)
-    keys.sort()
-    group = keys >> 1
-    starts = np.flatnonzero(np.concatenate(([True], group[1:] != group[:-1])))
-    total = np.diff(np.append(starts, len(keys)))
-    n_ref = np.add.reduceat(keys & 1, starts)
-    clipped = np.minimum(total - n_ref, n_ref)
-    overlap = np.bincount(group[starts] >> gram_bits, weights=clipped, minlength=n_pairs)
-    return overlap.astype(np.int64)
-
-
-def ngram_overlap(ids, text_start, pred_text, ref_text, n: int, ref_keep=None):
-    """Per pair: (clipped n-gram overlap, #pred n-grams, #ref n-grams) as int64 arrays.
-
-    `ref_keep` (bool per token, n=1 only) restricts the reference side to some of its tokens.
-    """
-    text_len = np.diff(text_start)
-    pred_count = np.maximum(text_len[pred_text] - n + 1, 0)
-    ref_count = np.maximum(text_len[ref_text] - n + 1, 0)
-    grams, _ = gram_ids(ids, n)
-    pred_idx, pred_pair = ranges(text_start[pred_text], pred_count)
-    ref_idx, ref_pair = ranges(text_start[ref_text], ref_count)
-    if ref_keep is not None:
-        keep = ref_keep[ref_idx]
-        ref_idx, ref_pair = ref_idx[keep], ref_pair[keep]
-    overlap = clipped_overlap(pred_pair, grams[pred_idx], ref_pair, grams[ref_idx], len(pred_text))
-    return overlap, pred_count, ref_count
+    Pairs are counted in groups of at most BIN_BUDGET bins so the count arrays stay small, and
+    every step after the two bincounts touches only occupied bins (most bins are empty)."""
+    n_pairs = len(bins_per_pair)
+    overlap = np.zeros(n_pairs, dtype=np.int64)
+    common_size = np.zeros(n_pairs, dtype=np.int64)
+    outs = [np.full(len(pred[0][0]), -1, dtype=np.int64), np.full(len(ref[0][0]), -1, dtype=np.int64)] if want_ids else None
+    ends = np.cumsum(bins_per_pair)
+    lo = 0
+    while lo < n_pairs:  # groups of consecutive pairs with at most BIN_BUDGET bins (or one pair)
+        start = int(ends[lo - 1]) if lo else 0
+        hi = max(int(np.searchsorted(ends, start + BIN_BUDGET, side="right")), lo + 1)
+        pair_start = ends[lo:hi] - bins_per_pair[lo:hi] - start  # first bin of each pair
+        n_bins = int(ends[hi - 1]) - start
+        spans, bins, owners = [], [], []
+        for side in (pred, ref):
+            parts, side_pairs = [], []
+            for pair, b in side:
+                a, z = np.searchsorted(pair, [lo, hi])
+                spans.append((a, z))
+                side_pairs.append(pair[a:z] - lo)
+                parts.append(pair_start[side_pairs[-1]] + b[a:z])
+            bins.append(np.concatenate(parts) if len(parts) > 1 else parts[0])
+            owners.append(np.concatenate(side_pairs) if len(parts) > 1 else side_pairs[0])
+        gp, gr = bins
+        if n_bins > BIN_BUDGET and n_bins > 4 * (len(gp) + len(gr)):
+            # One pair with a huge id space (long texts): renumber its occupied bins densely.
+            used = np.unique(np.concatenate([gp, gr]))
+            gp, gr, n_bins = np.searchsorted(used, gp), np.searchsorted(used, gr), len(used)
+        count_p = np.bincount(gp, minlength=n_bins)
+        count_r = np.bincount(gr, minlength=n_bins)
+        # One prediction occurrence per occupied bin: the last one written for the bin.
+        where = np.empty(n_bins, dtype=np.int64)
+        order = np.arange(len(gp))
+        where[gp] = order
+        distinct = np.flatnonzero(where[gp] == order)
+        bin_of = gp[distinct]
+        hits = np.minimum(count_p[bin_of], count_r[bin_of])
+        overlap[lo:hi] = np.bincount(owners[0][distinct], weights=hits, minlength=hi - lo).astype(np.int64)
+        if want_ids:
+            common = distinct[count_r[bin_of] > 0]  # one occurrence per common bin, pair-major
+            owner = owners[0][common]
+            size = np.bincount(owner, minlength=hi - lo)
+            common_size[lo:hi] = size
+            where[gp[common]] = np.arange(len(common)) - (np.cumsum(size) - size)[owner]
+            (pa, pz), (ra, rz) = spans
+            outs[0][pa:pz] = np.where(count_r[gp] > 0, where[gp], -1)
+            outs[1][ra:rz] = np.where(count_p[gr] > 0, where[gr], -1)
+        lo = hi
+    return overlap, ((*outs, common_size) if want_ids else None)

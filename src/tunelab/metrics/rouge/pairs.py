@@ -7,13 +7,16 @@ terms ("model" = reference, "peer" = prediction).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from tunelab.metrics.rouge.lcs import lcs_lengths, union_lcs
-from tunelab.metrics.rouge.ngrams import LocalTokens, ngram_overlap, ranges
+from tunelab.metrics.rouge.ngrams import LocalTokens, ranges
 from tunelab.metrics.rouge.tokenize import Corpus
+from tunelab.metrics.rouge.wlcs import wlcs_hits
+from tunelab.metrics.rouge.wlcs import wlcs_marks as _wlcs_marks
 
 
 @dataclass
@@ -23,11 +26,14 @@ class Pairs:
     ref_text: np.ndarray  # text index of each pair's reference (each reference text in one pair)
     cache: dict = field(default_factory=dict)
 
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
     @property
     def local(self) -> LocalTokens:
-        if "local" not in self.cache:
-            c = self.corpus
-            self.cache["local"] = LocalTokens(c.ids, c.text_start, self.pred_text, self.ref_text)
+        with self.lock:  # scorers in several threads share one layout, built once
+            if "local" not in self.cache:
+                c = self.corpus
+                self.cache["local"] = LocalTokens(c.ids, c.text_start, self.pred_text, self.ref_text)
         return self.cache["local"]
 
     def __len__(self) -> int:
@@ -47,12 +53,8 @@ class Pairs:
 
 def ngram(pairs: Pairs, n: int):
     """(clipped n-gram overlap, #pred n-grams, #ref n-grams) per pair."""
-    c = pairs.corpus
-    if n > 2:
-        return ngram_overlap(c.ids, c.text_start, pairs.pred_text, pairs.ref_text, n)
     pred_len, ref_len = pairs.lengths()
-    lt = pairs.local
-    hits = lt.unigram_overlap() if n == 1 else lt.pair_overlap([1])
+    hits = pairs.local.gram_overlap(n)
     return hits, np.maximum(pred_len - n + 1, 0), np.maximum(ref_len - n + 1, 0)
 
 
@@ -91,7 +93,7 @@ def skip_bigram(pairs: Pairs, gap: int, unigrams: bool):
     key = ("skip", max_d)
     lt = pairs.local
     if key not in pairs.cache:
-        pairs.cache[key] = lt.pair_overlap(range(1, max_d + 1))
+        pairs.cache[key] = lt.skip_overlap(range(1, max_d + 1))
     hits = pairs.cache[key]
     if unigrams:
         def not_last(first, length, pair):
@@ -112,12 +114,15 @@ def skip_bigram(pairs: Pairs, gap: int, unigrams: bool):
     return hits, count(pred_len), count(ref_len)
 
 
-def wlcs(pairs: Pairs, weight: float):
+def wlcs(pairs: Pairs, weight: float, marked=None):
     """ROUGE-1.5.5 ROUGE-W: (hit, base, pred len) with base = sum over reference sentences of
     len**weight, hit accumulated exactly as the perl `wlcs` sub does (see wlcs.py)."""
-    from tunelab.metrics.rouge.wlcs import wlcs_hits
+    return wlcs_hits(pairs, weight, marked)
 
-    return wlcs_hits(pairs, weight)
+
+def wlcs_marks(pairs: Pairs, weight: float, part: int = 0, parts: int = 1):
+    """ROUGE-W's path marks, or one part of them (see wlcs.py)."""
+    return _wlcs_marks(pairs, weight, part, parts)
 
 
 def lcs_lengths_only(pairs: Pairs):  # re-export for callers needing the plain LCS

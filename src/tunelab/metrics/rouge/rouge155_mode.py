@@ -14,7 +14,8 @@ Reproduced from the perl source:
   with the best score the script compares (5-decimal recall for N/S, raw recall for L/W).
 - R = hit/count and P = hit/pred_count rounded to 5 decimals ("%7.5f"); F computed from the
   rounded values: P*R / ((1-alpha)*P + alpha*R), rounded.
-The corpus scores the script prints (Average_R/P/F) are the plain means of these per-record values.
+The script's Average_R/P/F with -c/-r is the mean of its bootstrap resample means (its own draws);
+tunelab's corpus score is the plain mean of these per-record values (score.py adds the intervals).
 Departure: an empty reference or prediction scores 0 (the script dies on an empty reference).
 """
 
@@ -29,7 +30,7 @@ import numpy as np
 
 from tunelab.metrics.rouge import pairs as P
 from tunelab.metrics.rouge.tokenize import tokenize_corpus
-from tunelab.metrics.rouge.types import Score, parse_type
+from tunelab.metrics.rouge.types import parse_type
 
 
 @lru_cache(maxsize=1)
@@ -69,8 +70,9 @@ def _safe_div(a, b):
         return np.where(b != 0, a / np.where(b != 0, b, 1), 0.0)
 
 
-def _pair_stats(pairs, rtype):
-    """Per pair: hit, model count, peer count, the score multi_ref B compares, exponent."""
+def _pair_stats(pairs, rtype, marked=None):
+    """Per pair: hit, model count, peer count, the score multi_ref B compares, exponent.
+    `marked`: ROUGE-W's path marks when already computed (see _all_pair_stats)."""
     if rtype.kind in ("N", "S"):
         if rtype.kind == "N":
             hit, pc, rc = P.ngram(pairs, rtype.n)
@@ -81,43 +83,57 @@ def _pair_stats(pairs, rtype):
         hit, pc, rc = P.union_lcs_hits(pairs)
         return hit, rc, pc, _safe_div(hit, rc), 1.0
     w = rtype.weight
-    hit, base, pc = P.wlcs(pairs, w)
+    hit, base, pc = P.wlcs(pairs, w, marked)
     best_score = _safe_div(hit, base) ** (1 / w)
     return hit, base**w, pc.astype(np.float64) ** w, best_score, w
 
 
 def _all_pair_stats(pairs, types) -> list:
-    """`_pair_stats` of every type; with several types and cores, types run in a thread pool.
+    """`_pair_stats` of every type; on several cores, the work runs in a thread pool.
 
-    The work is numpy sorts, reductions and bit operations that release the GIL, so the types
-    overlap on a multi-core machine. Each result depends only on its type, so the output is
-    identical to the sequential loop (tested). Shared caches are filled first, so no two
-    threads build the same one.
+    Most of the work is numpy operations on large arrays, which release the GIL, so jobs overlap
+    on a multi-core machine. ROUGE-W's dynamic programme, the longest job, goes first, in
+    workers // 2 parts: it makes many small numpy calls and so scales poorly across threads, while
+    the other families (big array operations) fill the remaining workers well. The token layout
+    every other family needs comes next, then the other families, slowest first. Each result depends only on its type, so the output is
+    identical to the sequential loop (tested); shared caches are built under a lock, once.
     """
-    workers = min(len(types), os.cpu_count() or 1, 4)
+    workers = min(os.cpu_count() or 1, 4)
     if workers < 2 or len(pairs) < 256:
         return [_pair_stats(pairs, t) for t in types]
-    pairs.local  # noqa: B018  (build the shared token layout once, before the threads)
-    # ROUGE-S and SU of one gap share their skip-bigram hits: compute them in the same task.
+    results: list = [None] * len(types)
+    marks: dict = {}
+    jobs = []
+    parts = max(1, workers // 2)
+    for w in sorted({t.weight for t in types if t.kind == "W"}):
+        for part in range(parts):
+            jobs.append(lambda w=w, part=part: marks.__setitem__((w, part), P.wlcs_marks(pairs, w, part, parts)))
+    jobs.append(lambda: pairs.local)
+    # ROUGE-S and SU of one gap share their skip-bigram hits: compute them in the same job.
     groups: dict = {}
     for i, t in enumerate(types):
-        groups.setdefault(("S", t.gap) if t.kind == "S" else i, []).append(i)
-    from concurrent.futures import ThreadPoolExecutor
-
-    results: list = [None] * len(types)
+        if t.kind != "W":
+            groups.setdefault(("S", t.gap) if t.kind == "S" else i, []).append(i)
 
     def run(indices):
         for i in indices:
             results[i] = _pair_stats(pairs, types[i])
 
-    # Slowest families first (W, L, S): the pool's last task is then a short one.
-    order = sorted(groups.values(), key=lambda ix: {"W": 0, "L": 1, "Lsum": 1, "S": 2}.get(types[ix[0]].kind, 3))
+    rank = {"L": 0, "Lsum": 0, "S": 1}
+    for indices in sorted(groups.values(), key=lambda ix: rank.get(types[ix[0]].kind, 2)):
+        jobs.append(lambda ix=indices: run(ix))
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(run, order))
+        list(pool.map(lambda job: job(), jobs))
+    for i, t in enumerate(types):
+        if t.kind == "W":
+            marked = np.logical_or.reduce([marks[(t.weight, part)] for part in range(parts)])
+            results[i] = _pair_stats(pairs, t, marked)
     return results
 
 
-def score(
+def score_arrays(
     predictions,
     references,
     rouge_types,
@@ -144,7 +160,7 @@ def score(
     record = np.repeat(np.arange(n_rec), n_refs)
     pairs = P.Pairs(corpus, record, n_rec + np.arange(len(flat_refs)))
     first = np.cumsum(n_refs) - n_refs
-    out = [{} for _ in range(n_rec)]
+    out = {}
     for rtype, (hit, count, count_p, best_score, w) in zip(types, _all_pair_stats(pairs, types)):
         hit = np.asarray(hit, dtype=np.float64)
         if multi_ref == "A":  # bincount adds in input order, like the perl loop
@@ -168,7 +184,6 @@ def score(
             recall, precision = recall ** (1 / w), precision ** (1 / w)
         r, p = _round5(recall), _round5(precision)
         den = (1 - alpha) * p + alpha * r
-        f = _round5(_safe_div(p * r, den))
-        for rec, triple in enumerate(zip(p.tolist(), r.tolist(), f.tolist())):
-            out[rec][rtype.name] = Score(*triple)
+        out[rtype.name] = (p, r, _round5(_safe_div(p * r, den)))
     return out
+

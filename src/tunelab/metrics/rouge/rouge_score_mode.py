@@ -18,7 +18,7 @@ import numpy as np
 
 from tunelab.metrics.rouge import pairs as P
 from tunelab.metrics.rouge.tokenize import tokenize_corpus
-from tunelab.metrics.rouge.types import Score, parse_type
+from tunelab.metrics.rouge.types import parse_type
 
 
 def _fmeasure(p: np.ndarray, r: np.ndarray) -> np.ndarray:
@@ -57,7 +57,8 @@ def _scores(pairs: P.Pairs, rtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return p, r, _fmeasure(p, r)
 
 
-def score(predictions, references, rouge_types, use_stemmer=False, tokenizer="default"):
+def score_arrays(predictions, references, rouge_types, use_stemmer=False, tokenizer="default") -> dict:
+    """{type name: (precision, recall, fmeasure) arrays, one value per record}."""
     types = [parse_type(t) for t in rouge_types]
     n_refs = np.array([len(refs) for refs in references], dtype=np.int64)
     flat_refs = [ref for refs in references for ref in refs]
@@ -67,19 +68,14 @@ def score(predictions, references, rouge_types, use_stemmer=False, tokenizer="de
     pairs = P.Pairs(corpus, pred_text, n_rec + np.arange(len(flat_refs)))
     # First pair of each record; per type, the pair with the best F (first on ties).
     first = np.cumsum(n_refs) - n_refs
-    out = [{} for _ in range(n_rec)]
-    zero = Score(0.0, 0.0, 0.0)
+    has = n_refs > 0  # a record without references scores 0
+    out = {}
     for rtype in types:
         p, r, f = _scores(pairs, rtype)
         best = first.copy()
-        multi = np.flatnonzero(n_refs > 1)
-        for rec in multi.tolist():
+        for rec in np.flatnonzero(n_refs > 1).tolist():
             best[rec] = first[rec] + int(np.argmax(f[first[rec] : first[rec] + n_refs[rec]]))
-        has = n_refs > 0
-        bp = np.where(has, p[np.minimum(best, len(p) - 1)] if len(p) else 0.0, 0.0).tolist()
-        br = np.where(has, r[np.minimum(best, len(r) - 1)] if len(r) else 0.0, 0.0).tolist()
-        bf = np.where(has, f[np.minimum(best, len(f) - 1)] if len(f) else 0.0, 0.0).tolist()
-        name = rtype.name
-        for rec, triple in enumerate(zip(bp, br, bf)):
-            out[rec][name] = Score(*triple) if n_refs[rec] else zero
+        at = np.minimum(best, max(len(p) - 1, 0))
+        out[rtype.name] = tuple(np.where(has, a[at], 0.0) if len(a) else np.zeros(n_rec) for a in (p, r, f))
     return out
+

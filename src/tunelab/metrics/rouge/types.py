@@ -42,3 +42,12 @@ def parse_type(name: str) -> RougeType:
         return RougeType(name, "W", weight=weight)
     gap = -1 if m["d"] == "*" else int(m["d"])
     return RougeType(name, "S", gap=gap, unigrams=m["s"] == "SU")
+
+
+def to_records(arrays: dict, n: int) -> list:
+    """{type name: (precision, recall, fmeasure) arrays} -> one {type name: Score} dict per record."""
+    out = [{} for _ in range(n)]
+    for name, (p, r, f) in arrays.items():
+        for rec, triple in enumerate(zip(p.tolist(), r.tolist(), f.tolist())):
+            out[rec][name] = Score(*triple)
+    return out
