@@ -1,6 +1,7 @@
 """tunelab vs TRL's SFTTrainer: SmolLM2-135M LoRA SFT on real instruction data, bf16 (or fp32), CPU.
 
     python benchmarks/train_bench.py [--json OUT] [--steps 16] [--reps 2] [--trl-mode padding_free]
+                                     [--checkpoint-every N]
 
 Both trainers get the same tokenised examples (tunelab's data pipeline on the Alpaca demo set
 from ../shared/data, mixed lengths, completion-only labels), the same LoRA (r 8, alpha 16,
@@ -12,7 +13,9 @@ is per run. Reported per run:
   peak RSS       ru_maxrss of the worker after training (model load included, evaluation not)
   val loss       the same completion-only cross-entropy code on the same 64 validation
                  examples, applied to each trained model
-The best (highest tokens/s) run of each side is compared; all runs are printed.
+The best (highest tokens/s) run of each side is compared; all runs are printed. With
+--checkpoint-every N a third side runs tunelab with gradient checkpointing of every N-th decoder
+layer (train.gradient_checkpointing_every): less memory for some speed.
 """
 
 from __future__ import annotations
@@ -43,7 +46,9 @@ def experiment(args, out_dir: str, name: str) -> dict:
                   "precision": args.precision, "scheduler": "linear", "max_grad_norm": 1.0, "optimizer": "adamw",
                   "lora": {"r": RANK, "alpha": ALPHA, "target_modules": "all-linear"},
                   "half_frozen_weights": not args.fp32_base, "progress": "off", "keep_last": 1,
-                  "keep_best": False, "packing": args.tunelab_packing},
+                  "keep_best": False, "packing": args.tunelab_packing,
+                  "gradient_checkpointing": bool(args.checkpoint_every),
+                  "gradient_checkpointing_every": args.checkpoint_every or 1},
     }
 
 
@@ -139,7 +144,7 @@ def worker(args) -> None:
     cfg = load_config(data=experiment(args, "/tmp", "bench"))
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct"))
     data = prepare(cfg, tokenizer)
-    result = (worker_tunelab if args.worker == "tunelab" else worker_trl)(args, cfg, data)
+    result = (worker_trl if args.worker == "trl" else worker_tunelab)(args, cfg, data)
     Path(args.result).write_text(json.dumps(result))
 
 
@@ -163,6 +168,8 @@ def main() -> None:
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
                    help="bf16 autocast for both (the target setting); fp32 on CPUs without native bf16")
     p.add_argument("--fp32-base", action="store_true", help="tunelab keeps the frozen base in fp32 too")
+    p.add_argument("--checkpoint-every", type=int, default=0,
+                   help="also run tunelab with gradient checkpointing of every N-th layer (memory for speed)")
     p.add_argument("--worker", choices=["tunelab", "trl"], help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -172,16 +179,20 @@ def main() -> None:
         sys.exit(f"{DATA} not found: the benchmark reads ../shared/data")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", "TRL_EXPERIMENTAL_SILENCE": "1"}
-    results: dict[str, list[dict]] = {"tunelab": [], "trl": []}
+    sides = {"tunelab": 0, "trl": 0}
+    if args.checkpoint_every:
+        sides = {"tunelab": 0, f"tunelab_ckpt{args.checkpoint_every}": args.checkpoint_every, "trl": 0}
+    results: dict[str, list[dict]] = {side: [] for side in sides}
     print(f"SmolLM2-135M LoRA SFT, {args.precision}, batch {args.batch_size}, {args.steps} steps, max_length "
           f"{args.max_length}, TRL mode {args.trl_mode}; load average at start {load_average()}", flush=True)
     for rep in range(args.reps):
-        for side in ("tunelab", "trl"):
+        for side, every in sides.items():
             with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
                 out = f.name
-            cmd = [sys.executable, __file__, "--worker", side, "--result", out, "--steps", str(args.steps),
-                   "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
-                   "--threads", str(args.threads), "--trl-mode", args.trl_mode, "--precision", args.precision]
+            cmd = [sys.executable, __file__, "--worker", "trl" if side == "trl" else "tunelab", "--result", out,
+                   "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+                   "--max-length", str(args.max_length), "--threads", str(args.threads),
+                   "--trl-mode", args.trl_mode, "--precision", args.precision, "--checkpoint-every", str(every)]
             cmd += ["--tunelab-packing"] if args.tunelab_packing else []
             cmd += ["--fp32-base"] if args.fp32_base else []
             t0 = time.perf_counter()
@@ -191,23 +202,29 @@ def main() -> None:
             r = json.loads(Path(out).read_text())
             os.unlink(out)
             results[side].append(r)
-            print(f"  rep {rep + 1} {side:<8} {r['tokens_per_s']:8.1f} real tok/s  peak RSS {r['peak_rss_mb']:7.0f} MB"
+            print(f"  rep {rep + 1} {side:<16} {r['tokens_per_s']:8.1f} real tok/s  peak RSS {r['peak_rss_mb']:7.0f} MB"
                   f"  val loss {r['val_loss']:.4f}  ({time.perf_counter() - t0:.0f} s, load {load_average()})",
                   flush=True)
     best = {side: max(rs, key=lambda r: r["tokens_per_s"]) for side, rs in results.items()}
-    ours, base = best["tunelab"], best["trl"]
-    comparisons = [
-        {"name": "real_tokens_per_s", "baseline": base["tokens_per_s"], "ours": ours["tokens_per_s"],
-         "ratio": ours["tokens_per_s"] / base["tokens_per_s"]},
-        {"name": "peak_rss_mb", "baseline": base["peak_rss_mb"], "ours": ours["peak_rss_mb"],
-         "ratio": ours["peak_rss_mb"] / base["peak_rss_mb"]},
-        {"name": "val_loss", "baseline": statistics.mean(r["val_loss"] for r in results["trl"]),
-         "ours": statistics.mean(r["val_loss"] for r in results["tunelab"])},
-    ]
-    comparisons[2]["ratio"] = comparisons[2]["ours"] / comparisons[2]["baseline"]
-    print(f"\n{'':<20}{'TRL':>12}{'tunelab':>12}{'ratio':>9}")
+    base = best["trl"]
+    comparisons = []
+    for side in sides:
+        if side == "trl":
+            continue
+        ours, suffix = best[side], side[len("tunelab"):]
+        comparisons += [
+            {"name": f"real_tokens_per_s{suffix}", "baseline": base["tokens_per_s"], "ours": ours["tokens_per_s"],
+             "ratio": ours["tokens_per_s"] / base["tokens_per_s"]},
+            {"name": f"peak_rss_mb{suffix}", "baseline": base["peak_rss_mb"], "ours": ours["peak_rss_mb"],
+             "ratio": ours["peak_rss_mb"] / base["peak_rss_mb"]},
+        ]
+        trl_loss = statistics.mean(r["val_loss"] for r in results["trl"])
+        our_loss = statistics.mean(r["val_loss"] for r in results[side])
+        comparisons.append({"name": f"val_loss{suffix}", "baseline": trl_loss, "ours": our_loss,
+                            "ratio": our_loss / trl_loss})
+    print(f"\n{'':<28}{'TRL':>12}{'tunelab':>12}{'ratio':>9}")
     for c in comparisons:
-        print(f"{c['name']:<20}{c['baseline']:12.2f}{c['ours']:12.2f}{c['ratio']:9.3f}")
+        print(f"{c['name']:<28}{c['baseline']:12.2f}{c['ours']:12.2f}{c['ratio']:9.3f}")
     print("targets: tokens/s ratio >= 1.5, peak RSS ratio <= 1.0, val loss within 2%")
     print(f"load average at end {load_average()}")
     if args.json:

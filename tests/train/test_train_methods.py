@@ -152,3 +152,23 @@ def test_every_example_accounted_for(tmp_path, tiny_model_dir):
     assert counts["rejected"] > 0 and counts["kept"] + counts["rejected"] + counts["skipped"] == counts["read"]
     logged = json.loads(open(run / "metrics.jsonl").readline())
     assert logged["event"] == "data" and logged["counts"]["tasks"]["toy"]["rejected"] == counts["rejected"]
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_gradient_checkpointing_keeps_the_loss_curve(tmp_path, tiny_model_dir, monkeypatch, every):
+    """Recomputing activations (all layers, or every 2nd) changes memory, not the numbers."""
+    import tunelab.train.loop as loop
+
+    flags = []
+    original = loop.enable_gradient_checkpointing
+
+    def spy(model, every_n_layers):
+        original(model, every_n_layers)
+        flags.extend(layer.gradient_checkpointing for layer in model.model.layers)
+
+    monkeypatch.setattr(loop, "enable_gradient_checkpointing", spy)
+    plain = losses(train(full_batch(tmp_path / "plain", tiny_model_dir, method="lora", lr=2e-2)))
+    ckpt = losses(train(full_batch(tmp_path / "ckpt", tiny_model_dir, method="lora", lr=2e-2,
+                                   gradient_checkpointing=True, gradient_checkpointing_every=every)))
+    assert flags == ([True, True] if every == 1 else [True, False])  # the tiny model has 2 layers
+    assert ckpt == pytest.approx(plain, abs=1e-6)

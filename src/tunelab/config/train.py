@@ -117,6 +117,9 @@ class TrainConfig(StrictModel):
     pack_length: int | None = Field(None, ge=8)
     group_by_length: bool = True
     gradient_checkpointing: bool = False
+    # With gradient_checkpointing: recompute every N-th decoder layer only (1 = all of them).
+    # Larger N trades memory back for speed (SmolLM2 LoRA on CPU: see docs/training.md).
+    gradient_checkpointing_every: int = Field(1, ge=1)
 
     eval_every: int | None = Field(None, ge=1)  # steps; validation also runs at each epoch end
     eval_at_start: bool = False  # validate the untrained model first (a baseline in metrics.jsonl)

@@ -77,8 +77,7 @@ def build_model(cfg, precision: str):
     model, tokenizer = load_model(cfg.model, dtype=dtype, quantization_config=quant)
     architecture = "seq2seq" if model.config.is_encoder_decoder else "causal"
     if t.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.enable_input_require_grads()
+        enable_gradient_checkpointing(model, t.gradient_checkpointing_every)
     model = apply_method(model, t, architecture, resolve_model(cfg.model.name))
     if precision != "fp32":
         keep_adapter_inputs_in_autocast_dtype(model)
@@ -396,6 +395,18 @@ def train(cfg, resume: bool = False, data=None) -> Path:
 
         run_retention(cfg, run, "after")  # scores final/ and writes retention/forgetting.json
     return run
+
+
+def enable_gradient_checkpointing(model, every_n_layers: int) -> None:
+    """Recompute the activations of every N-th decoder layer in backward instead of keeping them."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, every_n_layers=every_n_layers)
+    elif every_n_layers == 1:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    else:
+        raise ConfigError("train.gradient_checkpointing_every > 1 needs transformers >= 5")
+    model.enable_input_require_grads()
 
 
 def micro_batch(seqs, parts, part: int, pad_id: int):

@@ -95,8 +95,9 @@ def _all_pair_stats(pairs, types) -> list:
     on a multi-core machine. ROUGE-W's dynamic programme, the longest job, goes first, in
     workers // 2 parts: it makes many small numpy calls and so scales poorly across threads, while
     the other families (big array operations) fill the remaining workers well. The token layout
-    every other family needs comes next, then the other families, slowest first. Each result depends only on its type, so the output is
-    identical to the sequential loop (tested); shared caches are built under a lock, once.
+    every other family needs comes next, then the other families, slowest first. Each result
+    depends only on its type, so the output is identical to the sequential loop (tested); shared
+    caches are built under a lock, once.
     """
     workers = min(os.cpu_count() or 1, 4)
     if workers < 2 or len(pairs) < 256:
@@ -104,8 +105,17 @@ def _all_pair_stats(pairs, types) -> list:
     results: list = [None] * len(types)
     marks: dict = {}
     jobs = []
+
+    def run(indices):
+        for i in indices:
+            results[i] = _pair_stats(pairs, types[i])
+
     parts = max(1, workers // 2)
     for w in sorted({t.weight for t in types if t.kind == "W"}):
+        if parts == 1:  # the whole of ROUGE-W in one job, hits included
+            indices = [i for i, t in enumerate(types) if t.kind == "W" and t.weight == w]
+            jobs.append(lambda ix=indices: run(ix))
+            continue
         for part in range(parts):
             jobs.append(lambda w=w, part=part: marks.__setitem__((w, part), P.wlcs_marks(pairs, w, part, parts)))
     jobs.append(lambda: pairs.local)
@@ -115,10 +125,6 @@ def _all_pair_stats(pairs, types) -> list:
         if t.kind != "W":
             groups.setdefault(("S", t.gap) if t.kind == "S" else i, []).append(i)
 
-    def run(indices):
-        for i in indices:
-            results[i] = _pair_stats(pairs, types[i])
-
     rank = {"L": 0, "Lsum": 0, "S": 1}
     for indices in sorted(groups.values(), key=lambda ix: rank.get(types[ix[0]].kind, 2)):
         jobs.append(lambda ix=indices: run(ix))
@@ -127,7 +133,7 @@ def _all_pair_stats(pairs, types) -> list:
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(lambda job: job(), jobs))
     for i, t in enumerate(types):
-        if t.kind == "W":
+        if t.kind == "W" and results[i] is None:
             marked = np.logical_or.reduce([marks[(t.weight, part)] for part in range(parts)])
             results[i] = _pair_stats(pairs, t, marked)
     return results
