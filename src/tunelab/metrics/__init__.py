@@ -12,6 +12,7 @@ starts fast. One metric per module:
 - token_f1        SQuAD-style token F1
 - stats           bootstrap CIs, paired bootstrap, approximate randomisation, McNemar
 - score           the engine behind `tunelab score`
+- gc_paused       holds off the cyclic GC while results for many records are built
 
 Names below are loaded on first use so that `import tunelab.metrics` stays cheap. exact_match and
 token_f1 share their module's name, so import them from their modules:
