@@ -100,7 +100,6 @@ def bench_rouge155(preds, refs):
     from references import rouge155_perl
 
     from tunelab.metrics import score_records
-    from tunelab.metrics.rouge.types import Score
 
     args = ["-a", "-d", "-n", "4", "-w", "1.2", "-2", "4", "-U", "-c", "95", "-r", "1000"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,7 +118,6 @@ def bench_rouge155(preds, refs):
     mine = min(t for _, t in runs)
     print(f"  (tunelab: first call {first:.3f} s, best of 3 {mine:.3f} s)", flush=True)
     assert all(len(corpus[t]["recall_ci"]) == 2 for t in types)
-    scores = [{t: Score(r[t]["precision"], r[t]["recall"], r[t]["f1"]) for t in types} for r in per_record]
     names = {"ROUGE-L": "rougeL", "ROUGE-W-1.2": "rougeW-1.2", "ROUGE-S4": "rougeS4",
              "ROUGE-SU4": "rougeSU4", **{f"ROUGE-{i}": f"rouge{i}" for i in range(1, 5)}}
     mismatches = checked = averages = 0
@@ -128,9 +126,9 @@ def bench_rouge155(preds, refs):
         parts = line.split()
         if len(parts) == 7 and parts[2] == "Eval":
             rec = int(parts[3].split(".")[0])
-            s = scores[rec][names[parts[1]]]
+            s = per_record[rec][names[parts[1]]]
             got = (float(parts[4][2:]), float(parts[5][2:]), float(parts[6][2:]))
-            mismatches += got != (s.recall, s.precision, s.fmeasure)
+            mismatches += got != (s["recall"], s["precision"], s["f1"])
             checked += 1
         elif len(parts) == 8 and parts[1] in names and parts[2].startswith("Average_"):
             # "<id> ROUGE-1 Average_R: m (95%-conf.int. lo - hi)". With -r the script's m is the

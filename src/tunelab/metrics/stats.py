@@ -183,12 +183,12 @@ def mcnemar(correct_a, correct_b, exact: bool | None = None) -> dict:
 # --- corpus-level statistics (BLEU, chrF): resample per-record sufficient statistics ------------
 
 
-def resample_counts(n: int, n_resamples: int, seed: int):
-    """Yield (rows, n) float matrices: how often each record is drawn in each bootstrap resample
-    (the same resamples, from the same stream, as resample_index_blocks). One bincount per
-    resample: n bins stay in cache, where one bincount over rows * n bins would not."""
+def resample_counts(n: int, n_resamples: int, seed: int, dtype=np.float64):
+    """Yield (rows, n) matrices: how often each record is drawn in each bootstrap resample (the
+    same resamples, from the same stream, as resample_index_blocks). One bincount per resample:
+    n bins stay in cache, where one bincount over rows * n bins would not."""
     for idx in resample_index_blocks(n, n_resamples, seed):
-        counts = np.empty(idx.shape)
+        counts = np.empty(idx.shape, dtype=dtype)
         for row, drawn in zip(counts, idx):
             row[:] = np.bincount(drawn, minlength=n)
         yield counts
@@ -197,13 +197,8 @@ def resample_counts(n: int, n_resamples: int, seed: int):
 def resample_count_matrix(n: int, n_resamples: int, seed: int) -> np.ndarray:
     """All of resample_counts as one (n_resamples, n) matrix of small unsigned integers."""
     dtype = np.uint8 if n < 256 else np.uint16 if n < 65536 else np.uint32  # a count is at most n
-    out = np.empty((n_resamples, n), dtype=dtype)
-    row = 0
-    for idx in resample_index_blocks(n, n_resamples, seed):
-        for drawn in idx:
-            out[row] = np.bincount(drawn, minlength=n)
-            row += 1
-    return out
+    blocks = list(resample_counts(n, n_resamples, seed, dtype))
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
 
 
 def prefetch_resample_counts(n: int, n_resamples: int, seed: int, max_cells: int = 50_000_000):

@@ -67,33 +67,30 @@ class LocalTokens:
         local[order] = np.cumsum(new) - 1 - first_uid[pair_sorted]
         self.pred_local, self.ref_local = local[: len(self.pred_idx)], local[len(self.pred_idx) :]
         self.n_pairs = n_pairs
+        # Every occurrence's bin (pair, local id) over all pairs, and how often each bin occurs.
+        self.n_bins = int(self.size.sum())
+        self.pred_bin = first_uid[self.pred_pair] + self.pred_local
+        self.ref_bin = first_uid[self.ref_pair] + self.ref_local
+        self.pred_count = np.bincount(self.pred_bin, minlength=self.n_bins)
+        self.ref_count = np.bincount(self.ref_bin, minlength=self.n_bins)
         # Tokens present on both sides of a pair, renumbered densely: only they can form
         # common grams, so pair overlaps are counted over (#shared)^2 bins per pair.
-        base = np.cumsum(self.size) - self.size
-        bins = int(self.size.sum())
-        in_pred = np.bincount(base[self.pred_pair] + self.pred_local, minlength=bins) > 0
-        in_ref = np.bincount(base[self.ref_pair] + self.ref_local, minlength=bins) > 0
-        shared = in_pred & in_ref
+        shared = (self.pred_count > 0) & (self.ref_count > 0)
         owner = np.repeat(np.arange(n_pairs), self.size)
         self.shared_size = np.bincount(owner[shared], minlength=n_pairs)
         rank = np.cumsum(shared) - 1 - (np.cumsum(self.shared_size) - self.shared_size)[owner]
         shared_id = np.where(shared, rank, -1)
-        self.pred_shared = shared_id[base[self.pred_pair] + self.pred_local]
-        self.ref_shared = shared_id[base[self.ref_pair] + self.ref_local]
+        self.pred_shared = shared_id[self.pred_bin]
+        self.ref_shared = shared_id[self.ref_bin]
+        # Common-gram ids by level (gram_overlap): level 1 is the shared tokens themselves.
+        self._levels = {1: (self.pred_shared, self.ref_shared, self.shared_size)}
         self.pred_first = np.cumsum(self.pred_len) - self.pred_len  # into pred_* arrays
         self.ref_first = np.cumsum(self.ref_len) - self.ref_len
 
     def unigram_overlap(self, pred_keep=None, ref_keep=None) -> np.ndarray:
-        base = np.cumsum(self.size) - self.size
-        bins = int(self.size.sum())
-        pb = base[self.pred_pair] + self.pred_local
-        rb = base[self.ref_pair] + self.ref_local
-        if pred_keep is not None:
-            pb = pb[pred_keep]
-        if ref_keep is not None:
-            rb = rb[ref_keep]
-        both = np.minimum(np.bincount(pb, minlength=bins), np.bincount(rb, minlength=bins))
-        return _segment_sums(both, self.size)
+        count_p = self.pred_count if pred_keep is None else np.bincount(self.pred_bin[pred_keep], minlength=self.n_bins)
+        count_r = self.ref_count if ref_keep is None else np.bincount(self.ref_bin[ref_keep], minlength=self.n_bins)
+        return _segment_sums(np.minimum(count_p, count_r), self.size)
 
     def _grams(self, side: str, head: np.ndarray, d: int):
         """Grams made of a head id at position i and the shared token at i + d (same text, both
@@ -114,7 +111,7 @@ class LocalTokens:
         """Clipped n-gram overlap per pair (n >= 1); levels are built once and cached."""
         if n == 1:
             return self.unigram_overlap()
-        levels = self.__dict__.setdefault("_levels", {1: (self.pred_shared, self.ref_shared, self.shared_size)})
+        levels = self._levels
         for k in range(2, n + 1):
             if k in levels:
                 continue

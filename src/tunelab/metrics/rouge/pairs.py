@@ -16,7 +16,6 @@ from tunelab.metrics.rouge.lcs import lcs_lengths, union_lcs
 from tunelab.metrics.rouge.ngrams import LocalTokens, ranges
 from tunelab.metrics.rouge.tokenize import Corpus
 from tunelab.metrics.rouge.wlcs import wlcs_hits
-from tunelab.metrics.rouge.wlcs import wlcs_marks as _wlcs_marks
 
 
 @dataclass
@@ -119,10 +118,6 @@ def wlcs(pairs: Pairs, weight: float, marked=None):
     len**weight, hit accumulated exactly as the perl `wlcs` sub does (see wlcs.py)."""
     return wlcs_hits(pairs, weight, marked)
 
-
-def wlcs_marks(pairs: Pairs, weight: float, part: int = 0, parts: int = 1):
-    """ROUGE-W's path marks, or one part of them (see wlcs.py)."""
-    return _wlcs_marks(pairs, weight, part, parts)
 
 
 def lcs_lengths_only(pairs: Pairs):  # re-export for callers needing the plain LCS

@@ -31,6 +31,7 @@ import numpy as np
 from tunelab.metrics.rouge import pairs as P
 from tunelab.metrics.rouge.tokenize import tokenize_corpus
 from tunelab.metrics.rouge.types import parse_type
+from tunelab.metrics.rouge.wlcs import wlcs_marks
 
 
 @lru_cache(maxsize=1)
@@ -96,8 +97,9 @@ def _all_pair_stats(pairs, types) -> list:
     workers // 2 parts: it makes many small numpy calls and so scales poorly across threads, while
     the other families (big array operations) fill the remaining workers well. The token layout
     every other family needs comes next, then the other families, slowest first. Each result
-    depends only on its type, so the output is identical to the sequential loop (tested); shared
-    caches are built under a lock, once.
+    depends only on its type, so the output is identical to the sequential loop (tested). Shared
+    work is built once: the token layout under a lock, and cached grams by keeping the types
+    that share them in one job.
     """
     workers = min(os.cpu_count() or 1, 4)
     if workers < 2 or len(pairs) < 256:
@@ -117,13 +119,14 @@ def _all_pair_stats(pairs, types) -> list:
             jobs.append(lambda ix=indices: run(ix))
             continue
         for part in range(parts):
-            jobs.append(lambda w=w, part=part: marks.__setitem__((w, part), P.wlcs_marks(pairs, w, part, parts)))
+            jobs.append(lambda w=w, part=part: marks.__setitem__((w, part), wlcs_marks(pairs, w, part, parts)))
     jobs.append(lambda: pairs.local)
-    # ROUGE-S and SU of one gap share their skip-bigram hits: compute them in the same job.
+    # Types that share cached work run in one job: ROUGE-S and SU of one gap (skip-bigram hits),
+    # and all ROUGE-N (level n builds on level n - 1).
     groups: dict = {}
     for i, t in enumerate(types):
         if t.kind != "W":
-            groups.setdefault(("S", t.gap) if t.kind == "S" else i, []).append(i)
+            groups.setdefault(("S", t.gap) if t.kind == "S" else t.kind if t.kind == "N" else i, []).append(i)
 
     rank = {"L": 0, "Lsum": 0, "S": 1}
     for indices in sorted(groups.values(), key=lambda ix: rank.get(types[ix[0]].kind, 2)):

@@ -46,13 +46,13 @@ def _padded(values, start, length, fill):
 def _squeeze(tokens, length, has, fill):
     """Keep the positions that match something and the first position of each later run that
     matches nothing (as `fill`); drop the rest (see the module docstring). tokens/has: (L, K).
-    Returns (pair, original position, token) in pair-major order and the new lengths."""
+    Returns (pair, original position, token) of the kept positions, in pair-major order."""
     inside = np.arange(len(tokens))[:, None] < length[None, :]
     after_match = np.zeros_like(has)
     after_match[1:] = has[:-1]
     keep = (has | after_match) & inside
     pair, pos = np.nonzero(keep.T)
-    return pair, pos, np.where(has[pos, pair], tokens[pos, pair], fill), keep.sum(axis=0)
+    return pair, pos, np.where(has[pos, pair], tokens[pos, pair], fill)
 
 
 def _dp_marks(ref, can, r_len, c_len, origin, weight):
@@ -170,9 +170,9 @@ def wlcs_marks(pairs, weight: float, part: int = 0, parts: int = 1) -> np.ndarra
         ref = _padded(ids, r_start[idx], r_len[idx], -1)
         can = _padded(ids, c_start[idx], c_len[idx], -2)
         eq = ref[:, None, :] == can[None, :, :]
-        k, pos, token, _ = _squeeze(ref, r_len[idx], eq.any(axis=1), -1)
+        k, pos, token = _squeeze(ref, r_len[idx], eq.any(axis=1), -1)
         ref_parts.append((idx[k], token, np.where(token >= 0, r_start[idx][k] + pos, -1)))
-        k, _, token, _ = _squeeze(can, c_len[idx], eq.any(axis=0), -2)
+        k, _, token = _squeeze(can, c_len[idx], eq.any(axis=0), -2)
         can_parts.append((idx[k], token))
     marked = np.zeros(len(ids), dtype=bool)
     if not ref_parts:
@@ -212,17 +212,15 @@ def _hits(pairs, marked, seg_pair, seg_start, seg_len, weight):
     # Clipping: the r-th marked occurrence of token t in a pair hits iff r < count of t in pred.
     # Tokens as pair-local bins; the reference tokens in reading order are exactly lt.ref_idx.
     lt = pairs.local
-    first_bin = np.cumsum(lt.size) - lt.size
-    pred_count = np.bincount(first_bin[lt.pred_pair] + lt.pred_local, minlength=int(lt.size.sum()))
     m_pos = np.flatnonzero(is_marked)
-    key = first_bin[lt.ref_pair[m_pos]] + lt.ref_local[m_pos]
+    key = lt.ref_bin[m_pos]
     order = argsort_keys(key)
     sk = key[order]
     group_start = np.flatnonzero(np.concatenate(([True], sk[1:] != sk[:-1]))) if len(sk) else sk
     rank_sorted = np.arange(len(sk)) - np.repeat(group_start, np.diff(np.append(group_start, len(sk))))
     rank = np.empty(len(sk), dtype=np.int64)
     rank[order] = rank_sorted
-    peer_count = pred_count[key]
+    peer_count = lt.pred_count[key]
     passes = np.zeros(len(pos), dtype=bool)
     passes[m_pos] = rank < peer_count
     # Flush a run at a passing token that ends its sentence or is followed by an unmarked one.
