@@ -244,3 +244,128 @@ def test_scoring_pauses_the_collector_and_restores_it():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def _label_records(seed, n):
+    rng = np.random.default_rng(seed)
+    gold = rng.choice(["pos", "neg", "neutral"], size=n).tolist()
+    answers = {"pos": "Positive.", "neg": "negative", "neutral": "it is neutral"}
+    preds = [answers[g] if rng.random() < 0.6 else rng.choice(["no idea", "Positive", "neg or pos", "neutral"])
+             for g in gold]
+    return [{"prediction": p, "label": g} for p, g in zip(preds, gold)]
+
+
+def test_classification_macro_cis():
+    from tunelab.metrics.classification import classification_cis
+
+    records = _label_records(0, 300)
+    corpus, per_record = score_records(records, ["classification"], labels=["pos", "neg", "neutral"],
+                                       bootstrap=200, seed=5, confidence=0.9)
+    report = corpus["classification"]
+    mapped = [r["classification"]["predicted"] for r in per_record]
+    gold = [r["label"] for r in records]
+    cis = classification_cis(gold, mapped, ["pos", "neg", "neutral"], 200, 0.9, seed=5)
+    assert {key: report[key] for key in cis} == cis
+    correct = [float(r["classification"]["correct"]) for r in per_record]
+    assert report["accuracy_ci"] == list(bootstrap_ci(correct, 200, 0.9, seed=5))
+    for key, point in (("macro_f1", report["macro"]["f1"]), ("macro_precision", report["macro"]["precision"]),
+                       ("macro_recall", report["macro"]["recall"]), ("weighted_f1", report["weighted"]["f1"])):
+        lo, hi = report[f"{key}_ci"]
+        assert lo < point < hi, key
+    no_ci = score_records(records, ["classification"], labels=["pos", "neg", "neutral"], bootstrap=0)[0]
+    assert not any(key.endswith("_ci") for key in no_ci["classification"])
+
+
+def test_compare_classification_tests_macro_f1():
+    from tunelab.metrics.classification import classification_statistics, macro_f1_score_fn
+    from tunelab.metrics.stats import approx_randomization_statistic, paired_bootstrap_statistic
+
+    a, b = _label_records(1, 200), _label_records(2, 200)
+    b = [{"prediction": rb["prediction"], "label": ra["label"]} for ra, rb in zip(a, b)]  # same gold
+    labels = ["pos", "neg", "neutral"]
+    result = compare_records(a, b, "classification", labels=labels, bootstrap=150, permutations=120, seed=3)
+    test = result["tests"]["macro_f1"]
+    assert test["a"] == result["a"]["corpus"]["classification"]["macro"]["f1"]
+    assert test["b"] == result["b"]["corpus"]["classification"]["macro"]["f1"]
+    assert test["diff"] == test["a"] - test["b"]
+    gold = [r["label"] for r in a]
+    stats = [classification_statistics(gold, [r["classification"]["predicted"] for r in score_records(
+        side, "classification", labels=labels, bootstrap=0)[1]], labels) for side in (a, b)]
+    score_fn = macro_f1_score_fn(len(labels))
+    assert test["paired_bootstrap"] == paired_bootstrap_statistic(*stats, score_fn, 150, 3, 0.95)
+    assert test["approx_randomization"] == approx_randomization_statistic(*stats, score_fn, 120, 3)
+    assert set(result["tests"]) == {"accuracy", "macro_f1"} and "mcnemar" in result["tests"]["accuracy"]
+    with pytest.raises(MetricInputError, match="B.jsonl:2: field 'label' is"):
+        flipped = [dict(r) for r in a]
+        flipped[1]["label"] = "pos" if a[1]["label"] != "pos" else "neg"
+        compare_records(a, flipped, "classification", labels=labels, sources=("A.jsonl", "B.jsonl"))
+
+
+def test_every_ci_uses_the_requested_number_of_resamples(monkeypatch):
+    """No cap anywhere: every draw of resamples is for exactly `bootstrap` of them, and the
+    intervals are those of exactly that many resamples (they change with it)."""
+    import tunelab.metrics.stats as stats
+
+    drawn, original = [], stats.resample_index_blocks
+
+    def counting(n, n_resamples, seed):
+        rows = 0
+        for block in original(n, n_resamples, seed):
+            rows += len(block)
+            yield block
+        drawn.append(rows)
+
+    monkeypatch.setattr(stats, "resample_index_blocks", counting)
+    text = [{"prediction": f"a cat {'sat ' * (i % 4)}here", "reference": f"a cat sat {'down ' * (i % 3)}"}
+            for i in range(60)]
+    for records, metrics in ((text, "rouge,bleu,chrf,exact_match,token_f1"), (_label_records(4, 60), "classification")):
+        for bootstrap in (137, 1500):
+            drawn.clear()
+            corpus, _ = score_records(records, metrics, bootstrap=bootstrap, seed=2)
+            assert corpus["bootstrap"]["n_resamples"] == bootstrap
+            assert drawn and set(drawn) == {bootstrap}
+            drawn.clear()
+            tests = compare_records(records, records, metrics, bootstrap=bootstrap, permutations=50, seed=2)["tests"]
+            assert drawn and set(drawn) == {bootstrap}
+            assert all(t["paired_bootstrap"]["n_resamples"] == bootstrap for t in tests.values())
+    values = [r["token_f1"] for r in score_records(text, "token_f1", bootstrap=0)[1]]
+    for bootstrap in (137, 1500):
+        ci = score_records(text, "token_f1", bootstrap=bootstrap, seed=2)[0]["token_f1"]["ci"]
+        assert ci == list(bootstrap_ci(values, bootstrap, seed=2))
+    assert list(bootstrap_ci(values, 137, seed=2)) != list(bootstrap_ci(values, 1500, seed=2))
+
+
+def test_rouge_signature():
+    from tunelab.metrics.bleu import _tunelab_version
+    from tunelab.metrics.rouge import rouge_signature
+
+    impl = f"impl:tunelab-{_tunelab_version()}"
+    assert rouge_signature(1, use_stemmer=True) == (
+        f"nrefs:1|mode:rouge-score|stem:yes|tok:default|types:rouge1,rouge2,rougeL,rougeLsum|{impl}|version:0.1.2")
+    assert rouge_signature("var", ["rouge2", "rougeW-1.2"], mode="rouge155", tokenizer="unicode", alpha=0.25,
+                           multi_ref="B") == (
+        f"nrefs:var|mode:rouge155|stem:no|tok:unicode|alpha:0.25|multiref:B|stop:no|types:rouge2,rougeW-1.2|"
+        f"{impl}|version:1.5.5")
+    assert "|alpha:0.5|multiref:A|stop:yes|" in rouge_signature(2, "rougeL", mode="rouge155", remove_stopwords=True)
+    for kwargs, message in (({"mode": "rouge"}, "unknown ROUGE mode"), ({"tokenizer": "x"}, "unknown ROUGE tokenizer"),
+                            ({"alpha": 0.5}, "takes no options"), ({"mode": "rouge155", "beta": 1}, "options are"),
+                            ({"mode": "rouge155", "use_stemmer": True}, "stemming")):
+        with pytest.raises(ValueError, match=message):
+            rouge_signature(1, **kwargs)
+    with pytest.raises(ValueError, match="invalid ROUGE type"):
+        rouge_signature(1, ["rougeX"])
+
+
+def test_rouge_signature_in_score_output():
+    from tunelab.metrics.rouge import rouge_signature
+
+    records = [{"prediction": "a cat sat", "references": ["a cat", None]}, {"prediction": "x", "reference": "x y"}]
+    corpus, _ = score_records(records, "rouge", rouge_types="rouge1,rougeL", use_stemmer=True, bootstrap=0)
+    expected = rouge_signature(1, ["rouge1", "rougeL"], use_stemmer=True)  # null references are dropped
+    assert corpus["rouge_signature"] == expected
+    assert corpus["rouge1"]["signature"] == corpus["rougeL"]["signature"] == expected
+    records.append({"prediction": "y", "references": ["y", "z"]})
+    corpus, _ = score_records(records, "rouge", rouge_mode="rouge155", rouge_options={"multi_ref": "B"}, bootstrap=0)
+    assert corpus["rouge_signature"].startswith("nrefs:var|mode:rouge155|stem:no|tok:default|alpha:0.5|multiref:B|")
+    with pytest.raises(MetricInputError, match="rouge: mode 'rouge155' options are"):
+        score_records(records, "rouge", rouge_mode="rouge155", rouge_options={"beta": 2})

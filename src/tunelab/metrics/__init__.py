@@ -6,7 +6,8 @@ starts fast. One metric per module:
 - bleu            corpus/sentence BLEU, identical to sacrebleu 2.x (tokenizers in bleu_tokenizers)
 - chrf            chrF / chrF++, identical to sacrebleu's CHRF
 - rouge           ROUGE in rouge-score and ROUGE-1.5.5 modes (package tunelab.metrics.rouge)
-- classification  accuracy, P/R/F1 (micro/macro/weighted/per class), confusion matrix (= scikit-learn)
+- classification  accuracy, P/R/F1 (micro/macro/weighted/per class), confusion matrix (= scikit-learn);
+                  bootstrap CIs of macro / weighted scores from summed per-record statistics
 - labels          map free-form generations to class labels (unmapped -> None, counted)
 - exact_match     SQuAD-style normalised exact match
 - token_f1        SQuAD-style token F1
@@ -32,6 +33,10 @@ _LAZY = {
     "corpus_chrf": "chrf",
     "sentence_chrf": "chrf",
     "classification_report": "classification",
+    "classification_statistics": "classification",
+    "macro_scores_from_statistics": "classification",
+    "classification_cis": "classification",
+    "rouge_signature": "rouge",
     "extract_label": "labels",
     "bootstrap_ci": "stats",
     "bootstrap_cis": "stats",

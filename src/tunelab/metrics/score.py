@@ -7,11 +7,13 @@ A null inside "references" is a missing reference (BLEU/chrF treat it as sacrebl
 exact match and token F1 ignore it); at least one reference must be a string.
 
 Corpus numbers: ROUGE, exact match, token F1 and accuracy are means over records with a
-percentile bootstrap CI; corpus BLEU and chrF are computed from summed statistics (as sacrebleu)
-and their CI resamples records and recomputes the corpus score. Every CI uses the same resampled
-records (same seed). Per record: ROUGE P/R/F, sentence BLEU (sacrebleu's sentence_bleu: effective
-order, same tokenizer and smoothing), sentence chrF, exact match, token F1, and for
-classification the mapped label (None when the output could not be mapped: counted wrong).
+percentile bootstrap CI; corpus BLEU and chrF (as sacrebleu) and macro P/R/F1 and weighted F1
+(classification_statistics) are computed from summed per-record statistics, and their CI resamples
+records and recomputes the corpus score. Every CI uses the same resampled records (same seed) and
+exactly `bootstrap` of them. ROUGE results carry a signature (rouge_signature). Per record: ROUGE
+P/R/F, sentence BLEU (sacrebleu's sentence_bleu: effective order, same tokenizer and smoothing),
+sentence chrF, exact match, token F1, and for classification the mapped label (None when the
+output could not be mapped: counted wrong).
 """
 
 from __future__ import annotations
@@ -194,10 +196,14 @@ def score_records(
         _report(progress, f"rouge: {n} records")
         # The resamples for ROUGE's intervals are drawn in the background while ROUGE runs.
         resamples = S.prefetch_resample_counts(n, bootstrap, seed) if bootstrap and bootstrap > 0 else None
-        from tunelab.metrics.rouge import rouge_arrays
+        from tunelab.metrics.rouge import rouge_arrays, rouge_signature
 
         types = [t.strip() for t in rouge_types.split(",")] if isinstance(rouge_types, str) else list(rouge_types)
         try:
+            # first: it also rejects option names the chosen mode does not take, before any work
+            signature = rouge_signature(_nrefs({len(refs) for refs in present}), types, mode=rouge_mode,
+                                        use_stemmer=use_stemmer, tokenizer=rouge_tokenizer,
+                                        **(rouge_options or {}))
             arrays = rouge_arrays(predictions, present, types, mode=rouge_mode, use_stemmer=use_stemmer,
                                   tokenizer=rouge_tokenizer, **(rouge_options or {}))
         except MetricInputError:
@@ -212,13 +218,15 @@ def score_records(
             cis = cis.reshape(len(types), 3, 2)
         for k, t in enumerate(types):
             p, r, f = values[:, k, 0], values[:, k, 1], values[:, k, 2]
-            entry = {"precision": float(p.mean()), "recall": float(r.mean()), "f1": float(f.mean())}
+            entry = {"precision": float(p.mean()), "recall": float(r.mean()), "f1": float(f.mean()),
+                     "signature": signature}
             if cis is not None:
                 entry.update(precision_ci=cis[k, 0].tolist(), recall_ci=cis[k, 1].tolist(), f1_ci=cis[k, 2].tolist())
             corpus[t] = entry
             kept[f"{t}.f1"] = ("mean", f)
             for i, (pi, ri, fi) in enumerate(values[:, k].tolist()):
                 per_record[i][t] = {"precision": pi, "recall": ri, "f1": fi}
+        corpus["rouge_signature"] = signature
 
     if "bleu" in metrics:
         _report(progress, f"bleu: {n} records")
@@ -285,32 +293,14 @@ def score_records(
 
     if "classification" in metrics:
         _report(progress, f"classification: {n} records")
-        from tunelab.metrics.classification import classification_report
-        from tunelab.metrics.labels import Verbalizers, explain_label
+        from tunelab.metrics.classification import score_classification
 
-        label_set = labels if labels else sorted(set(gold))
-        verbalizers = Verbalizers.build(label_set)
-        for i, g in enumerate(gold):
-            if g not in verbalizers.labels:
-                raise MetricInputError(f"{_where(source, line_numbers, i)}: field 'label' is {g!r}, "
-                                       f"not one of the labels {list(verbalizers.labels)}")
-        mapped = [explain_label(p, verbalizers, label_rule) for p in predictions]
-        y_pred = [label for label, _ in mapped]
-        report = classification_report(gold, y_pred, list(verbalizers.labels))
-        correct = np.array([p == g for p, g in zip(y_pred, gold)], dtype=float)
-        ci = ci_of(correct)
-        if ci is not None:
-            report["accuracy_ci"] = ci
-        reasons: dict[str, int] = {}
-        for _, reason in mapped:
-            reasons[reason] = reasons.get(reason, 0) + 1
-        report["label_extraction"] = {"rule": label_rule, "by_reason": reasons}
-        corpus["classification"] = report
-        kept["accuracy"] = ("mean", correct)
-        for i, (label, reason) in enumerate(mapped):
-            per_record[i]["classification"] = {
-                "label": gold[i], "predicted": label, "correct": label == gold[i], "reason": reason
-            }
+        corpus["classification"], entries, kept_here = score_classification(
+            predictions, gold, labels, label_rule, lambda i: _where(source, line_numbers, i),
+            bootstrap if bootstrap and bootstrap > 0 else 0, confidence, seed)
+        kept.update(kept_here)
+        for i, entry in enumerate(entries):
+            per_record[i]["classification"] = entry
 
     if bootstrap and bootstrap > 0:
         corpus["bootstrap"] = {"n_resamples": bootstrap, "seed": seed, "confidence": confidence,
@@ -318,6 +308,7 @@ def score_records(
     if _keep_statistics:
         corpus["_kept"] = kept
         corpus["_references"] = references
+        corpus["_gold"] = gold
     return corpus, per_record
 
 
@@ -325,7 +316,7 @@ def compare_records(records_a, records_b, metrics, *, sources=("A", "B"), line_n
                     permutations: int = 10000, **options) -> dict:
     """Score two systems on the same records and test every metric for a difference (a - b).
 
-    Test keys: "<rouge type>.f1", "bleu", "chrf", "exact_match", "token_f1", "accuracy"."""
+    Test keys: "<rouge type>.f1", "bleu", "chrf", "exact_match", "token_f1", "accuracy", "macro_f1"."""
     from tunelab.metrics import stats as S
 
     if len(records_a) != len(records_b):
@@ -348,6 +339,13 @@ def compare_records(records_a, records_b, metrics, *, sources=("A", "B"), line_n
             where = _where(sources[1], line_numbers[1], i)
             raise MetricInputError(f"{where}: references differ from {_where(sources[0], line_numbers[0], i)}; "
                                    "a paired comparison needs the same records in the same order")
+    gold_a, gold_b = corpus_a.pop("_gold"), corpus_b.pop("_gold")
+    for i, (ga, gb) in enumerate(zip(gold_a or [], gold_b or [])):
+        if ga != gb:  # a paired test of two systems needs the same gold label per record
+            where = _where(sources[1], line_numbers[1], i)
+            raise MetricInputError(f"{where}: field 'label' is {gb!r}, but {ga!r} at "
+                                   f"{_where(sources[0], line_numbers[0], i)}; a paired comparison "
+                                   "needs the same records in the same order")
     kept_a, kept_b = corpus_a.pop("_kept"), corpus_b.pop("_kept")
     tests = {}
     for key, value_a in kept_a.items():

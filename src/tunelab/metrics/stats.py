@@ -249,7 +249,8 @@ def bootstrap_statistic(stats, score_fn, n_resamples: int = 1000, seed: int = 0)
     """score_fn(summed statistics) for each bootstrap resample of the records.
 
     stats: (n_records, k) per-record sufficient statistics; score_fn maps a (rows, k) array of
-    summed statistics to (rows,) scores."""
+    summed statistics to (rows,) scores, or to (rows, m) for m scores from the same resamples
+    (the result is then (n_resamples, m))."""
     stats = np.asarray(stats, dtype=float)
     _check_resamples(n_resamples)
     return np.concatenate([score_fn(counts @ stats) for counts in resample_counts(len(stats), n_resamples, seed)])
