@@ -85,5 +85,5 @@ def test_byte_order_mark_and_non_utf8_lines(tmp_path):
     with pytest.raises(DataError, match=r"latin\.jsonl:2: not UTF-8 text"):
         load_records(SourceConfig(path="latin.jsonl"), tmp_path)
     (tmp_path / "latin.csv").write_bytes(b"t\ncaf\xe9\n")
-    with pytest.raises(DataError, match=r"latin\.csv: not UTF-8 text"):
+    with pytest.raises(DataError, match=r"latin\.csv:2: not UTF-8 text \(byte 4 of the line"):
         load_records(SourceConfig(path="latin.csv"), tmp_path)

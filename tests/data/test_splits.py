@@ -59,7 +59,7 @@ from tunelab.data import prepare
 from tunelab.models import resolve_model
 cfg = load_config("examples/preview.yaml", ["seed=123"])
 data = prepare(cfg, AutoTokenizer.from_pretrained(resolve_model(cfg.model.name)))
-dump = {name: {s: [[ex.source, ex.input_ids, ex.labels] for ex in exs] for s, exs in t.splits.items()}
+dump = {name: {s: [[ex.source, ex.input_ids, ex.label_ids] for ex in exs] for s, exs in t.splits.items()}
         for name, t in data.tasks.items()}
 dump["epoch1"] = [[ex.task, ex.source] for ex in data.train_epoch(1)]
 print(hashlib.sha256(json.dumps(dump).encode()).hexdigest(), len(dump["epoch1"]))

@@ -37,7 +37,7 @@ def test_prompt_plus_answer_equals_full_conversation_rendering(tmp_path, tokeniz
             assert full_ids[: len(ex.input_ids)] == ex.input_ids
             assert tokenizer.decode(full_ids[len(ex.input_ids):]) == "\n"
             assert ex.target_ids[-1] == im_end
-            assert ex.labels == [IGNORE_INDEX] * len(ex.prompt_ids) + ex.target_ids
+            assert ex.label_ids == [IGNORE_INDEX] * len(ex.prompt_ids) + ex.target_ids
             assert ex.input_ids == ex.prompt_ids + ex.target_ids
             checked += 1
     assert checked > 20
@@ -54,7 +54,7 @@ def test_rendering_matches_apply_chat_template_on_the_messages(tmp_path, tokeniz
     full_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
     assert full_ids[: len(ex.input_ids)] == ex.input_ids and len(full_ids) == len(ex.input_ids) + 1
     # only the last answer is trained
-    assert tokenizer.decode([t for t in ex.labels if t != IGNORE_INDEX]) == "4<|im_end|>"
+    assert tokenizer.decode([t for t in ex.label_ids if t != IGNORE_INDEX]) == "4<|im_end|>"
 
 
 def test_overlength_truncates_prompt_from_the_left_or_rejects(tmp_path, tokenizer):

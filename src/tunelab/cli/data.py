@@ -47,11 +47,18 @@ def load_tokenizer(cfg):
         path = resolve_model(cfg.model.name)
     except ModelResolutionError as exc:
         raise UserError(str(exc)) from None
+    from tunelab.config import ConfigError
+    from tunelab.models.load import loading_errors
+
     try:
-        return AutoTokenizer.from_pretrained(path, revision=cfg.model.revision,
-                                             trust_remote_code=cfg.model.trust_remote_code)
+        with loading_errors(path, cfg.model, "tokenizer"):  # remote code: the error names the opt-in key
+            return AutoTokenizer.from_pretrained(path, revision=cfg.model.revision,
+                                                 trust_remote_code=cfg.model.trust_remote_code)
+    except ConfigError:
+        raise
     except (OSError, ValueError) as exc:
-        raise UserError(f"model '{cfg.model.name}': cannot load its tokenizer: {exc}") from None
+        message = " ".join(str(exc).split())  # one line on stderr
+        raise UserError(f"model '{cfg.model.name}': cannot load its tokenizer: {message}") from None
 
 
 def run(args) -> int:
@@ -93,6 +100,8 @@ def run(args) -> int:
     if args.json_out:
         out = Path(args.json_out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+        from tunelab.files import write_json
+
+        write_json(out, summary, indent=2)
         console.print(f"wrote {out}", markup=False, highlight=False)
     return 0

@@ -5,11 +5,13 @@ The pipeline that reads this lives in tunelab.data; docs/data.md is the user-fac
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import unicodedata
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
-from tunelab.config.base import StrictModel
+from tunelab.config.base import StrictModel, check_path_name
+from tunelab.config.scoring import EvalKind, check_scoring
 
 TASK_KINDS = (
     "classification",
@@ -46,6 +48,9 @@ class SourceConfig(StrictModel):
     records: list[dict[str, Any]] | None = None
     # Field mapping overrides for this source only (e.g. a test file with other column names).
     fields: dict[str, FieldRef] | None = None
+    # Constant fields set on every record of this source (e.g. {subject: anatomy}), so records
+    # from several files of one split still know where they came from.
+    add_fields: dict[str, Any] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -68,19 +73,63 @@ class SourceConfig(StrictModel):
         return self
 
 
+_ORIGIN_KEYS = {"path", "hub", "records"}
+
+
+def _source_shape(value) -> str:
+    """'many' for a list of sources, 'one' for a single source. A list is one inline source
+    (records) unless every item is a path string or a mapping with path/hub/records."""
+    if isinstance(value, list) and value and all(
+            isinstance(v, (str, SourceConfig)) or (isinstance(v, dict) and _ORIGIN_KEYS & set(v)) for v in value):
+        return "many"
+    return "one"
+
+
+# `source:` and each `splits:` entry: one source, or a list of sources read in turn.
+Sources = Annotated[Union[Annotated[SourceConfig, Tag("one")], Annotated[list[SourceConfig], Tag("many")]],
+                    Discriminator(_source_shape)]
+
+
+def verbalizer_key(text: str) -> str:
+    """tunelab.metrics.labels.normalize_text (config imports nothing from tunelab), so two
+    verbalizers that scoring would confuse are refused when the config is read."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = "".join(ch for ch in unicodedata.normalize("NFD", text) if not unicodedata.combining(ch))
+    return " ".join("".join(ch if ch.isalnum() else " " for ch in text).split())
+
+
+def check_label_synonyms(synonyms: dict[str, list[str]], labels: list[str], task: str) -> None:
+    """Keys must be labels; no verbalizer (label or synonym) may stand for two labels."""
+    unknown = [k for k in synonyms if k not in labels]
+    if unknown:
+        raise ValueError(f"task '{task}': label_synonyms names unknown label(s) {', '.join(map(repr, unknown))} "
+                         f"(labels: {', '.join(labels)})")
+    owner: dict[str, str] = {}
+    # the labels first, so a synonym equal to another label is reported as such
+    pairs = [(label, label) for label in labels] + [(lab, w) for lab in labels for w in synonyms.get(lab, [])]
+    for label, word in pairs:
+        key = verbalizer_key(word)
+        if not key:
+            raise ValueError(f"task '{task}': label synonym {word!r} of {label!r} has no letters or digits")
+        if owner.setdefault(key, label) != label:
+            raise ValueError(f"task '{task}': label synonym {word!r} stands for both {owner[key]!r} and {label!r}")
+
+
 class TaskConfig(StrictModel):
     """One task: a source, how its fields map onto a template, and how prompts are written."""
 
     name: str
     kind: TaskKind
     # All records, split by ratios ...
-    source: SourceConfig | None = None
+    source: Sources | None = None
     # ... or given split files; splits missing here are carved from `train` by the ratios.
-    splits: dict[SplitName, SourceConfig] | None = None
+    splits: dict[SplitName, Sources] | None = None
     # template role -> source column(s); roles per kind are listed in docs/data.md.
     fields: dict[str, FieldRef] = Field(default_factory=dict)
     # classification: label value -> verbalizer ({0: negative, 1: positive}) or a list (index -> word).
     labels: dict[str, str] | list[str] | None = None
+    # classification: label -> other answers that count as it ({Sci/Tech: [Science and Technology]}).
+    label_synonyms: dict[str, list[str]] | None = None
     # multiple choice: the model answers with the letter (A, B, ...) or with the choice text.
     answer_format: Literal["letter", "text"] = "letter"
     # translation: language names used by the default instruction.
@@ -94,6 +143,17 @@ class TaskConfig(StrictModel):
     # Literal strings removed from the end of answers (e.g. T0's "<|endoftext|>").
     strip_suffix: list[str] = Field(default_factory=list)
     few_shot: int = Field(default=0, ge=0)
+    # Few-shot examples only from training records with the same value of this record field
+    # (MMLU: `subject`, e.g. set by a source's add_fields).
+    few_shot_group: str | None = None
+    # random: drawn by a seeded hash; first: the first k in source order (lm-eval's first_n).
+    few_shot_sampler: Literal["random", "first"] = "random"
+    # Plain format: written after each few-shot answer (lm-eval's fewshot_delimiter).
+    few_shot_delimiter: str = "\n\n"
+    # lm-eval's target_delimiter. Set (e.g. " "), the plain prompt is lm-eval's layout: the system
+    # prompt as written, shots as user + answer + few_shot_delimiter, and the user text with
+    # nothing after it; every answer (target, choices) starts with the delimiter.
+    target_delimiter: str | None = None
     # Render through the tokenizer's chat template (when it has one); false = plain text format.
     chat_template: bool = True
     # Read at most this many records per source (first N, before splitting).
@@ -102,6 +162,17 @@ class TaskConfig(StrictModel):
     ratios: dict[SplitName, float] | None = None
     # Mixture weight for `mixture.strategy: weights`.
     weight: float | None = Field(default=None, ge=0)
+    # How the task is scored wherever it is scored (eval, validation, forgetting, the continual
+    # matrix): defaults by kind in tunelab.config.evaluate (task_scoring), docs/evaluation.md.
+    eval_kind: EvalKind | None = None
+    metrics: list[str] | None = None
+    max_new_tokens: int | None = Field(default=None, ge=1)
+    stop: list[str] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_file_name(cls, value):
+        return check_path_name(value, "task name")  # evaluation writes <output>/<name>.examples.jsonl
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -109,6 +180,13 @@ class TaskConfig(StrictModel):
         # YAML reads `{0: negative}` with int keys; records may hold "0" or 0: compare as text.
         if isinstance(value, dict):
             return {str(k): str(v) for k, v in value.items()}
+        return value
+
+    @field_validator("label_synonyms", mode="before")
+    @classmethod
+    def _synonym_keys_as_text(cls, value):
+        if isinstance(value, dict):  # `{Sci/Tech: science}`: one synonym may be given as a string
+            return {str(k): [v] if isinstance(v, str) else v for k, v in value.items()}
         return value
 
     @field_validator("ratios")
@@ -120,14 +198,19 @@ class TaskConfig(StrictModel):
 
     @model_validator(mode="after")
     def _has_data(self):
-        if self.labels is not None and self.kind != "classification":
-            raise ValueError(f"task '{self.name}': 'labels' applies to kind classification only")
+        for key in ("labels", "label_synonyms"):
+            if getattr(self, key) is not None and self.kind != "classification":
+                raise ValueError(f"task '{self.name}': '{key}' applies to kind classification only")
+        if self.label_synonyms and self.labels is not None:  # labels from the data: checked when built
+            words = list(self.labels.values()) if isinstance(self.labels, dict) else list(self.labels)
+            check_label_synonyms(self.label_synonyms, list(dict.fromkeys(words)), self.name)
         if self.source is None and not self.splits:
             raise ValueError(f"task '{self.name}' needs 'source' or 'splits'")
         if self.source is not None and self.splits:
             raise ValueError(f"task '{self.name}': give either 'source' or 'splits', not both")
         if self.splits and "train" not in self.splits and "test" not in self.splits and "validation" not in self.splits:
             raise ValueError(f"task '{self.name}': 'splits' is empty")
+        check_scoring(self.name, self.kind, self.eval_kind, self.metrics)
         return self
 
 

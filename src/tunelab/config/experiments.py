@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tunelab.config.base import StrictModel
+from tunelab.config.base import StrictModel, check_path_name
 
 
 class ReplayConfig(StrictModel):
@@ -43,6 +43,11 @@ class StageConfig(StrictModel):
     # e.g. {"train.epochs": 2, "train.lr": 1e-4}.
     overrides: dict[str, Any] = {}
 
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_folder_name(cls, value):
+        return value if value is None else check_path_name(value, "stage name")  # a stage's run folder
+
 
 class ContinualConfig(StrictModel):
     """Options shared by all stages."""
@@ -53,8 +58,9 @@ class ContinualConfig(StrictModel):
     # tasks whose change measures forgetting of what the base model could already do.
     # Empty: every task in data.tasks is scored.
     eval_tasks: list[str] = []
-    # R[stage][task] is always computed for the answer loss; "generate" adds each task's main
-    # generation metric (classification: accuracy, summaries/instructions: ROUGE-L, others: exact match).
+    # "loss": the answer-token NLL of each task's references; "generate": each task's primary
+    # metric from the evaluation engine (tunelab.config.scoring: classification accuracy, ROUGE for
+    # summaries, exact match for QA, acc for multiple choice, ...), as `tunelab eval` scores it.
     metrics: list[Literal["loss", "generate"]] = ["loss", "generate"]
     # Examples per task scored after each stage (None = the whole validation/test split).
     eval_limit: int | None = None
@@ -62,7 +68,12 @@ class ContinualConfig(StrictModel):
     eval_split: Literal["validation", "test"] = "test"
     # Batch size and answer length for the generation metrics of the matrix.
     eval_batch_size: int = Field(default=16, ge=1)
-    max_new_tokens: int | None = Field(default=None, ge=1)  # None: from the references' lengths
+    max_new_tokens: int | None = Field(default=None, ge=1)  # None: each task's own (tunelab.config.scoring)
+    # Weights dtype of the scoring: float32 makes batched and single outputs identical.
+    eval_dtype: Literal["float32", "bfloat16"] = "float32"
+    bootstrap_resamples: int = Field(default=1000, ge=0)
+    # Scoring a stage's model on examples it (or an earlier stage) trained on is refused unless true.
+    allow_train_overlap: bool = False
     # Delete each finished stage's checkpoints/ (optimizer states of a full fine-tune are ~3x the
     # model); the stage's final/ model or adapter is always kept.
     keep_checkpoints: bool = False
@@ -105,7 +116,8 @@ class SearchConfig(StrictModel):
     # Second objective: the average drop on held-out tasks (`forgetting_tasks`), minimised;
     # the study becomes multi-objective and reports the Pareto front of gain vs forgetting.
     forgetting: bool = False
-    forgetting_tasks: list[str] = []
+    # Task references as in `forgetting.tasks` (recipes, data-task mappings or data.tasks names).
+    forgetting_tasks: list[str | dict] = []
     # Default: sqlite:///<output_dir>/<name>/study.db. Any SQLAlchemy URL shares one study
     # across machines (e.g. postgresql://user@host/db).
     storage: str | None = None
@@ -117,6 +129,18 @@ class SearchConfig(StrictModel):
     # Random trials before TPE takes over.
     startup_trials: int = 4
     seed: int | None = None
+
+    @model_validator(mode="after")
+    def _forgetting_needs_tasks(self):
+        if self.forgetting and not self.forgetting_tasks:
+            raise ValueError("search.forgetting: true needs search.forgetting_tasks (held-out tasks whose "
+                             "average drop is the second objective)")
+        return self
+
+    @field_validator("study_name")
+    @classmethod
+    def _study_name_is_a_file_name(cls, value):
+        return value if value is None else check_path_name(value, "study name")
 
     @field_validator("space")
     @classmethod

@@ -53,12 +53,15 @@ def _list_index(part: str, path: list[str], i: int) -> int:
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
+    # One line (the CLI prints `tunelab: error: <this>`): `file: key: problem`, problems joined by "; ".
+    problems = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
-        msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"  - {loc}: {msg}")
-    return "\n".join(lines)
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = " ".join(e["msg"].removeprefix("Value error, ").split())
+        problems.append(f"{loc}: {msg}" if loc else msg)
+    if len(problems) == 1:
+        return f"{source}: {problems[0]}"
+    return f"{source}: {len(problems)} problems: " + "; ".join(problems)
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -99,5 +102,7 @@ def write_resolved(cfg, folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / "config.resolved.yaml"
     payload = json.loads(cfg.model_dump_json())
-    out.write_text(yaml.safe_dump(payload, sort_keys=False), encoding="utf-8")
+    from tunelab.files import write_text  # lazily: tunelab.files imports this package
+
+    write_text(out, yaml.safe_dump(payload, sort_keys=False))
     return out

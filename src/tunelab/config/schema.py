@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, field_validator
 
-from tunelab.config.base import StrictModel
+from tunelab.config.base import StrictModel, check_path_name
 from tunelab.config.data import DataConfig
-from tunelab.config.evaluate import EvalConfig, RetentionConfig
+from tunelab.config.evaluate import EvalConfig, ForgettingConfig
 from tunelab.config.experiments import ContinualConfig, SearchConfig, StageConfig
 from tunelab.config.model import ModelConfig
 from tunelab.config.train import TrainConfig
@@ -21,8 +21,8 @@ class ExperimentConfig(StrictModel):
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig | None = None
-    # Held-out tasks scored before and after training (tunelab.evaluate.run_retention).
-    retention: RetentionConfig | None = None
+    # Held-out tasks scored before and after training (tunelab.evaluate.forgetting).
+    forgetting: ForgettingConfig | None = None
     # Continual fine-tuning (tunelab.experiments.continual) and hyperparameter search.
     stages: list[StageConfig] | None = None
     continual: ContinualConfig | None = None
@@ -30,6 +30,11 @@ class ExperimentConfig(StrictModel):
 
     # Folder of the YAML file: relative data paths resolve against it. Not part of the config.
     _config_dir: str = PrivateAttr(default=".")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_folder_name(cls, value):
+        return check_path_name(value, "run name")  # the run folder is <output_dir>/<name>
 
     @property
     def config_dir(self) -> str:

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tunelab.config.data import SPLIT_NAMES, SplitConfig, TaskConfig
+from tunelab.config.data import SPLIT_NAMES, SplitConfig, TaskConfig, check_label_synonyms
 from tunelab.data.errors import BadRecord, DataError, ErrorPolicy
 from tunelab.data.example import Example, TaskData
-from tunelab.data.leakage import leak_report, leaking_indices
+from tunelab.data.fewshot import ShotPicker
+from tunelab.data.leakage import content_key, leak_report, leaking_indices
 from tunelab.data.render import (build_messages, compile_template, end_of_turn_id, has_chat_template,
                                  render_prompt, render_template)
 from tunelab.data.sources import load_records
-from tunelab.data.splits import split_indices, stable_key
+from tunelab.data.splits import split_indices
 from tunelab.data.tasks import classification, task_module
-from tunelab.data.tokenize import apply_length_policy, bos_prefix, encode_batch, labels_for
+from tunelab.data.tokenize import apply_length_policy, bos_prefix, encode_batch, label_ids_for
 
 
 @dataclass
@@ -22,6 +23,7 @@ class TaskContext:
     instruction: str
     labels: list[str] | None
     label_words: dict[str, str] | None
+    label_synonyms: dict[str, list[str]] | None = None  # every label -> its synonyms (classification)
 
 
 def build_task(task_cfg, tokenizer, config_dir=".", max_length: int = 1024, seed: int = 42, *,
@@ -34,46 +36,94 @@ def build_task(task_cfg, tokenizer, config_dir=".", max_length: int = 1024, seed
     split = split or SplitConfig()
     module = task_module(task.kind)
 
-    sources = {"all": task.source} if task.source is not None else dict(task.splits)
-    for mapping in [task.fields, *(src.fields or {} for src in sources.values())]:
+    given = {"all": task.source} if task.source is not None else dict(task.splits)
+    # every split (or `all`) is a list of sources, read in turn
+    sources = {name: list(srcs) if isinstance(srcs, list) else [srcs] for name, srcs in given.items()}
+    for mapping in [task.fields, *(src.fields or {} for srcs in sources.values() for src in srcs)]:
         unknown = sorted(set(mapping) - set(module.ROLES))
         if unknown:
             raise DataError(f"task '{task.name}': unknown field role(s) {', '.join(unknown)} for kind "
                             f"{task.kind}; its roles are: {', '.join(module.ROLES)}")
-    raw = {name: load_records(src, config_dir, policy, task.limit) for name, src in sources.items()}
+    raw = {name: [(src, load_records(src, config_dir, policy, task.limit)) for src in srcs]
+           for name, srcs in sources.items()}
     # records read = usable records + lines that could not even be parsed (skip mode)
-    n_read = sum(len(r) for r in raw.values()) + len(policy.skipped) - skipped_before
-    ctx = _context(task, module, raw, sources)
-    template = compile_template(task.template, f"task '{task.name}' template") if task.template else None
-
-    drafts: dict[str, list] = {}
-    for name, records in raw.items():
-        fields = {**task.fields, **(sources[name].fields or {})}
-        drafts[name] = []
-        for record in records:
-            try:
-                parts = module.parts(record, task, fields, ctx)
-                if template is not None:
-                    variables = {**parts.variables, "instruction": ctx.instruction,
-                                 "labels": ctx.labels or [], "record": record.data}
-                    parts.user = render_template(template, variables, record, f"task '{task.name}' template")
-            except BadRecord as exc:
-                policy.bad(exc)
-                continue
-            drafts[name].append((record, parts))
-
+    n_read = sum(len(r) for loaded in raw.values() for _, r in loaded) + len(policy.skipped) - skipped_before
+    ctx = _context(task, module, raw)
+    drafts = _drafts(task, module, raw, ctx, policy)
     by_split = _assign_splits(task, drafts, split, seed)
     use_chat = task.chat_template and has_chat_template(tokenizer)
-    separator = "" if task.kind == "completion" else "\n"
-    prompts = {s: [_prompt(task, tokenizer, use_chat, separator, by_split, s, i, seed)
-                   for i in range(len(items))] for s, items in by_split.items()}
+    prompts = _prompts(task, tokenizer, use_chat, drafts, by_split, seed)
 
     keys = {s: [parts.user for _, parts in items] for s, items in by_split.items()}
     leaks = leak_report(keys) if leak_check != "off" else {}
     removed = {s: set() for s in SPLIT_NAMES}
     if leak_check == "remove":
         removed = leaking_indices(keys)
+    splits, counts, rejected = _tokenised(task, tokenizer, use_chat, by_split, prompts, removed, max_length,
+                                          overlength)
+    skipped = policy.skipped[skipped_before:]
+    totals = {k: sum(c[k] for c in counts.values()) for k in ("kept", "truncated", "rejected", "duplicates_removed")}
+    all_counts = {"read": n_read, "skipped": len(skipped), **totals, "by_split": counts}
+    return TaskData(name=task.name, kind=task.kind, splits=splits, labels=ctx.labels, counts=all_counts,
+                    skipped=skipped, rejected=rejected, leaks=leaks, label_synonyms=ctx.label_synonyms)
 
+
+def _drafts(task, module, raw, ctx: TaskContext, policy: ErrorPolicy) -> dict[str, list]:
+    """(record, parts) per split name: the kind's layout, the user templates, the target delimiter."""
+    template = compile_template(task.template, f"task '{task.name}' template") if task.template else None
+    # A system prompt is a template only when it uses Jinja syntax: plain text stays byte for byte
+    # (Jinja would normalise its line endings).
+    system = task.system_prompt
+    system_template = (compile_template(system, f"task '{task.name}' system_prompt")
+                       if system and any(m in system for m in ("{{", "{%", "{#")) else None)
+    drafts: dict[str, list] = {}
+    for name, loaded in raw.items():
+        drafts[name] = []
+        for src, records in loaded:
+            fields = {**task.fields, **(src.fields or {})}
+            for record in records:
+                try:
+                    parts = module.parts(record, task, fields, ctx)
+                    variables = {**parts.variables, "instruction": ctx.instruction,
+                                 "labels": ctx.labels or [], "record": record.data}
+                    if template is not None:
+                        parts.user = render_template(template, variables, record, f"task '{task.name}' template")
+                    parts.system = system if system_template is None else render_template(
+                        system_template, variables, record, f"task '{task.name}' system_prompt", allow_empty=True)
+                except BadRecord as exc:
+                    policy.bad(exc)
+                    continue
+                if task.target_delimiter is not None:  # lm-eval: the answer starts with the delimiter
+                    parts.target = task.target_delimiter + parts.target
+                    if parts.choices:
+                        parts.choices = [task.target_delimiter + c for c in parts.choices]
+                drafts[name].append((record, parts))
+    return drafts
+
+
+def _prompts(task, tokenizer, use_chat, drafts, by_split, seed) -> dict[str, list[str]]:
+    """The rendered prompt of every example, few-shot examples included."""
+    lm_eval_layout = task.target_delimiter is not None
+    separator = "" if task.kind == "completion" or lm_eval_layout else "\n"
+    picker = None
+    if task.few_shot and any(by_split.values()):
+        if not by_split["train"]:
+            raise DataError(f"task '{task.name}': few_shot needs training examples to draw from")
+        order = {id(record): n for items in drafts.values() for n, (record, _) in enumerate(items)}
+        picker = ShotPicker(task, by_split["train"], order, seed)
+    out = {}
+    for s, items in by_split.items():
+        out[s] = []
+        for i, (record, parts) in enumerate(items):
+            shots = picker.shots(s, i, record) if picker is not None else []
+            messages = build_messages(parts.system, shots, parts.history, parts.user)
+            out[s].append(render_prompt(tokenizer, messages, use_chat, separator, verbatim_system=lm_eval_layout,
+                                        shot_delimiter=task.few_shot_delimiter))
+    return out
+
+
+def _tokenised(task, tokenizer, use_chat, by_split, prompts, removed, max_length, overlength):
+    """Examples per split after the over-length policy, their counts, and the rejected records."""
     eot = end_of_turn_id(tokenizer, use_chat)
     bos = bos_prefix(tokenizer, use_chat)
     flat = [(s, i) for s in SPLIT_NAMES for i in range(len(by_split[s])) if i not in removed[s]]
@@ -98,35 +148,39 @@ def build_task(task_cfg, tokenizer, config_dir=".", max_length: int = 1024, seed
         splits[s].append(Example(
             task=task.name, split=s, source_index=record.index, prompt_text=prompt_text,
             target_text=parts.target, prompt_ids=kept, target_ids=t_ids, input_ids=kept + t_ids,
-            labels=labels_for(kept, t_ids), references=list(parts.references), label=parts.label,
+            label_ids=label_ids_for(kept, t_ids), references=list(parts.references), label=parts.label,
             choices=parts.choices, answer_index=parts.answer_index, truncated=truncated,
             source=record.where, user_text=parts.user, choice_texts=parts.choice_texts,
+            content_key=content_key(task.kind, parts),
         ))
-    skipped = policy.skipped[skipped_before:]
-    totals = {k: sum(c[k] for c in counts.values()) for k in ("kept", "truncated", "rejected", "duplicates_removed")}
-    all_counts = {"read": n_read, "skipped": len(skipped), **totals, "by_split": counts}
-    return TaskData(name=task.name, kind=task.kind, splits=splits, labels=ctx.labels, counts=all_counts,
-                    skipped=skipped, rejected=rejected, leaks=leaks)
+    return splits, counts, rejected
 
 
-def _context(task, module, raw, sources) -> TaskContext:
-    labels = words = None
+def _context(task, module, raw) -> TaskContext:
+    labels = words = synonyms = None
     if task.kind == "classification":
         words = classification.label_words(task)
         if words is not None:
             labels = list(dict.fromkeys(words.values()))
         else:  # labels taken from the data: every distinct value, numbers in numeric order
             values = set()
-            for name, records in raw.items():
-                col = {**task.fields, **(sources[name].fields or {})}.get("label", "label")
-                for record in records:
-                    try:
-                        values.add(classification.raw_label(record, col))
-                    except BadRecord:
-                        pass  # reported when the record itself is read
+            for loaded in raw.values():
+                for src, records in loaded:
+                    col = {**task.fields, **(src.fields or {})}.get("label", "label")
+                    for record in records:
+                        try:
+                            values.add(classification.raw_label(record, col))
+                        except BadRecord:
+                            pass  # reported when the record itself is read
             labels = sorted(values, key=lambda v: (0, int(v), v) if v.lstrip("-").isdigit() else (1, 0, v))
+        if task.label_synonyms and words is None:  # labels from the data are only known now
+            try:
+                check_label_synonyms(task.label_synonyms, labels, task.name)
+            except ValueError as exc:
+                raise DataError(str(exc)) from None
+        synonyms = {label: list((task.label_synonyms or {}).get(label, [])) for label in labels}
     instruction = task.instruction if task.instruction is not None else module.default_instruction(task, labels)
-    return TaskContext(instruction=instruction, labels=labels, label_words=words)
+    return TaskContext(instruction=instruction, labels=labels, label_words=words, label_synonyms=synonyms)
 
 
 def _assign_splits(task, drafts: dict[str, list], split: SplitConfig, seed: int) -> dict[str, list]:
@@ -151,24 +205,3 @@ def _assign_splits(task, drafts: dict[str, list], split: SplitConfig, seed: int)
     for s in targets:
         out[s] = [pool[i] for i in indices[s]]
     return out
-
-
-def _prompt(task, tokenizer, use_chat, separator, by_split, s, i, seed) -> str:
-    record, parts = by_split[s][i]
-    shots = []
-    if task.few_shot:
-        pool = by_split["train"]
-        if not pool:
-            raise DataError(f"task '{task.name}': few_shot needs training examples to draw from")
-        chosen, attempt = [], 0
-        limit = min(task.few_shot, len(pool) - (1 if s == "train" else 0))
-        # Hash-drawn indices: stable across processes; never the example itself.
-        while len(chosen) < limit and attempt < 50 * task.few_shot + len(pool):
-            j = int.from_bytes(stable_key(seed, task.name, "few-shot", s, i, attempt)[:8], "big") % len(pool)
-            attempt += 1
-            if pool[j][0] is record or j in chosen:
-                continue
-            chosen.append(j)
-        shots = [(pool[j][1].user, pool[j][1].target) for j in chosen]
-    messages = build_messages(task.system_prompt, shots, parts.history, parts.user)
-    return render_prompt(tokenizer, messages, use_chat, separator)

@@ -15,7 +15,7 @@ class Example:
     prompt_ids: list[int]  # kept prompt tokens (after the over-length policy)
     target_ids: list[int]  # answer tokens + the end-of-turn / EOS token
     input_ids: list[int]  # prompt_ids + target_ids
-    labels: list[int]  # -100 over the prompt, target ids over the answer
+    label_ids: list[int]  # token-level loss targets: -100 over the prompt, target ids over the answer
     references: list[str]  # all gold answers; target_text is the first
     label: str | None = None  # classification: the verbalised class
     choices: list[str] | None = None  # multiple choice: candidate answers as the model writes them
@@ -24,6 +24,7 @@ class Example:
     source: str = ""  # `file:line` (or `file: row N`), for tracing any number back to its record
     user_text: str = ""  # the user message before the chat template (leak-check key)
     choice_texts: list[str] | None = None  # multiple choice: option texts (choices may be letters)
+    content_key: str = ""  # hash of the normalised input (data.leakage.content_key): contamination checks
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -40,3 +41,6 @@ class TaskData:
     skipped: list[str] = field(default_factory=list)  # `file:line: reason` of every skipped record
     rejected: list[str] = field(default_factory=list)  # `file:line: reason` of every over-long reject
     leaks: dict = field(default_factory=dict)  # `a/b` -> {"exact": n, "normalised": n}
+    # classification: every label -> its synonyms from `label_synonyms:` (empty lists when none),
+    # the shape tunelab.metrics.labels.extract_label takes
+    label_synonyms: dict[str, list[str]] | None = None

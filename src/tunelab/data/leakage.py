@@ -42,3 +42,34 @@ def leaking_indices(keys: dict[str, list[str]]) -> dict[str, set[int]]:
         seen = {normalise_text(k) for other in others for k in keys.get(other, [])}
         remove[split] = {i for i, k in enumerate(keys.get(split, [])) if normalise_text(k) in seen}
     return remove
+
+
+# The inputs of each kind's record, without its answer: what makes two examples "the same
+# example" whatever instruction, template or chat format wraps them (the contamination guard).
+CONTENT_VARIABLES = {
+    "classification": ("text", "text_pair"),
+    "qa": ("question", "context"),
+    "summarization": ("text",),
+    "translation": ("text",),
+    "multiple_choice": ("question", "choices"),
+    "instruction": ("instruction", "input"),
+    "completion": ("prompt",),
+    "chat": ("user",),
+}
+
+
+def content_key(kind: str, parts) -> str:
+    """A short hash of an example's normalised input content (see CONTENT_VARIABLES)."""
+    import hashlib
+
+    pieces = [m["content"] for m in parts.history or []]
+    for name in CONTENT_VARIABLES.get(kind, ()):
+        value = parts.variables.get(name)
+        if isinstance(value, (list, tuple)):
+            pieces.extend(str(v) for v in value)
+        elif value is not None:
+            pieces.append(str(value))
+    if not pieces:  # a kind without declared inputs: the user message as written
+        pieces = [parts.user]
+    text = normalise_text("\n".join(pieces))
+    return hashlib.sha256(f"{kind}\x1f{text}".encode("utf-8")).hexdigest()[:20]

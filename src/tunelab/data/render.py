@@ -22,7 +22,7 @@ def compile_template(text: str, what: str) -> jinja2.Template:
         raise DataError(f"{what}: template syntax error on line {exc.lineno}: {exc.message}") from None
 
 
-def render_template(template: jinja2.Template, variables: dict, record, what: str) -> str:
+def render_template(template: jinja2.Template, variables: dict, record, what: str, allow_empty: bool = False) -> str:
     try:
         text = template.render(**variables)
     except jinja2.UndefinedError as exc:
@@ -31,7 +31,7 @@ def render_template(template: jinja2.Template, variables: dict, record, what: st
         raise DataError(f"{what}: not allowed in a sandboxed template: {exc}") from None
     except jinja2.TemplateError as exc:
         raise BadRecord(record.where, f"{what}: {exc}") from None
-    if not text.strip():
+    if not text.strip() and not allow_empty:
         raise BadRecord(record.where, f"{what}: the template rendered an empty message")
     return text
 
@@ -75,21 +75,30 @@ def build_messages(system: str | None, shots: list[tuple[str, str]], history: li
     return messages
 
 
-def render_prompt(tokenizer, messages: list[dict], use_chat: bool, separator: str = "\n") -> str:
+def render_prompt(tokenizer, messages: list[dict], use_chat: bool, separator: str = "\n", *,
+                  verbatim_system: bool = False, shot_delimiter: str = "\n\n") -> str:
     """The prompt text up to where the answer starts (chat template with the generation prompt)."""
     if use_chat:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return plain_prompt(messages, separator)
+    return plain_prompt(messages, separator, verbatim_system=verbatim_system, shot_delimiter=shot_delimiter)
 
 
-def plain_prompt(messages: list[dict], separator: str = "\n") -> str:
+def plain_prompt(messages: list[dict], separator: str = "\n", *, verbatim_system: bool = False,
+                 shot_delimiter: str = "\n\n") -> str:
     """Plain format for tokenizers without a chat template: system, turns, then the last user
-    message followed by `separator` (none for raw prompt/completion data)."""
+    message followed by `separator` (none for raw prompt/completion data, or with a target
+    delimiter, where the answer itself starts with it).
+
+    The system prompt is followed by a blank line, or written as is with `verbatim_system`
+    (lm-eval's description, which ends in its own blank line); each earlier answer is followed by
+    `shot_delimiter` (lm-eval's fewshot_delimiter)."""
     out = []
     for message in messages:
         content = message["content"]
-        if message["role"] in ("system", "assistant"):
-            out.append(content + "\n\n")
+        if message["role"] == "system":
+            out.append(content if verbatim_system else content + "\n\n")
+        elif message["role"] == "assistant":
+            out.append(content + shot_delimiter)
         else:
             out.append(content if (not separator or content[-1:].isspace()) else content + separator)
     return "".join(out)

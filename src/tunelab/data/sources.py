@@ -51,7 +51,16 @@ def load_records(source, config_dir: str | Path = ".", policy: ErrorPolicy | Non
             if left is not None and left <= 0:
                 break
             records.extend(reader(path, source, fmt, policy, left))
-    return records if limit is None else records[:limit]
+    records = records if limit is None else records[:limit]
+    return with_added_fields(records, getattr(source, "add_fields", None))
+
+
+def with_added_fields(records: list[Record], added: dict | None) -> list[Record]:
+    """`add_fields`: the same constant fields on every record of a source (they replace a column
+    of the same name). New dicts: inline records must not be changed in the config."""
+    if not added:
+        return records
+    return [Record({**r.data, **added}, r.where, r.index) for r in records]
 
 
 def _expand_path(pattern: str, config_dir) -> list[Path]:
@@ -101,15 +110,19 @@ def _check_mapping(data, where: str, index: int, policy: ErrorPolicy) -> Record 
 
 def _read_jsonl(path: Path, source, fmt, policy: ErrorPolicy, limit) -> list[Record]:
     records = []
+    content_lines = 0  # lines that are not blank, good or bad: none at all means an empty file
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
             if limit is not None and len(records) >= limit:
                 break
             where = f"{path}:{line_no}"
+            if raw.strip():
+                content_lines += 1
             try:
                 line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
             except UnicodeDecodeError as exc:
-                policy.bad(BadRecord(where, f"not UTF-8 text (byte {exc.start + 1} of the line)"))
+                policy.bad(BadRecord(where, f"not UTF-8 text (byte {exc.start + 1} of the line; "
+                                            f"save the file as UTF-8)"))
                 continue
             if not line.strip():
                 continue
@@ -121,18 +134,46 @@ def _read_jsonl(path: Path, source, fmt, policy: ErrorPolicy, limit) -> list[Rec
             record = _check_mapping(data, where, line_no, policy)
             if record is not None:
                 records.append(record)
+    if not content_lines:
+        raise _no_records(path, "the file is empty")
     return records
 
 
-def _read_json(path: Path, source, fmt, policy: ErrorPolicy, limit) -> list[Record]:
+def _no_records(path: Path, why: str) -> DataError:
+    # Reading on with zero records would train or preview nothing and report a table of "None".
+    return DataError(f"{path}: no records ({why})")
+
+
+def _not_utf8(path: Path, raw: bytes) -> DataError:
+    """`file:line: not UTF-8 text (byte K of the line)` for the first byte that is not UTF-8.
+
+    Decoders of text streams report offsets inside a read block, so the whole file is decoded
+    again here (only on this error path) to find the line."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        raw.decode("utf-8")  # a byte-order mark is valid UTF-8: offsets stay those of the file
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.start + 1} of the file)") from None
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        return DataError(f"{path}:{line}: not UTF-8 text (byte {column} of the line; save the file as UTF-8)")
+    return DataError(f"{path}: not UTF-8 text (save the file as UTF-8)")
+
+
+def _read_json(path: Path, source, fmt, policy: ErrorPolicy, limit) -> list[Record]:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise _not_utf8(path, raw) from None
+    if not text.strip():
+        raise _no_records(path, "the file is empty")
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg} (column {exc.colno})") from None
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON array of records at the top level")
+    if not data:
+        raise _no_records(path, "the file is an empty JSON array")
     records = []
     for i, item in enumerate(data[:limit] if limit is not None else data):
         record = _check_mapping(item, f"{path}: record {i}", i, policy)
@@ -146,9 +187,8 @@ def _read_csv(path: Path, source, fmt, policy: ErrorPolicy, limit) -> list[Recor
     options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
     try:
         return _read_csv_rows(path, source, fmt, policy, limit, options)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.start + 1} of a read block; save the file "
-                        f"as UTF-8)") from None
+    except UnicodeDecodeError:
+        raise _not_utf8(path, path.read_bytes()) from None
 
 
 def _read_csv_rows(path: Path, source, fmt, policy: ErrorPolicy, limit, options) -> list[Record]:
@@ -158,13 +198,14 @@ def _read_csv_rows(path: Path, source, fmt, policy: ErrorPolicy, limit, options)
         reader = csv.reader(f, **options)
         names = source.columns
         if source.header:
-            try:
-                header = next(reader)
-            except StopIteration:
-                return []
+            # the first row that is not blank: a blank first line is not a header of no columns
+            header = next((row for row in reader if any(cell.strip() for cell in row)), None)
+            if header is None:
+                raise _no_records(path, "the file is empty")
             names = names or [h.strip() for h in header]
         if not names:
             raise DataError(f"{path}: the file has no header row; name its columns with `columns:`")
+        rows_seen = 0  # data rows, good or bad: none at all means there is nothing to read
         while limit is None or len(records) < limit:
             start_line = reader.line_num + 1
             try:
@@ -172,26 +213,34 @@ def _read_csv_rows(path: Path, source, fmt, policy: ErrorPolicy, limit, options)
             except StopIteration:
                 break
             except csv.Error as exc:
+                rows_seen += 1
                 policy.bad(BadRecord(f"{path}:{start_line}", f"malformed {fmt.upper()} row: {exc}"))
                 continue
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
+            rows_seen += 1
             where = f"{path}:{start_line}"
             if len(row) != len(names):
                 policy.bad(BadRecord(where, f"row has {len(row)} columns, expected {len(names)} "
                                             f"({', '.join(names)})"))
                 continue
             records.append(Record(dict(zip(names, row)), where, start_line))
+    if not rows_seen:
+        raise _no_records(path, "the file has a header row and no data rows" if source.header else "the file is empty")
     return records
 
 
 def _read_parquet(path: Path, source, fmt, policy: ErrorPolicy, limit) -> list[Record]:
     import pyarrow.parquet as pq
 
+    if path.stat().st_size == 0:  # pyarrow's own message for this says nothing about emptiness
+        raise _no_records(path, "the file is empty")
     try:
         rows = pq.read_table(path).to_pylist()
     except Exception as exc:  # pyarrow raises several types for a corrupt file
         raise DataError(f"{path}: cannot read Parquet file: {exc}") from None
+    if not rows:
+        raise _no_records(path, "the Parquet file has no rows")
     if limit is not None:
         rows = rows[:limit]
     return [Record(row, f"{path}: row {i}", i) for i, row in enumerate(rows)]

@@ -40,5 +40,5 @@ def apply_length_policy(prompt_ids: list[int], target_ids: list[int], max_length
     return prompt_ids[-room:], True, None
 
 
-def labels_for(prompt_ids: list[int], target_ids: list[int]) -> list[int]:
+def label_ids_for(prompt_ids: list[int], target_ids: list[int]) -> list[int]:
     return [IGNORE_INDEX] * len(prompt_ids) + list(target_ids)

@@ -23,22 +23,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunelab.config.base import ConfigError
+from tunelab.config.base import ConfigError, check_path_name
+from tunelab.config.scoring import task_scoring
 
-EVAL_KEYS = ("eval_kind", "metrics", "max_new_tokens", "stop", "split", "recipe", "path")
+# Keys of an eval task spec that are not data-task keys (eval_kind, metrics, max_new_tokens and stop
+# are: a task carries its own scoring, tunelab.config.scoring).
+EVAL_KEYS = ("split", "recipe", "path")
 MMLU_COLUMNS = ["question", "A", "B", "C", "D", "answer"]
 # T0 templates whose answer is free text: scored with ROUGE-L; the others have one short answer.
 T0_FREE_TEXT = ("samsum", "xsum", "common_gen")
-DEFAULT_METRICS = {
-    "classification": ["accuracy"],
-    "summarization": ["rouge1", "rouge2", "rougeL", "rougeLsum"],
-    "translation": ["bleu"],
-    "qa": ["exact_match", "token_f1"],
-    "multiple_choice": ["acc", "acc_norm", "acc_bytes"],
-    "instruction": ["rougeL"],
-    "completion": ["exact_match", "rougeL"],
-    "chat": ["rougeL"],
-}
 
 
 def _path(path: str | None, config_dir: str, recipe: str) -> Path:
@@ -71,23 +64,51 @@ def dialogsum(path, config_dir=".", name="dialogsum", **opts) -> dict:
             "max_new_tokens": 64, **opts}
 
 
-def mmlu(path, config_dir=".", name="mmlu", subjects: str | list | None = None, few_shot: int = 0, **opts) -> dict:
+# lm-evaluation-harness's MMLU prompt, key for key (lm_eval/tasks/mmlu/default/_default_template_yaml
+# and mmlu_<subject>.yaml): description, doc_to_text, target_delimiter " " (so " A" is scored after
+# "Answer:"), fewshot_delimiter "\n\n", first_n few-shot sampler, no chat template.
+LM_EVAL_MMLU = {
+    "system_prompt": "The following are multiple choice questions (with answers) about "
+                     "{{ record.subject | replace('_', ' ') }}.\n\n",
+    "template": "{{ question.strip() }}\nA. {{ choices[0] }}\nB. {{ choices[1] }}\nC. {{ choices[2] }}"
+                "\nD. {{ choices[3] }}\nAnswer:",
+    "answer_format": "letter", "target_delimiter": " ", "few_shot_delimiter": "\n\n",
+    "few_shot_sampler": "first", "chat_template": False,
+}
+MMLU_STYLES = ("default", "lm_eval")
+
+
+def mmlu(path, config_dir=".", name="mmlu", subjects: str | list | None = None, few_shot: int = 0,
+         style: str = "default", **opts) -> dict:
+    """One task over several subjects (default: every `test/<subject>_test.csv`); every record
+    carries its `subject`, and few-shot examples come from the same subject's dev file."""
     p = _path(path, config_dir, "mmlu")
+    if style not in MMLU_STYLES:
+        raise ConfigError(f"recipe 'mmlu': style '{style}' is not one of {', '.join(MMLU_STYLES)}")
     if isinstance(subjects, str):
         subjects = [s for s in subjects.replace("+", " ").split() if s]
-    test = [str(p / "test" / f"{s}_test.csv") for s in subjects] if subjects else [str(p / "test" / "*.csv")]
-    for f in test:
-        if "*" not in f and not Path(f).exists():
-            raise ConfigError(f"recipe 'mmlu': {f} does not exist (subjects: {', '.join(subjects or [])})")
-    test_sources = [{"path": f, "columns": MMLU_COLUMNS} for f in test]
-    if len(test_sources) > 1:
-        raise ConfigError("recipe 'mmlu': give one subject or none (all subjects); "
-                          "for several subjects add one task per subject")
-    return {"name": name, "kind": "multiple_choice", "fields": {"choices": ["A", "B", "C", "D"]},
-            "answer_format": "text", "few_shot": int(few_shot), "ratios": {"validation": 0},
-            "splits": {"train": {"path": str(p / "dev" / "*.csv"), "columns": MMLU_COLUMNS},
-                       "test": test_sources[0]},
-            "eval_kind": "loglikelihood", "metrics": ["acc", "acc_norm", "acc_bytes"], **opts}
+    available = sorted(f.name[: -len("_test.csv")] for f in (p / "test").glob("*_test.csv"))
+    subjects = list(dict.fromkeys(subjects or available))
+    missing = [s for s in subjects if s not in available]
+    if missing or not subjects:
+        raise ConfigError(f"recipe 'mmlu': no {p / 'test'}/<subject>_test.csv for {', '.join(missing) or 'any subject'} "
+                          f"(subjects there: {', '.join(available) or 'none'})")
+
+    def source(split: str, subject: str) -> dict:
+        return {"path": str(p / split / f"{subject}_{split}.csv"), "columns": MMLU_COLUMNS,
+                "add_fields": {"subject": subject}}
+
+    splits = {"test": [source("test", s) for s in subjects]}
+    dev = [source("dev", s) for s in subjects if (p / "dev" / f"{s}_dev.csv").exists()]
+    if dev:
+        splits["train"] = dev
+    spec = {"name": name, "kind": "multiple_choice", "fields": {"choices": ["A", "B", "C", "D"]},
+            "answer_format": "text", "few_shot": int(few_shot), "few_shot_group": "subject",
+            "ratios": {"validation": 0}, "splits": splits,
+            "eval_kind": "loglikelihood", "metrics": ["acc", "acc_norm", "acc_bytes"]}
+    if style == "lm_eval":
+        spec.update(LM_EVAL_MMLU)
+    return {**spec, **opts}
 
 
 def t0(path, config_dir=".", name=None, **opts) -> dict:
@@ -151,16 +172,16 @@ def expand_task(task: str | dict, config_dir: str = ".", data_tasks: dict | None
         path = spec.pop("path", None)
         user_metrics = "metrics" in spec
         spec = RECIPES[name](path, config_dir, **spec)
-        if spec["eval_kind"] == "perplexity" and not user_metrics:
-            spec["metrics"] = ["perplexity", "bits_per_byte"]
+        if spec.get("eval_kind") == "perplexity" and not user_metrics:
+            spec.pop("metrics", None)  # the recipe's generation metrics do not apply: perplexity's own
     if "name" not in spec or "kind" not in spec:
         raise ConfigError(f"eval task {spec!r}: needs 'name' and 'kind' (or 'recipe' and 'path')")
     for key in ("metrics", "stop"):
         if isinstance(spec.get(key), str):  # from `metrics=rougeL+rouge2` on the command line
             spec[key] = [m for m in spec[key].replace("+", " ").split() if m]
-    spec.setdefault("eval_kind", "loglikelihood" if spec["kind"] == "multiple_choice" else "generate")
-    default = ["perplexity", "bits_per_byte"] if spec["eval_kind"] == "perplexity" else DEFAULT_METRICS[spec["kind"]]
-    spec.setdefault("metrics", default)
+    scoring = task_scoring(spec["kind"], spec.get("eval_kind"), spec.get("metrics"))
+    spec["eval_kind"], spec["metrics"] = scoring.eval_kind, scoring.metrics  # written into results.json
+    check_path_name(str(spec["name"]), "eval task name")  # it becomes <output>/<name>.examples.jsonl
     return spec
 
 

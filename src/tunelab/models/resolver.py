@@ -133,6 +133,32 @@ def resolve_model(name: str) -> str:
     return name
 
 
+def pickle_weight_files(folder: Path) -> list[str]:
+    """The pickle weight files in `folder` (or their shard index) that transformers or peft would
+    read with torch.load."""
+    names = [p.name for p in folder.iterdir() if p.is_file()]
+    return sorted(n for n in names if n == "adapter_model.bin"
+                  or (n.startswith("pytorch_model") and n.endswith((".bin", ".bin.index.json"))))
+
+
+def check_weight_files(path: str, allow_pickle: bool, what: str = "model") -> None:
+    """Refuse a local model or adapter folder whose only weights are pickles, before anything
+    reads them: unpickling can run code. Hub ids are refused by from_pretrained itself
+    (tunelab.models.load passes use_safetensors=True)."""
+    folder = Path(path)
+    if allow_pickle or not folder.is_dir():
+        return
+    if any(p.name.endswith((".safetensors", ".safetensors.index.json")) for p in folder.iterdir()):
+        return  # transformers and peft prefer these, and the pickles are never opened
+    pickles = pickle_weight_files(folder)
+    if pickles:
+        raise ModelResolutionError(
+            f"{folder}: the {what} weights are a pickle ({pickles[0]}), which can run code when loaded; "
+            f"tunelab reads safetensors only unless you set model.allow_pickle: true for a folder you trust "
+            f"(or convert the weights to safetensors)"
+        )
+
+
 def list_aliases() -> list[dict]:
     rows = []
     for alias in ALIASES.values():

@@ -20,6 +20,7 @@ class Parts:
     choice_texts: list[str] | None = None  # multiple choice: the option texts
     answer_index: int | None = None
     history: list[dict] | None = None  # chat: earlier messages (system/user/assistant) before `user`
+    system: str | None = None  # the task's system prompt as rendered for this record
 
 
 def column(fields: dict, role: str, default):

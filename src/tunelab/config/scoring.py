@@ -1,0 +1,113 @@
+"""How a task is scored, decided in one place for every command.
+
+`tunelab eval`, validation during training, `tunelab forgetting`, the `forgetting:` section, the
+continual matrix, the demo and the search objective all ask `task_scoring(task)` which metrics a
+task has and how its answers are produced, so the same model, task and split get the same
+metric names and values whichever command computes them. A task may set any of these keys
+itself (`eval_kind`, `metrics`, `max_new_tokens`, `stop`); the defaults depend on its kind:
+
+| kind | eval_kind | metrics | max_new_tokens |
+|---|---|---|---|
+| classification | generate | accuracy (+ macro_f1, unmapped) | 16 |
+| qa | generate | exact_match, token_f1 | 32 |
+| summarization | generate | rouge1, rouge2, rougeL, rougeLsum | 96 |
+| translation | generate | bleu (0-100), chrf (0-100) | 96 |
+| instruction, chat | generate | rougeL | 128 |
+| completion | generate | exact_match, rougeL | 64 |
+| multiple_choice | loglikelihood | acc, acc_norm, acc_bytes | - |
+
+`eval_kind: perplexity` scores any task by the log-likelihood of its reference answers:
+token_nll (nats per answer token: the answer loss), perplexity, bits_per_byte.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+EvalKind = Literal["generate", "loglikelihood", "perplexity"]
+EVAL_KINDS = ("generate", "loglikelihood", "perplexity")
+
+GENERATION_METRICS = ("accuracy", "exact_match", "token_f1", "bleu", "chrf")
+ROUGE_METRIC = re.compile(r"^rouge([1-9]|L|Lsum|W|S\d*|SU\d*)$")
+LOGLIKELIHOOD_METRICS = ("acc", "acc_norm", "acc_bytes")
+PERPLEXITY_METRICS = ("token_nll", "perplexity", "bits_per_byte")
+
+DEFAULT_METRICS = {
+    "classification": ["accuracy"],
+    "summarization": ["rouge1", "rouge2", "rougeL", "rougeLsum"],
+    "translation": ["bleu", "chrf"],
+    "qa": ["exact_match", "token_f1"],
+    "multiple_choice": ["acc", "acc_norm", "acc_bytes"],
+    "instruction": ["rougeL"],
+    "completion": ["exact_match", "rougeL"],
+    "chat": ["rougeL"],
+}
+DEFAULT_MAX_NEW_TOKENS = {
+    "classification": 16,  # room for "The sentiment is positive."; labels are extracted from the text
+    "qa": 32,
+    "summarization": 96,
+    "translation": 96,
+    "instruction": 128,
+    "chat": 128,
+    "completion": 64,
+    "multiple_choice": 8,
+}
+# Metrics measured on a 0-100 scale (as sacrebleu prints them); every other one is 0-1 or a loss.
+PERCENT_SCALE = ("bleu", "chrf")
+LOWER_IS_BETTER = ("token_nll", "perplexity", "bits_per_byte", "unmapped")
+
+
+@dataclass(frozen=True)
+class TaskScoring:
+    eval_kind: str
+    metrics: list[str]
+    max_new_tokens: int
+    stop: list[str] = field(default_factory=list)
+
+    @property
+    def primary_metric(self) -> str:
+        """The number a task is judged by in forgetting and compare tables: its first metric."""
+        return self.metrics[0]
+
+
+def default_eval_kind(kind: str) -> str:
+    return "loglikelihood" if kind == "multiple_choice" else "generate"
+
+
+def known_metrics(eval_kind: str) -> tuple[str, ...]:
+    return {"generate": GENERATION_METRICS, "loglikelihood": LOGLIKELIHOOD_METRICS,
+            "perplexity": PERPLEXITY_METRICS}[eval_kind]
+
+
+def check_scoring(name: str, kind: str, eval_kind: str | None, metrics: list[str] | None) -> None:
+    """Unknown metric names or a metric that does not fit the task: a ValueError before any model runs."""
+    eval_kind = eval_kind or default_eval_kind(kind)
+    if eval_kind == "loglikelihood" and kind != "multiple_choice":
+        raise ValueError(f"task '{name}': eval_kind loglikelihood compares answer options; it needs a "
+                         f"multiple_choice task (this one is {kind})")
+    for metric in metrics or []:
+        allowed = known_metrics(eval_kind)
+        if metric not in allowed and not (eval_kind == "generate" and ROUGE_METRIC.match(metric)):
+            extra = ", rouge1..9, rougeL, rougeLsum, rougeW, rougeS4, rougeSU4" if eval_kind == "generate" else ""
+            raise ValueError(f"task '{name}': unknown {eval_kind} metric '{metric}' (known: "
+                             f"{', '.join(allowed)}{extra})")
+        if metric == "accuracy" and kind != "classification":
+            raise ValueError(f"task '{name}': accuracy of extracted labels needs a classification task "
+                             f"(this one is {kind}; exact_match compares answers)")
+    if metrics is not None and not metrics:
+        raise ValueError(f"task '{name}': metrics is empty")
+
+
+def task_scoring(kind: str, eval_kind: str | None = None, metrics: list[str] | None = None,
+                 max_new_tokens: int | None = None, stop: list[str] | None = None) -> TaskScoring:
+    """The scoring of a task: its own keys where set, else the defaults of its kind."""
+    eval_kind = eval_kind or default_eval_kind(kind)
+    if metrics is None:
+        metrics = list(PERPLEXITY_METRICS) if eval_kind == "perplexity" else list(DEFAULT_METRICS[kind])
+    return TaskScoring(eval_kind, list(metrics), max_new_tokens or DEFAULT_MAX_NEW_TOKENS[kind], list(stop or []))
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric not in LOWER_IS_BETTER
