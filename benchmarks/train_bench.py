@@ -97,7 +97,7 @@ def worker_trl(args, cfg, data) -> dict:
     from tunelab.models import resolve_model
 
     examples = [data.train_epoch(e, 0) for e in range(3)]
-    rows = [{"input_ids": list(x.input_ids), "completion_mask": [0 if t == -100 else 1 for t in x.labels]}
+    rows = [{"input_ids": list(x.input_ids), "completion_mask": [0 if t == -100 else 1 for t in x.label_ids]}
             for epoch in examples for x in epoch]
     path = resolve_model("smollm2-135m-instruct")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
 
 @pytest.fixture(autouse=True)
 def _one_thread():
@@ -52,7 +54,10 @@ def fake_run(tmp_path_factory, peaked_model_dir) -> Path:
     peft.save_pretrained(run / "final", safe_serialization=True)
     (run / "config.resolved.yaml").write_text(yaml.safe_dump({
         "name": "tiny-lora", "model": {"name": peaked_model_dir},
-        "data": {"tasks": [{"name": "sst2", "kind": "classification"}]}}))
+        "data": {"tasks": [{"name": "sst2", "kind": "classification",
+                            "source": str(SHARED_DATA / "sst2" / "sst2_glue_validation.tsv"),
+                            "fields": {"text": "sentence", "label": "label"},
+                            "labels": {0: "negative", 1: "positive"}}]}}))
     (run / "summary.json").write_text(json.dumps({"method": "lora", "wall_s": 12.0, "train_tokens": 5000,
                                                   "trainable_params": 4096, "total_params": 3_000_000,
                                                   "peak_rss_mb": 900.0, "steps": 10}))

@@ -51,6 +51,15 @@ def test_results_trace_to_examples_and_cache_skips_work(peaked_model_dir, shared
                 tok = sum(r["scores"]["n_tokens"] for r in rows)
                 if metric == "perplexity":
                     assert entry["value"] == pytest.approx(math.exp(nll / tok))
+            elif metric == "macro_f1":  # a corpus statistic: recomputed from the per-example labels
+                from tunelab.metrics.classification import classification_report
+
+                report = classification_report([r["label"] for r in rows],
+                                               [r["scores"]["predicted_label"] for r in rows], task["labels"])
+                assert entry["value"] == pytest.approx(report["macro"]["f1"])
+            elif metric == "token_nll":
+                assert entry["value"] == pytest.approx(sum(r["scores"]["nll"] for r in rows)
+                                                       / sum(r["scores"]["n_tokens"] for r in rows))
             else:  # the corpus value is the mean of the per-example scores in the JSONL
                 assert entry["value"] == pytest.approx(np.mean([r["scores"][metric] for r in rows]))
         for r in rows:

@@ -151,16 +151,3 @@ def test_unknown_search_key_is_a_clear_error(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="no 'search:' section"):
         run_search(load_config(data={}), 2, fake_objective)
-
-
-def test_forgetting_objective_gives_pareto_front(tmp_path):
-    cfg = load_config(_cfg(tmp_path, extra="  forgetting: true"))
-
-    def objective(cfg, report):
-        gain = fake_objective(cfg, report)
-        return gain, 1.0 / (1.0 + gain)  # lower loss costs more forgetting: a real trade-off
-
-    result = run_search(cfg, 6, objective, log=lambda s: None)
-    summary = json.loads((result.study_dir / "search.json").read_text())
-    assert summary["forgetting_objective"] and len(summary["best_trials"]) >= 2
-    assert result.plot is not None

@@ -6,7 +6,8 @@ import optuna
 import pytest
 
 from tunelab.config import load_config
-from tunelab.experiments.search import make_train_and_validate, run_search, validation_values
+from tunelab.experiments.search import run_search
+from tunelab.experiments.search_objective import make_train_and_validate, validation_values
 
 
 def _search_cfg(raw, trials_dir=None):
@@ -74,4 +75,41 @@ def test_pruned_trial_stops_training_early(two_tasks):
     from tunelab.train.run import run_dir
 
     summary = json.loads((run_dir(tcfg) / "summary.json").read_text())
-    assert summary["status"] == "interrupted" and summary["steps"] < 40
+    assert summary["status"] == "stopped" and summary["steps"] < 40  # stopped by the pruner callback
+
+
+def test_forgetting_objective_gives_a_pareto_front_of_real_runs(two_tasks, tmp_path):
+    """search.forgetting: each trial trains for real, its forgetting report (base vs tuned on the
+    held-out task) gives the second objective, and the study reports the Pareto front."""
+    raw = two_tasks()
+    raw = dict(raw, name="tune-forget")
+    raw["data"] = dict(raw["data"], tasks=raw["data"]["tasks"][:1])  # tuned on sentiment only
+    # Unbalanced answers and option texts: a model that drifts towards another colour scores differently.
+    colours = ["red", "blue", "green", "yellow"]
+    answers = [0] * 10 + [1] * 7 + [2] * 5 + [3] * 2
+    held_out = {"name": "colour_quiz", "kind": "multiple_choice", "answer_format": "text",
+                "ratios": {"train": 0, "validation": 0, "test": 1},
+                "source": {"records": [{"question": f"Item {i} is painted {colours[a]}. Its colour?",
+                                        "choices": colours, "answer": a} for i, a in enumerate(answers)]}}
+    raw["train"] = dict(raw["train"], max_steps=4, eval_every=2, eval_limit=8)
+    raw["forgetting"] = {"limit": 24, "bootstrap_resamples": 50}
+    raw["search"] = {"metric": "val_loss", "direction": "minimize", "forgetting": True,
+                     "forgetting_tasks": [held_out], "startup_trials": 4,
+                     "space": {"train.lr": {"type": "float", "low": 1e-6, "high": 1e-1, "log": True}}}
+    result = run_search(load_config(data=raw), 4, log=lambda s: None)
+    rows = json.loads(result.table_json.read_text())
+    assert len(rows) == 4 and all(r["state"] == "complete" for r in rows)
+    for r in rows:  # the second objective is the trial's own forgetting report
+        report = json.loads((tmp_path / "runs" / "tune-forget" / "trials" / f"trial-{r['number']:03d}"
+                             / "forgetting" / "forgetting.json").read_text())
+        assert report["summary"]["held_out_tasks"] == ["colour_quiz"]
+        assert r["forgetting"] == pytest.approx(report["summary"]["average_drop"])
+    assert len({r["forgetting"] for r in rows}) >= 2  # learning rates that forget differently
+    summary = json.loads((result.study_dir / "search.json").read_text())
+    front = summary["best_trials"]
+    assert summary["forgetting_objective"] and front
+    points = {r["number"]: (r["value"], r["forgetting"]) for r in rows}
+    for t in front:  # no trial dominates a front trial
+        v, f = points[t["number"]]
+        assert not any(ov <= v and of <= f and (ov, of) != (v, f) for ov, of in points.values())
+    assert result.plot is not None and result.plot.stat().st_size > 1000

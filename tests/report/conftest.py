@@ -1,6 +1,6 @@
 """A synthetic but complete run folder: metrics log, summary, eval results and a forgetting report.
 
-Built through the real writers (evaluate.retention.write_forgetting), so the report reads what
+Built through the real writers (evaluate.forgetting.write_forgetting), so the report reads what
 tunelab itself writes, without needing a model."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def _write_eval(folder: Path, tasks: dict[str, list[float]], predictions: dict[s
 
 
 def make_run(root: Path) -> Path:
-    from tunelab.evaluate.retention import write_forgetting
+    from tunelab.evaluate.forgetting import write_forgetting
 
     rng = random.Random(0)
     run = root / "sst2-lora"
@@ -60,9 +60,9 @@ def make_run(root: Path) -> Path:
              "t0_samsum": [s + rng.uniform(-0.02, 0.02) for s in base["t0_samsum"]]}
     before_preds = {t: [f"base answer {i} <b>&amp;</b>" for i in range(n)] for t in base}
     after_preds = {t: [f"tuned answer {i}" for i in range(n)] for t in base}
-    b = _write_eval(run / "retention" / "before", base, before_preds)
-    a = _write_eval(run / "retention" / "after", tuned, after_preds)
-    write_forgetting(b, a, run / "retention" / "before", run / "retention" / "after", run / "retention", "sst2", 500)
+    b = _write_eval(run / "forgetting" / "base", base, before_preds)
+    a = _write_eval(run / "forgetting" / "tuned", tuned, after_preds)
+    write_forgetting(b, a, run / "forgetting" / "base", run / "forgetting" / "tuned", run / "forgetting", "sst2", 500)
     return run
 
 

@@ -16,7 +16,7 @@ def test_report_files_and_content(synthetic_run):
     assert "src='http" not in html and "<link" not in html  # nothing fetched from elsewhere
     # user text is escaped, never injected as markup
     assert "base answer 0 &lt;b&gt;&amp;amp;&lt;/b&gt;" in html
-    forgetting = json.loads((synthetic_run / "retention" / "forgetting.json").read_text())
+    forgetting = json.loads((synthetic_run / "forgetting" / "forgetting.json").read_text())
     gain = forgetting["summary"]["gain"]
     assert f"{gain['diff']:+.4f}" in html
     md = md_path.read_text()

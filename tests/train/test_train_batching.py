@@ -8,7 +8,7 @@ from tunelab.train.batching import IGNORE, Sequence, collate, pack_sequences, pl
 class Ex:
     def __init__(self, prompt, target):
         self.input_ids = prompt + target
-        self.labels = [IGNORE] * len(prompt) + target
+        self.label_ids = [IGNORE] * len(prompt) + target
 
 
 def test_plan_covers_every_item_once_and_splits_like_one_process():
@@ -39,11 +39,11 @@ def test_length_grouping_reduces_padding():
 
 def test_to_sequences_masks_prompt_and_first_token():
     seqs = to_sequences([Ex([5, 6, 7], [8, 9])])
-    assert seqs[0].labels == [IGNORE, IGNORE, IGNORE, 8, 9]
+    assert seqs[0].label_ids == [IGNORE, IGNORE, IGNORE, 8, 9]
     with_prompt = to_sequences([Ex([5, 6, 7], [8, 9])], include_prompt_loss=True)
-    assert with_prompt[0].labels == [IGNORE, 6, 7, 8, 9]
+    assert with_prompt[0].label_ids == [IGNORE, 6, 7, 8, 9]
     s2s = to_sequences([Ex([5, 6, 7], [8, 9])], architecture="seq2seq")
-    assert s2s[0].input_ids == [5, 6, 7] and s2s[0].labels == [8, 9] and s2s[0].seq2seq
+    assert s2s[0].input_ids == [5, 6, 7] and s2s[0].label_ids == [8, 9] and s2s[0].seq2seq
 
 
 def test_collate_counts_real_and_padding_tokens():
@@ -61,7 +61,7 @@ def test_packing_restarts_positions_and_keeps_every_token():
     assert all(len(r.input_ids) <= 8 for r in rows)
     for r in rows:
         starts = [i for i, p in enumerate(r.position_ids) if p == 0]
-        assert all(r.labels[i] == IGNORE for i in starts)  # no prediction across examples
+        assert all(r.label_ids[i] == IGNORE for i in starts)  # no prediction across examples
     batch = collate(rows, pad_id=0)
     assert "attention_mask" not in batch.tensors and "position_ids" in batch.tensors
 

@@ -10,7 +10,7 @@ from tunelab.train.optim import build_optimizer, lr_lambda
 class Ex:
     def __init__(self, prompt, target):
         self.input_ids = prompt + target
-        self.labels = [-100] * len(prompt) + target
+        self.label_ids = [-100] * len(prompt) + target
 
 
 def test_fast_loss_matches_transformers_loss(tiny_model_dir):

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from tunelab.config import load_config
 from tunelab.train import train
-from tunelab.train.loop import TrainingDiverged
+from tunelab.train.steps import TrainingDiverged
 
 from train_helpers import toy_config
 
@@ -157,16 +157,16 @@ def test_every_example_accounted_for(tmp_path, tiny_model_dir):
 @pytest.mark.parametrize("every", [1, 2])
 def test_gradient_checkpointing_keeps_the_loss_curve(tmp_path, tiny_model_dir, monkeypatch, every):
     """Recomputing activations (all layers, or every 2nd) changes memory, not the numbers."""
-    import tunelab.train.loop as loop
+    import tunelab.train.setup as setup
 
     flags = []
-    original = loop.enable_gradient_checkpointing
+    original = setup.enable_gradient_checkpointing
 
     def spy(model, every_n_layers):
         original(model, every_n_layers)
         flags.extend(layer.gradient_checkpointing for layer in model.model.layers)
 
-    monkeypatch.setattr(loop, "enable_gradient_checkpointing", spy)
+    monkeypatch.setattr(setup, "enable_gradient_checkpointing", spy)
     plain = losses(train(full_batch(tmp_path / "plain", tiny_model_dir, method="lora", lr=2e-2)))
     ckpt = losses(train(full_batch(tmp_path / "ckpt", tiny_model_dir, method="lora", lr=2e-2,
                                    gradient_checkpointing=True, gradient_checkpointing_every=every)))

@@ -56,13 +56,13 @@ def test_kill_and_resume_is_bit_identical(tmp_path, tiny_model_dir):
     config_path.write_text(yaml.safe_dump(resume_config(tmp_path, tiny_model_dir, "interrupted")))
     run = tmp_path / "runs" / "interrupted"
     rng = random.Random()
-    # 1) SIGTERM: a checkpoint and a clean exit.
+    # 1) SIGTERM: a checkpoint and a clean exit (status 130: the run did not finish).
     term_at = rng.randint(1, 4)
     proc = start(config_path)
     wait_for_step(proc, run / "metrics.jsonl", term_at)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err[-2000:]
+    assert proc.returncode == 130, err[-2000:]
     assert "--resume" in err
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "interrupted"
@@ -114,8 +114,9 @@ def test_kill_during_save_leaves_previous_checkpoint_loadable(tmp_path, tiny_mod
     more = load_config(data=toy_config(tmp_path, tiny_model_dir, max_steps=4, checkpoint_every=1))
     with pytest.raises(KeyboardInterrupt):
         train(more, resume=True)
-    assert (folder / ".tmp-step-3").exists()  # the half-written one, never renamed
+    assert not (folder / ".tmp-step-3").exists()  # the half-written one: removed, never renamed
     assert ckpt.latest_checkpoint(folder) == before
+    assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
     monkeypatch.setattr(ckpt, "save_file", real_save)
     run = train(more, resume=True)
     assert not list(folder.glob(".tmp-*"))

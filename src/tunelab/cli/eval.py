@@ -21,6 +21,14 @@ def add_common(parser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="sampling seed")
     parser.add_argument("--no-cache", action="store_true", help="recompute everything (cache: TUNELAB_HOME/eval-cache)")
     parser.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default 1000)")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="accept pickle-only weights (read with torch.load(weights_only=True)); see "
+                             "model.allow_pickle in docs/training.md")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run a model's own Python code (model.trust_remote_code); only for models you trust")
+    parser.add_argument("--allow-train-overlap", action="store_true",
+                        help="score a tuned model on examples it was trained on (refused by default; the "
+                             "overlap is reported either way)")
 
 
 def add_arguments(parser) -> None:
@@ -43,13 +51,13 @@ def eval_settings(args) -> tuple[list, dict]:
     section = EvalConfig()
     extra = {}
     if args.config:
-        from tunelab.evaluate.retention import _split_seed, training_data
+        from tunelab.evaluate.harness import training_data
 
         cfg = load_config(args.config)
         section = cfg.eval or section
         config_dir = cfg.config_dir
         # bare task names refer to the config's data tasks, split as training splits them
-        extra = {**training_data(cfg), "seed": _split_seed(cfg)}
+        extra = training_data(cfg)
     tasks = list(args.tasks) or list(section.tasks)
     if not tasks:
         raise UserError("no tasks: give --task RECIPE=PATH (e.g. sst2=../shared/data/sst2) or --config with eval.tasks")
@@ -61,8 +69,25 @@ def eval_settings(args) -> tuple[list, dict]:
     kwargs = dict(limit=args.limit if args.limit is not None else section.limit, split=args.split or section.split,
                   batch_size=args.batch_size or section.batch_size, dtype=args.dtype or section.dtype,
                   generation=gen, cache=section.cache and not args.no_cache,
-                  n_resamples=args.bootstrap or section.bootstrap_resamples, config_dir=str(Path(config_dir)), **extra)
+                  n_resamples=args.bootstrap if args.bootstrap is not None else section.bootstrap_resamples,
+                  config_dir=str(Path(config_dir)),
+                  allow_train_overlap=args.allow_train_overlap or section.allow_train_overlap, **extra)
+    options = {"allow_pickle": args.allow_pickle, "trust_remote_code": args.trust_remote_code}
+    if any(options.values()):
+        kwargs["model_options"] = options
     return tasks, kwargs
+
+
+def print_results(results: dict) -> None:
+    for name, res in results["tasks"].items():
+        overlap = (res.get("contamination") or {}).get("overlap")
+        note = f"  ({overlap} training examples included)" if overlap else ""
+        print(f"{name}: {res['split']} split, n={res['n']}{note}")
+        for metric, entry in res["metrics"].items():
+            ci = entry.get("ci")
+            ci_text = f"  95% CI [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
+            scale = " (0-100)" if entry.get("scale") == "0-100" else ""
+            print(f"  {metric + scale:18s} {entry['value']:.4f}{ci_text}")
 
 
 def run(args) -> int:
@@ -70,10 +95,6 @@ def run(args) -> int:
 
     tasks, kwargs = eval_settings(args)
     results = evaluate(args.model, tasks, adapter=args.adapter, run=args.run, output_dir=args.output, **kwargs)
-    for name, res in results["tasks"].items():
-        for metric, entry in res["metrics"].items():
-            ci = entry.get("ci")
-            ci_text = f"  95% CI [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
-            print(f"{name:20s} {metric:14s} {entry['value']:.4f}{ci_text}  n={entry['n']}")
+    print_results(results)
     print(f"results: {args.output}/results.json (per-example: <task>.examples.jsonl)")
     return 0

@@ -15,13 +15,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from tunelab.evaluate.retention import forgetting
+    from tunelab.evaluate.forgetting import forgetting_markdown, measure_forgetting
 
     tasks, kwargs = eval_settings(args)
     n_resamples = kwargs.pop("n_resamples")
-    report = forgetting(args.base, args.tuned, tasks, tuned_task=args.tuned_task, output_dir=args.output,
+    report = measure_forgetting(args.base, args.tuned, tasks, tuned_task=args.tuned_task, output_dir=args.output,
                         adapter=args.adapter, n_resamples=n_resamples, **kwargs)
-    from tunelab.evaluate.retention import forgetting_markdown
-
     print(forgetting_markdown(report))
     return 0

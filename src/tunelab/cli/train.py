@@ -15,6 +15,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    import json
     import sys
 
     from tunelab.config import load_config
@@ -26,14 +27,13 @@ def run(args) -> int:
 
         print(run_continual(cfg, resume=args.resume))
         return 0
-    run_dir = train(cfg, resume=args.resume)
-    import json
-
+    run_dir = train(cfg, resume=args.resume, handle_signals=True)
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    status = summary.get("status", "?")
-    if status == "interrupted":
+    if summary.get("status") == "interrupted":
         print(f"interrupted at step {summary.get('steps')}; continue with: tunelab train {args.config} "
               f"{' '.join(args.overrides)} --resume".replace("  ", " "), file=sys.stderr)
+        print(run_dir)
+        return 130
     print(run_dir)
     return 0

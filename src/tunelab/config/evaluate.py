@@ -1,4 +1,4 @@
-"""`eval:` and `retention:` sections: which tasks to score, how, and forgetting checks.
+"""`eval:` and `forgetting:` sections: which tasks to score, how, and forgetting checks.
 
 A task is either a recipe reference (`"sst2=../shared/data/sst2"`, or a mapping with a `recipe:`
 key, see tunelab.evaluate.recipes) or a data-pipeline task mapping (the same shape as a
@@ -15,7 +15,8 @@ from tunelab.config.base import StrictModel
 
 
 class GenerationConfig(StrictModel):
-    max_new_tokens: int = 64
+    # None: each task's own max_new_tokens (tunelab.config.scoring); a number applies to every task.
+    max_new_tokens: int | None = None
     # Greedy by default: the only setting whose outputs do not depend on a random seed.
     do_sample: bool = False
     temperature: float = 1.0
@@ -27,8 +28,8 @@ class GenerationConfig(StrictModel):
 
     @field_validator("max_new_tokens")
     @classmethod
-    def _positive(cls, v: int) -> int:
-        if v < 1:
+    def _positive(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
             raise ValueError("must be >= 1")
         return v
 
@@ -42,12 +43,15 @@ class EvalConfig(StrictModel):
     # float32 is the default because batched == unbatched outputs need it; bfloat16 is faster.
     dtype: Literal["float32", "bfloat16"] = "float32"
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
-    bootstrap_resamples: int = 1000
-    confidence: float = 0.95
+    bootstrap_resamples: int = Field(1000, ge=0)
+    confidence: float = Field(0.95, gt=0, lt=1)
     cache: bool = True
+    # Scoring a tuned model on its own training examples is refused (the contamination guard);
+    # true scores them anyway, and results.json still reports the overlap.
+    allow_train_overlap: bool = False
 
 
-class RetentionConfig(StrictModel):
+class ForgettingConfig(StrictModel):
     """Held-out tasks scored before and after training: the forgetting report of a run."""
 
     tasks: list[str | dict] = []
@@ -58,7 +62,8 @@ class RetentionConfig(StrictModel):
     batch_size: int = 8
     dtype: Literal["float32", "bfloat16"] = "float32"
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
-    bootstrap_resamples: int = 1000
+    bootstrap_resamples: int = Field(1000, ge=0)
     before: bool = True
     after: bool = True
     cache: bool = True
+    allow_train_overlap: bool = False

@@ -58,11 +58,12 @@ class PrefixTuningOptions(StrictModel):
 
 
 class GenerationValidation(StrictModel):
-    """Generate answers on a validation subset and score them with tunelab.metrics."""
+    """Score a validation subset with the evaluation engine: each task's own metrics."""
 
     enabled: bool = False
     limit: int = Field(64, ge=1)
-    max_new_tokens: int = Field(16, ge=1)
+    # None: each task's own max_new_tokens (tunelab.config.scoring), as every other command uses.
+    max_new_tokens: int | None = Field(None, ge=1)
     batch_size: int = Field(16, ge=1)
 
 

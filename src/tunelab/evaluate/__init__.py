@@ -1,9 +1,10 @@
 """Evaluation: score models, adapters and runs; measure forgetting; compare runs.
 
-    from tunelab.evaluate import evaluate, forgetting, compare_runs, run_retention
+    from tunelab.evaluate import evaluate, measure_forgetting, compare_runs
     evaluate("smollm2-135m-instruct", ["sst2=../shared/data/sst2"], limit=50, output_dir="eval/")
 
-docs/evaluation.md defines every metric, interval and test.
+Every number comes from one engine (engine.score_examples). docs/evaluation.md defines every
+metric, interval and test.
 """
 
 from __future__ import annotations
@@ -15,12 +16,10 @@ def __getattr__(name):
         from tunelab.evaluate.harness import evaluate
 
         return evaluate
-    if name in ("forgetting", "run_retention"):
-        # Module retention.py, not forgetting.py: a submodule named like the function would, once
-        # imported, shadow the function as the package attribute.
-        from tunelab.evaluate import retention
+    if name in ("measure_forgetting", "forgetting_during_training"):
+        from tunelab.evaluate import forgetting as module
 
-        return getattr(retention, name)
+        return getattr(module, name)
     if name == "compare_runs":
         from tunelab.evaluate.compare import compare_runs
 
@@ -28,4 +27,4 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-__all__ = ["compare_runs", "evaluate", "forgetting", "run_retention"]
+__all__ = ["compare_runs", "evaluate", "forgetting_during_training", "measure_forgetting"]

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from tunelab.config.env import tunelab_home
+from tunelab.files import append_jsonl, write_json
 
 FINGERPRINT_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".gguf")
 
@@ -66,7 +67,5 @@ class ResultCache:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.with_suffix(".key.json").exists():
-            self.path.with_suffix(".key.json").write_text(json.dumps(self.key, indent=1, default=str))
-        with self.path.open("a", encoding="utf-8") as f:
-            for k, v in items.items():
-                f.write(json.dumps({"k": k, "v": v}) + "\n")
+            write_json(self.path.with_suffix(".key.json"), json.loads(json.dumps(self.key, default=str)))
+        append_jsonl(self.path, [{"k": k, "v": v} for k, v in items.items()])

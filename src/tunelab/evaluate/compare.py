@@ -1,8 +1,9 @@
 """Compare runs: metrics with CIs side by side, paired tests against the first run, and costs.
 
 Each run's evaluation is read from <run>/eval/results.json (written by `tunelab eval --run RUN
---output RUN/eval`), or <run>/retention/after, or a folder holding results.json itself; with
-`tasks` given, every run is evaluated first (cached, so re-running compare is cheap).
+--output RUN/eval`), or <run>/forgetting/tuned, or a folder holding results.json itself; with
+`tasks` given, every run is evaluated first (cached, so re-running compare is cheap). Paired
+tests use the same statistic as the number they test (scoring.paired_difference).
 """
 
 from __future__ import annotations
@@ -10,20 +11,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from tunelab.config.base import UserError
 from tunelab.evaluate.harness import read_examples
-from tunelab.evaluate.scoring import per_record_key
+from tunelab.evaluate.scoring import paired_difference
+from tunelab.files import write_json, write_text
 
 COST_FIELDS = ("wall_s", "train_tokens", "trainable_params", "total_params", "peak_rss_mb", "steps", "method")
 
 
 def results_dir(run: Path) -> Path:
-    for folder in (run / "eval", run / "retention" / "after", run):
+    for folder in (run / "eval", run / "forgetting" / "tuned", run):
         if (folder / "results.json").exists():
             return folder
-    raise UserError(f"{run}: no evaluation results (looked for eval/results.json, retention/after/results.json, "
+    raise UserError(f"{run}: no evaluation results (looked for eval/results.json, forgetting/tuned/results.json, "
                     f"results.json); run `tunelab eval --run {run} --task ... --output {run}/eval` or pass --task")
 
 
@@ -37,8 +37,6 @@ def run_cost(run: Path) -> dict:
 
 def compare_runs(runs: list[str], tasks: list | None = None, output_dir: str | None = None,
                  n_resamples: int = 1000, **eval_kwargs) -> dict:
-    from tunelab.metrics import paired_bootstrap
-
     paths = [Path(r) for r in runs]
     if tasks:
         from tunelab.evaluate.harness import evaluate
@@ -54,30 +52,28 @@ def compare_runs(runs: list[str], tasks: list | None = None, output_dir: str | N
     common = [t for t in results[0]["tasks"] if all(t in r["tasks"] for r in results)]
     for task in common:
         first = results[0]["tasks"][task]
+        base_rows = {e["key"]: e for e in read_examples(dirs[0], task)}
+        others = [{e["key"]: e for e in read_examples(d, task)} for d in dirs[1:]]
         for metric in first["metrics"]:
             if not first["metrics"][metric].get("ci"):
                 continue
             row = {"task": task, "metric": metric, "primary": metric == first["primary_metric"],
                    "values": [r["tasks"][task]["metrics"].get(metric) for r in results], "tests": [None]}
-            key = per_record_key(metric)
-            base_rows = {e["key"]: e for e in read_examples(dirs[0], task)}
-            for d in dirs[1:]:
-                other = {e["key"]: e for e in read_examples(d, task)}
-                keys = [k for k in base_rows if k in other and key in other[k].get("scores", {})]
-                if not keys:
-                    row["tests"].append(None)
-                    continue
-                a = np.asarray([other[k]["scores"][key] for k in keys], dtype=float)
-                b = np.asarray([base_rows[k]["scores"][key] for k in keys], dtype=float)
-                row["tests"].append({**paired_bootstrap(a, b, n_resamples=n_resamples), "against": names[0]})
+            for other in others:
+                keys = [k for k in base_rows if k in other]
+                test = None
+                if keys:
+                    test = paired_difference(metric, [other[k] for k in keys], [base_rows[k] for k in keys],
+                                             first.get("labels"), n_resamples)
+                    test["against"] = names[0]
+                row["tests"].append(test)
             rows.append(row)
     table = {"runs": names, "paths": [str(p) for p in paths], "rows": rows,
              "costs": [run_cost(p) for p in paths]}
     if output_dir:
         out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "compare.json").write_text(json.dumps(table, indent=1), encoding="utf-8")
-        (out / "compare.md").write_text(compare_markdown(table), encoding="utf-8")
+        write_json(out / "compare.json", table)
+        write_text(out / "compare.md", compare_markdown(table))
     return table
 
 

@@ -1,9 +1,18 @@
 """Forgetting: the base model vs the tuned run on the same examples, with paired tests.
 
-Per task: base score, tuned score, difference (tuned - base) with a paired-bootstrap CI and
-p-value over the same examples (McNemar too for 0/1 scores). Summary: the tuned task's gain and
-the average drop over held-out tasks (see docs/evaluation.md for the exact definitions).
-Results go to <output>/forgetting.json and forgetting.md; the two evaluations under base/ and tuned/.
+Per task: base score, tuned score, and their difference (tuned - base) with a paired-bootstrap CI
+and p-value over the same examples (McNemar too for 0/1 scores). The difference and its CI are
+the same statistic: for means, the mean per-example difference; for corpus statistics (BLEU,
+chrF, macro-F1, perplexity) the difference of the corpus values, bootstrapped as such
+(scoring.paired_difference). Summary: the tuned task's gain and the average drop over held-out
+tasks (docs/evaluation.md). Both models are scored on the tuned run's split (its ratios and
+seed), so the tuned task's examples are its held-out ones.
+
+    <output>/base/ and <output>/tuned/      two evaluations (results.json + per-example files)
+    <output>/forgetting.json, forgetting.md
+
+`measure_forgetting` is `tunelab forgetting`; `forgetting_during_training` is the training loop's
+hook for a config's `forgetting:` section (<run>/forgetting/).
 """
 
 from __future__ import annotations
@@ -13,38 +22,35 @@ from pathlib import Path
 
 import numpy as np
 
-from tunelab.evaluate.harness import evaluate, read_examples
+from tunelab.config.scoring import PERCENT_SCALE, higher_is_better
+from tunelab.evaluate.harness import evaluate, read_examples, run_training_data, training_data
 from tunelab.evaluate.loading import model_spec, run_base_model
-from tunelab.evaluate.scoring import higher_is_better, per_record_key
+from tunelab.evaluate.scoring import paired_difference
+from tunelab.files import write_json, write_text
 
 
 def paired_task_diff(base_dir: Path, tuned_dir: Path, base_task: dict, tuned_task: dict,
                      n_resamples: int = 1000) -> dict:
-    """Difference on one task's primary metric, paired over examples present in both evaluations."""
-    from tunelab.metrics import mcnemar, paired_bootstrap
-
+    """The primary metric of one task, tuned - base, paired over the examples both evaluations scored."""
     name, metric = base_task["task"], base_task["primary_metric"]
-    key = per_record_key(metric)
     base_rows = {r["key"]: r for r in read_examples(base_dir, name)}
     tuned_rows = {r["key"]: r for r in read_examples(tuned_dir, name)}
     keys = [k for k in base_rows if k in tuned_rows]
-    a = np.asarray([tuned_rows[k]["scores"][key] for k in keys], dtype=float)
-    b = np.asarray([base_rows[k]["scores"][key] for k in keys], dtype=float)
-    test = paired_bootstrap(a, b, n_resamples=n_resamples)
-    out = {
-        "task": name, "metric": metric, "n": len(keys), "higher_is_better": higher_is_better(metric),
-        "base": base_task["metrics"][metric], "tuned": tuned_task["metrics"][metric],
-        "diff": float(tuned_task["metrics"][metric]["value"] - base_task["metrics"][metric]["value"]),
-        "paired_on": key, "paired_diff": test["diff"], "ci": test["ci"], "p_value": test["p_value"],
-        "test": test["test"],
-    }
-    if key == "perplexity" or key == "token_nll":
-        out["note"] = "paired test on per-example mean token NLL (tuned - base); lower is better"
-    if set(np.unique(np.concatenate([a, b]))) <= {0.0, 1.0}:
-        out["mcnemar"] = mcnemar(a.astype(bool), b.astype(bool))
-    # improvement in the metric's own direction: > 0 means tuned is better
+    test = paired_difference(metric, [tuned_rows[k] for k in keys], [base_rows[k] for k in keys],
+                             base_task.get("labels"), n_resamples)
+    out = {"task": name, "metric": metric, "n": len(keys), "higher_is_better": higher_is_better(metric),
+           "base": base_task["metrics"][metric], "tuned": tuned_task["metrics"][metric],
+           "diff": test["diff"], "ci": test["ci"], "p_value": test["p_value"], "test": test["test"],
+           "paired_on": test["paired_on"]}
+    if len(keys) != base_task["n"] or len(keys) != tuned_task["n"]:
+        out["note"] = (f"paired over the {len(keys)} examples both evaluations scored "
+                       f"(base {base_task['n']}, tuned {tuned_task['n']})")
+    if "mcnemar" in test:
+        out["mcnemar"] = test["mcnemar"]
+    if metric in PERCENT_SCALE:
+        out["scale"] = "0-100"
     sign = 1.0 if out["higher_is_better"] else -1.0
-    out["improvement"] = sign * out["diff"]
+    out["improvement"] = sign * out["diff"]  # > 0: the tuned model is better
     return out
 
 
@@ -52,8 +58,9 @@ def summarize(rows: list[dict], tuned_task: str | None) -> dict:
     """Gain on the tuned task; mean drop (base - tuned, in metric units) over held-out tasks."""
     held = [r for r in rows if r["task"] != tuned_task]
     gain = next((r for r in rows if r["task"] == tuned_task), None)
-    # Only bounded 0..1 scores (accuracy, ROUGE F, exact match) are averaged; perplexity is listed apart.
-    bounded = [r for r in held if r["higher_is_better"]]
+    # Only 0..1 scores where higher is better (accuracy, ROUGE F, exact match) are averaged;
+    # BLEU (0-100) and losses are listed apart.
+    bounded = [r for r in held if r["higher_is_better"] and r["metric"] not in PERCENT_SCALE]
     drops = [-r["improvement"] for r in bounded]
     return {
         "tuned_task": tuned_task,
@@ -66,14 +73,19 @@ def summarize(rows: list[dict], tuned_task: str | None) -> dict:
     }
 
 
-def forgetting(base: str | None, tuned_run: str, tasks: list, *, tuned_task: str | None = None,
-               limit: int | None = None, output_dir: str | Path | None = None, adapter: str | None = None,
-               n_resamples: int = 1000, base_results_dir: str | Path | None = None, **eval_kwargs) -> dict:
+def measure_forgetting(base: str | None, tuned_run: str, tasks: list, *, tuned_task: str | None = None,
+                       limit: int | None = None, output_dir: str | Path | None = None, adapter: str | None = None,
+                       n_resamples: int = 1000, base_results_dir: str | Path | None = None, **eval_kwargs) -> dict:
     """Evaluate base and tuned on `tasks` (or reuse base_results_dir) and write the forgetting report."""
     run = Path(tuned_run)
     out = Path(output_dir) if output_dir is not None else run / "forgetting"
     base = base or run_base_model(run)
-    tuned_spec = model_spec(base, adapter=adapter, run=None if adapter else str(run), dtype=eval_kwargs.get("dtype", "float32"))
+    tuned_spec = model_spec(base, adapter=adapter, run=None if adapter else str(run),
+                            dtype=eval_kwargs.get("dtype", "float32"), options=eval_kwargs.get("model_options"))
+    if eval_kwargs.get("data_tasks") is None:  # both models on the tuned run's split
+        own = run_training_data(tuned_spec) or {}
+        eval_kwargs = {**{k: v for k, v in own.items() if k != "seed"}, **eval_kwargs}
+        eval_kwargs.setdefault("seed", own.get("seed"))
     base_dir, tuned_dir = Path(base_results_dir) if base_results_dir else out / "base", out / "tuned"
     if base_results_dir is None:
         base_res = evaluate(base, tasks, limit=limit, output_dir=base_dir, n_resamples=n_resamples, **eval_kwargs)
@@ -91,10 +103,9 @@ def write_forgetting(base_res: dict, tuned_res: dict, base_dir: Path, tuned_dir:
     rows = [paired_task_diff(base_dir, tuned_dir, base_res["tasks"][name], tuned_res["tasks"][name], n_resamples)
             for name in base_res["tasks"] if name in tuned_res["tasks"]]
     report = {"base": base_label, "tuned": tuned_label, "base_dir": str(base_dir), "tuned_dir": str(tuned_dir),
-              "tasks": rows, "summary": summarize(rows, tuned_task)}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "forgetting.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
-    (out / "forgetting.md").write_text(forgetting_markdown(report), encoding="utf-8")
+              "n_resamples": n_resamples, "tasks": rows, "summary": summarize(rows, tuned_task)}
+    write_json(out / "forgetting.json", report)
+    write_text(out / "forgetting.md", forgetting_markdown(report))
     return report
 
 
@@ -106,11 +117,15 @@ def guess_tuned_task(run: Path) -> str | None:
     if not cfg_file.exists():
         return None
     data = yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}
-    retention = data.get("retention") or {}
-    if retention.get("tuned_task"):
-        return retention["tuned_task"]
+    section = data.get("forgetting") or {}
+    if section.get("tuned_task"):
+        return section["tuned_task"]
     names = [t.get("name") for t in (data.get("data") or {}).get("tasks") or [] if isinstance(t, dict)]
     return names[0] if len(names) == 1 else None
+
+
+def p_text(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3g}"
 
 
 def _fmt(x, digits=4) -> str:
@@ -120,17 +135,19 @@ def _fmt(x, digits=4) -> str:
 def forgetting_markdown(report: dict) -> str:
     s = report["summary"]
     lines = [f"# Forgetting: {report['tuned']} vs {report['base']}", "",
-             "| task | metric | n | base | tuned | diff (tuned - base) | 95% CI | p |", "|---|---|---|---|---|---|---|---|"]
+             "| task | metric | n | base | tuned | diff (tuned - base) | paired 95% CI | p |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in report["tasks"]:
         mark = " (tuned task)" if r["task"] == s["tuned_task"] else ""
-        lines.append(f"| {r['task']}{mark} | {r['metric']} | {r['n']} | {_fmt(r['base']['value'])} | "
+        metric = r["metric"] + (" (0-100)" if r.get("scale") == "0-100" else "")
+        lines.append(f"| {r['task']}{mark} | {metric} | {r['n']} | {_fmt(r['base']['value'])} | "
                      f"{_fmt(r['tuned']['value'])} | {r['diff']:+.4f} | [{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}] | "
-                     f"{r['p_value']:.3g} |")
+                     f"{p_text(r['p_value'])} |")
     lines.append("")
     if s["gain"]:
         g = s["gain"]
         lines.append(f"Gain on the tuned task ({s['tuned_task']}, {g['metric']}): {g['diff']:+.4f} "
-                     f"(95% CI [{_fmt(g['ci'][0])}, {_fmt(g['ci'][1])}], p = {g['p_value']:.3g}).")
+                     f"(95% CI [{_fmt(g['ci'][0])}, {_fmt(g['ci'][1])}], p {p_text(g['p_value'])}).")
     if s["average_drop"] is not None:
         lines.append(f"Average drop over held-out tasks ({', '.join(s['average_drop_tasks'])}): "
                      f"{s['average_drop']:+.4f} (positive = worse after tuning).")
@@ -139,51 +156,70 @@ def forgetting_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def training_data(cfg) -> dict:
-    """The training config's data tasks (by name) and split settings, for eval splits that match."""
-    data = getattr(cfg, "data", None)
-    tasks = {t.name: t.model_dump(exclude_none=True) for t in getattr(data, "tasks", []) or [] if hasattr(t, "name")}
-    # max_length stays the eval default (4096): eval prompts are not cut to the training length
-    return {"data_tasks": tasks, "data_split": getattr(data, "split", None)}
+def _section(cfg):
+    from tunelab.config.evaluate import ForgettingConfig
+
+    section = getattr(cfg, "forgetting", None)
+    return ForgettingConfig.model_validate(section) if isinstance(section, dict) else section
 
 
-def _split_seed(cfg) -> int:
-    """The seed the data pipeline split the training data with: eval splits must match it."""
-    split = getattr(getattr(cfg, "data", None), "split", None)
-    seed = getattr(split, "seed", None)
-    return seed if seed is not None else cfg.seed
+def _eval_kwargs(cfg, section) -> dict:
+    from tunelab.evaluate.loading import load_options
+
+    data = training_data(cfg)
+    return dict(model_options=load_options(cfg.model), limit=section.limit, split=section.split, batch_size=section.batch_size,
+                generation=section.generation, cache=section.cache, n_resamples=section.bootstrap_resamples,
+                config_dir=getattr(cfg, "config_dir", "."), allow_train_overlap=section.allow_train_overlap, **data)
 
 
-def run_retention(cfg, run_dir: str | Path, stage: str = "before") -> dict | None:
-    """Called by the training loop: score cfg.retention tasks on the base model ("before", at the
-    start) or on the run's final/ ("after", at the end); after "after", write the forgetting report.
+def check_forgetting_tasks(cfg, tokenizer=None, data=None) -> None:
+    """Before training: every `forgetting:` task expands, has a safe unique name and known metrics;
+    with the tokenizer and the prepared training data, no task would score this run's training
+    examples (unless forgetting.allow_train_overlap)."""
+    from tunelab.evaluate.harness import expand_tasks, load_examples, own_task
 
-    Results: <run>/retention/before/, <run>/retention/after/, <run>/retention/forgetting.json.
-    """
-    from tunelab.config.evaluate import RetentionConfig
+    section = _section(cfg)
+    kwargs = _eval_kwargs(cfg, section)
+    specs = expand_tasks(section.tasks, kwargs["config_dir"], kwargs["data_tasks"])
+    if tokenizer is None or data is None or section.allow_train_overlap:
+        return
+    trained = {ex.content_key for task in data.tasks.values() for ex in task.splits["train"]}
+    for spec in specs:
+        settings = kwargs["data_settings"] if own_task(spec, kwargs["data_tasks"]) else None
+        _, split, examples = load_examples(spec, tokenizer, section.split, section.limit, kwargs["config_dir"],
+                                           kwargs["seed"], kwargs["data_split"], settings=settings)
+        hits = [ex for ex in examples if ex.content_key in trained]
+        if hits:
+            from tunelab.config.base import ConfigError
 
-    retention = getattr(cfg, "retention", None)
-    if retention is None or not retention.tasks:
+            raise ConfigError(f"forgetting.tasks: task '{spec['name']}' would score {len(hits)} of {len(examples)} "
+                              f"{split} examples that this run trains on (e.g. {hits[0].source}); name the run's own "
+                              f"task by its bare name to use its held-out split, or set "
+                              f"forgetting.allow_train_overlap: true")
+
+
+def forgetting_during_training(cfg, run_dir: str | Path, stage: str = "before") -> dict | None:
+    """The training loop's hook: score cfg.forgetting tasks on the base model ("before", at the
+    start) or on the run's final/ ("after", at the end), then write the forgetting report.
+
+    Results: <run>/forgetting/base/, <run>/forgetting/tuned/, <run>/forgetting/forgetting.json."""
+    section = _section(cfg)
+    if section is None or not section.tasks:
         return None
-    if isinstance(retention, dict):
-        retention = RetentionConfig.model_validate(retention)
     if stage not in ("before", "after"):
         raise ValueError("stage must be 'before' or 'after'")
-    if not getattr(retention, stage):
+    if not getattr(section, stage):
         return None
-    run = Path(run_dir)
-    folder = run / "retention"
-    kwargs = dict(limit=retention.limit, split=retention.split, batch_size=retention.batch_size,
-                  generation=retention.generation, cache=retention.cache, n_resamples=retention.bootstrap_resamples,
-                  config_dir=getattr(cfg, "config_dir", "."), seed=_split_seed(cfg), **training_data(cfg))
+    folder = Path(run_dir) / "forgetting"
+    kwargs = _eval_kwargs(cfg, section)
     if stage == "before":
-        return evaluate(cfg.model.name, retention.tasks, output_dir=folder / "before", dtype=retention.dtype, **kwargs)
-    tuned = evaluate(None, retention.tasks, output_dir=folder / "after",
-                     spec=model_spec(cfg.model.name, run=str(run), dtype=retention.dtype), **kwargs)
-    before_file = folder / "before" / "results.json"
-    if not before_file.exists():  # retention.before was off: score the base model now
-        evaluate(cfg.model.name, retention.tasks, output_dir=folder / "before", dtype=retention.dtype, **kwargs)
-    base = json.loads(before_file.read_text(encoding="utf-8"))
-    return write_forgetting(base, tuned, folder / "before", folder / "after", folder,
-                            retention.tuned_task or guess_tuned_task(run), retention.bootstrap_resamples,
-                            base_label=cfg.model.name, tuned_label=str(run))
+        return evaluate(cfg.model.name, section.tasks, output_dir=folder / "base", dtype=section.dtype, **kwargs)
+    tuned = evaluate(None, section.tasks, output_dir=folder / "tuned",
+                     spec=model_spec(cfg.model.name, run=str(run_dir), dtype=section.dtype,
+                                     options=kwargs["model_options"]), **kwargs)
+    if not (folder / "base" / "results.json").exists():  # forgetting.before was off: score the base now
+        evaluate(cfg.model.name, section.tasks, output_dir=folder / "base", dtype=section.dtype, **kwargs)
+    base = json.loads((folder / "base" / "results.json").read_text(encoding="utf-8"))
+    return write_forgetting(base, tuned, folder / "base", folder / "tuned", folder,
+                            section.tuned_task or guess_tuned_task(Path(run_dir)), section.bootstrap_resamples,
+                            base_label=cfg.model.name, tuned_label=str(run_dir))

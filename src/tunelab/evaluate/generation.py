@@ -203,8 +203,12 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]
 
 
 def generate(model, tokenizer, prompts: list[list[int]], settings, batch_size: int = 8, keys: list[str] | None = None,
-             counter: WorkCounter | None = None, max_prompt_tokens: int | None = None, progress=None) -> list[GenerationOutput]:
-    """Generate for all prompts in length-sorted batches; outputs come back in input order."""
+             counter: WorkCounter | None = None, max_prompt_tokens: int | None = None, progress=None,
+             on_batch=None) -> list[GenerationOutput]:
+    """Generate for all prompts in length-sorted batches; outputs come back in input order.
+
+    on_batch(indices, outputs), when given, is called as each batch finishes (the evaluation cache
+    writes them at once, so an interrupted evaluation keeps its finished batches)."""
     keys = keys or [str(i) for i in range(len(prompts))]
     results: list[GenerationOutput | None] = [None] * len(prompts)
     for batch in length_sorted_batches([len(p) for p in prompts], max(1, batch_size)):
@@ -212,6 +216,8 @@ def generate(model, tokenizer, prompts: list[list[int]], settings, batch_size: i
                               counter, max_prompt_tokens)
         for i, o in zip(batch, outs):
             results[i] = o
+        if on_batch is not None:
+            on_batch(batch, outs)
         if progress is not None:
             progress(len(batch))
     return results  # type: ignore[return-value]

@@ -1,29 +1,37 @@
 """`evaluate(...)`: score a model, adapter or run on tasks; write results JSON + per-example JSONL.
 
-For each task: build its examples with the data pipeline (the same prompts training uses), take
-the first `limit` of the split, look every item up in the cache, run the model only on the
-missing ones, score, and write
-    <output_dir>/results.json              every task: metrics {value, ci, n}, config, versions
+    <output_dir>/results.json              every task: metrics {value, ci, n}, split, example keys,
+                                           config, model identity (file hashes), contamination check
     <output_dir>/<task>.examples.jsonl     one line per example: prompt, prediction, references, scores
+
+Order of work: every task is expanded, named and built (tokenizer only) and checked against the
+model's training examples before any model runs, so a typo in the last task or a contaminated
+split costs nothing. A run's model (`run=` or a folder inside a run) is evaluated with the run's
+own resolved config: its data tasks by bare name, its split ratios and seed. Then each task is
+scored by the engine (engine.score_examples) and its files written at once, atomically.
 """
 
 from __future__ import annotations
 
 import json
 import platform
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-from tunelab.config.base import UserError
+import yaml
+
+from tunelab.config.base import UserError, check_path_name
 from tunelab.config.evaluate import GenerationConfig
-from tunelab.evaluate.cache import ResultCache, digest
-from tunelab.evaluate.generation import WorkCounter, generate
+from tunelab.evaluate.engine import log, score_examples
+from tunelab.evaluate.generation import WorkCounter
 from tunelab.evaluate.loading import LazyModel, ModelSpec, model_spec, spec_fingerprint
-from tunelab.evaluate.loglikelihood import continuation_ids, score_requests, score_shared_context
+from tunelab.evaluate.provenance import (enclosing_run, keys_digest, model_identity, overlap_report,
+                                         refuse_overlap, training_keys, training_runs)
 from tunelab.evaluate.recipes import data_task_config, expand_task
-from tunelab.evaluate.scoring import higher_is_better, primary_metric, score_choices, score_generations, score_perplexity
+from tunelab.files import write_json, write_jsonl
+
+DEFAULT_SEED = 42  # the data pipeline's default split seed, for data outside any run
 
 
 def versions() -> dict:
@@ -38,28 +46,82 @@ def versions() -> dict:
     return out
 
 
-def _log(msg: str) -> None:
-    print(f"[eval] {msg}", file=sys.stderr, flush=True)
+def training_data(cfg) -> dict:
+    """A training config's data tasks (by name), split settings and split seed: eval splits that match."""
+    data = getattr(cfg, "data", None)
+    tasks = {t.name: t.model_dump(exclude_none=True) for t in getattr(data, "tasks", []) or []}
+    split = getattr(data, "split", None)
+    seed = split.seed if split is not None and split.seed is not None else cfg.seed
+    # The run's own tasks are built exactly as training built them (same length limit, leak
+    # removal, bad-record policy), so their examples are the ones validation saw. Other tasks keep
+    # the eval defaults: their prompts are not cut to the training length.
+    settings = {"max_length": data.max_length, "overlength": data.overlength, "leak_check": data.leak_check,
+                "on_error": data.on_error} if data is not None else None
+    return {"data_tasks": tasks, "data_split": split, "seed": seed, "data_settings": settings}
 
 
-def _progress(total: int, label: str):
-    """Plain progress lines (one per batch): readable in CI logs and on a terminal."""
-    state = {"done": 0, "t0": time.perf_counter()}
+def run_training_data(spec: ModelSpec) -> dict | None:
+    """training_data() of the run the model comes from, read from its config.resolved.yaml."""
+    run = Path(spec.run) if spec.run else enclosing_run(spec.adapter) or enclosing_run(spec.full_model)
+    if run is None or not (run / "config.resolved.yaml").exists():
+        return None
+    from tunelab.config import load_config
 
-    def step(n: int) -> None:
-        state["done"] += n
-        elapsed = time.perf_counter() - state["t0"]
-        _log(f"{label}: {state['done']}/{total} items ({elapsed:.1f}s)")
+    raw = yaml.safe_load((run / "config.resolved.yaml").read_text(encoding="utf-8")) or {}
+    for key in ("stages", "continual", "search"):
+        raw.pop(key, None)
+    cfg = load_config(data=raw)
+    env = json.loads((run / "env.json").read_text(encoding="utf-8")) if (run / "env.json").exists() else {}
+    # The run's data paths are relative to its own config file's folder, not to this command's.
+    base = Path(env.get("config_dir") or ".")
+    own = training_data(cfg)
+    own["data_tasks"] = {name: absolute_paths(task, base) for name, task in own["data_tasks"].items()}
+    return own
 
-    return step
+
+def absolute_paths(task: dict, base: Path) -> dict:
+    """A data-task mapping with its source paths made absolute against `base`."""
+    def fix(src):
+        if isinstance(src, list):
+            return [fix(s) for s in src]
+        if isinstance(src, dict) and src.get("path") and not Path(src["path"]).expanduser().is_absolute():
+            return {**src, "path": str(base / src["path"])}
+        return src
+
+    task = dict(task)
+    if task.get("source") is not None:
+        task["source"] = fix(task["source"])
+    if task.get("splits"):
+        task["splits"] = {k: fix(v) for k, v in task["splits"].items()}
+    return task
+
+
+def expand_tasks(tasks: list, config_dir: str, data_tasks: dict | None) -> list[dict]:
+    """Every task spec, with unique names that are safe as file names; before any work."""
+    specs = [expand_task(task, config_dir, data_tasks) for task in tasks]
+    seen: set[str] = set()
+    for spec in specs:
+        check_path_name(spec["name"], "eval task name")
+        if spec["name"] in seen:
+            raise UserError(f"two tasks are named '{spec['name']}': give one of them another name (name=...)")
+        seen.add(spec["name"])
+    return specs
+
+
+def own_task(spec: dict, data_tasks: dict | None) -> bool:
+    """Whether an eval task is one of the training config's data tasks (same name, same data)."""
+    task = (data_tasks or {}).get(spec["name"])
+    return task is not None and all(spec.get(k) == task.get(k) for k in ("kind", "source", "splits", "fields"))
 
 
 def load_examples(spec: dict, tokenizer, split: str, limit: int | None, config_dir: str, seed: int,
-                  data_split=None, max_length: int = 4096):
+                  data_split=None, max_length: int = 4096, settings: dict | None = None):
+    """Build a task's examples with the data pipeline; (task data, split name, examples).
+    settings: the training config's data settings (max_length, overlength, leak_check, on_error)."""
     from tunelab.data import build_task
 
-    task_cfg = data_task_config(spec)
-    data = build_task(task_cfg, tokenizer, config_dir, max_length=max_length, seed=seed, split=data_split)
+    options = dict(settings) if settings else {"max_length": max_length}
+    data = build_task(data_task_config(spec), tokenizer, config_dir, seed=seed, split=data_split, **options)
     split = spec.get("split", split)
     if split not in data.splits:
         raise UserError(f"task '{spec['name']}': no split '{split}' (have {', '.join(data.splits)})")
@@ -69,151 +131,65 @@ def load_examples(spec: dict, tokenizer, split: str, limit: int | None, config_d
     return data, split, examples[:limit] if limit else examples
 
 
-def _generate_task(lm: LazyModel, examples, settings: GenerationConfig, cache: ResultCache, batch_size: int,
-                   counter: WorkCounter, name: str) -> list[dict]:
-    keys = [digest(ex.prompt_ids) for ex in examples]
-    missing = [i for i, k in enumerate(keys) if cache.get(k) is None]
-    if missing:
-        outs = generate(lm.model, lm.tokenizer, [examples[i].prompt_ids for i in missing], settings, batch_size,
-                        keys=[keys[i] for i in missing], counter=counter,
-                        progress=_progress(len(missing), f"{name} generate"))
-        cache.put_many({keys[i]: asdict(o) for i, o in zip(missing, outs)})
-    computed = set(missing)
-    return [dict(cache.data[k], cached=i not in computed) for i, k in enumerate(keys)]
-
-
-def _score_requests(lm: LazyModel, requests, cache: ResultCache, batch_size: int, counter: WorkCounter,
-                    name: str) -> list[dict]:
-    keys = [digest([ctx, cont]) for ctx, cont in requests]
-    missing = sorted({k: i for i, k in enumerate(keys) if cache.get(k) is None}.values())
-    if missing:
-        pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
-        outs = score_requests(lm.model, [requests[i] for i in missing], batch_size, pad, counter,
-                              progress=_progress(len(missing), f"{name} log-likelihood"))
-        cache.put_many({keys[i]: o for i, o in zip(missing, outs)})
-    return [cache.data[k] for k in keys]
-
-
-def _score_groups(lm: LazyModel, groups, cache: ResultCache, batch_size: int, counter: WorkCounter,
-                  name: str) -> list[list[dict]]:
-    """Multiple choice: one cache entry per question (its context and all its options)."""
-    keys = [digest([ctx, opts]) for ctx, opts in groups]
-    missing = sorted({k: i for i, k in enumerate(keys) if cache.get(k) is None}.values())
-    if missing:
-        pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
-        outs = score_shared_context(lm.model, [groups[i] for i in missing], batch_size, pad, counter,
-                                    progress=_progress(len(missing), f"{name} log-likelihood"))
-        cache.put_many({keys[i]: {"options": o} for i, o in zip(missing, outs)})
-    return [cache.data[k]["options"] for k in keys]
-
-
-def evaluate_task(lm: LazyModel, task, *, split="test", limit=None, batch_size=8, generation=None,
-                  use_cache=True, n_resamples=1000, confidence=0.95, config_dir=".", seed=42,
-                  counter: WorkCounter | None = None, data_tasks: dict | None = None, data_split=None,
-                  max_length: int = 4096) -> tuple[dict, list[dict]]:
-    """One task -> (result dict, per-example rows). data_tasks/data_split: the training config's
-    tasks (bare names refer to them) and split settings, so eval splits match training's."""
-    counter = counter or WorkCounter()
-    spec = expand_task(task, config_dir, data_tasks)
-    name, kind, metrics = spec["name"], spec["eval_kind"], list(spec["metrics"])
-    tokenizer = lm.tokenizer
-    data, split, examples = load_examples(spec, tokenizer, split, limit, config_dir, seed, data_split, max_length)
-    fp = spec_fingerprint(lm.spec)
-    settings = None
-    rows = [{"index": i, "key": f"{split}:{ex.source or ex.source_index}", "source": ex.source,
-             "source_index": ex.source_index, "prompt": ex.prompt_text, "references": ex.references,
-             "label": ex.label, "prompt_truncated": ex.truncated} for i, ex in enumerate(examples)]
-    if kind == "generate":
-        base = generation or GenerationConfig()
-        # a task's own max_new_tokens/stop (recipes set them) apply unless the user set them explicitly
-        settings = base.model_copy(update={k: spec[k] for k in ("max_new_tokens", "stop")
-                                           if k in spec and k not in base.model_fields_set})
-        cache = ResultCache({**fp, "kind": "generate", "settings": settings.model_dump()}, use_cache)
-        outs = _generate_task(lm, examples, settings, cache, batch_size, counter, name)
-        records = [{"prediction": o["text"], "references": ex.references, "label": ex.label}
-                   for o, ex in zip(outs, examples)]
-        corpus, per = score_generations(records, metrics, data.labels, n_resamples, confidence)
-        for row, o, p in zip(rows, outs, per):
-            row.update(prediction=o["text"], stop_reason=o["stop_reason"], generated_tokens=len(o["token_ids"]),
-                       cached=o["cached"], scores=p)
-    elif kind == "loglikelihood":
-        if not all(ex.choices for ex in examples):
-            raise UserError(f"task '{name}': log-likelihood scoring needs a multiple_choice task (choices)")
-        cache = ResultCache({**fp, "kind": "loglikelihood"}, use_cache)
-        groups = [(ex.prompt_ids, [continuation_ids(tokenizer, ex.prompt_text, c) for c in ex.choices])
-                  for ex in examples]
-        outs = _score_groups(lm, groups, cache, batch_size, counter, name)
-        records = [{"logprobs": [o["logprob"] for o in group], "choices": ex.choices, "answer_index": ex.answer_index}
-                   for group, ex in zip(outs, examples)]
-        corpus, per = score_choices(records, metrics, n_resamples, confidence)
-        for row, r, p, ex in zip(rows, records, per, examples):
-            row.update(choices=ex.choices, answer_index=ex.answer_index, logprobs=r["logprobs"],
-                       prediction=ex.choices[p["predicted_index"]], scores=p)
-    elif kind == "perplexity":
-        cache = ResultCache({**fp, "kind": "loglikelihood"}, use_cache)
-        requests = [(ex.prompt_ids, ex.target_ids) for ex in examples]
-        outs = _score_requests(lm, requests, cache, batch_size, counter, name)
-        records = [{"logprob": o["logprob"], "n_tokens": o["n_tokens"],
-                    "n_bytes": len(ex.target_text.encode("utf-8"))} for o, ex in zip(outs, examples)]
-        corpus, per = score_perplexity(records, metrics, n_resamples, confidence)
-        for row, ex, p in zip(rows, examples, per):
-            row.update(prediction=None, target=ex.target_text, scores=p)
-    else:
-        raise UserError(f"task '{name}': unknown eval_kind '{kind}' (generate, loglikelihood, perplexity)")
-    primary = primary_metric(metrics)
-    for m, entry in corpus.items():
-        entry.setdefault("higher_is_better", higher_is_better(m))
-    result = {
-        "task": name, "kind": kind, "data_kind": spec["kind"], "split": split, "n": len(examples),
-        "primary_metric": primary, "metrics": corpus, "labels": data.labels,
-        "config": {k: v for k, v in spec.items()},
-        "generation": settings.model_dump() if settings is not None else None,
-        "data_counts": data.counts,
-        "cache": {"hits": cache.hits, "misses": cache.misses, "file": str(cache.path) if use_cache else None},
-    }
-    return result, rows
-
-
 def evaluate(model_ref: str | None, tasks: list, adapter: str | None = None, run: str | None = None,
              limit: int | None = None, output_dir: str | Path | None = None, *, split: str = "test",
              batch_size: int = 8, dtype: str = "float32", generation: GenerationConfig | None = None,
              cache: bool = True, n_resamples: int = 1000, confidence: float = 0.95, config_dir: str = ".",
-             seed: int = 42, counter: WorkCounter | None = None, spec: ModelSpec | None = None,
-             data_tasks: dict | None = None, data_split=None, max_length: int = 4096) -> dict:
+             seed: int | None = None, counter: WorkCounter | None = None, spec: ModelSpec | None = None,
+             data_tasks: dict | None = None, data_split=None, max_length: int = 4096,
+             data_settings: dict | None = None, allow_train_overlap: bool = False, verbose: bool = True,
+             model_options: dict | None = None) -> dict:
     """Evaluate one model on tasks. Returns the results dict (also written to output_dir/results.json)."""
     if not tasks:
         raise UserError("no tasks given: name at least one (e.g. --task sst2=../shared/data/sst2)")
     counter = counter or WorkCounter()
-    spec = spec or model_spec(model_ref, adapter, run, dtype)
+    spec = spec or model_spec(model_ref, adapter, run, dtype, model_options)
+    own = run_training_data(spec) if data_tasks is None else None
+    if own is not None:  # a run's model: its own tasks, split ratios and split seed
+        data_tasks, data_split, data_settings = own["data_tasks"], own["data_split"], own["data_settings"]
+        seed = own["seed"] if seed is None else seed
+    seed = DEFAULT_SEED if seed is None else seed
+    specs = expand_tasks(tasks, config_dir, data_tasks)
     lm = LazyModel(spec, counter)
+    built = [load_examples(s, lm.tokenizer, split, limit, config_dir, seed, data_split, max_length,
+                           data_settings if own_task(s, data_tasks) else None) for s in specs]
+    runs = training_runs(spec)
+    keys = training_keys(runs)
+    checks = {s["name"]: overlap_report(ex, keys, runs) for s, (_, _, ex) in zip(specs, built)} if runs else {}
+    for s, (_, task_split, _) in zip(specs, built):
+        if checks.get(s["name"], {}).get("overlap") and not allow_train_overlap:
+            refuse_overlap(s["name"], task_split, checks[s["name"]])
     t0 = time.perf_counter()
-    results = {"model": asdict(spec), "versions": versions(), "split": split, "limit": limit,
+    results = {"model": asdict(spec), "model_identity": model_identity(spec), "versions": versions(),
+               "split": split, "limit": limit, "split_seed": seed,
                "generation": (generation or GenerationConfig()).model_dump(), "batch_size": batch_size,
-               "bootstrap": {"n_resamples": n_resamples, "confidence": confidence, "seed": 0}, "tasks": {}}
+               "bootstrap": {"n_resamples": n_resamples, "confidence": confidence, "seed": 0},
+               "allow_train_overlap": allow_train_overlap, "tasks": {}}
     out = Path(output_dir) if output_dir is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-    for task in tasks:
-        result, rows = evaluate_task(lm, task, split=split, limit=limit, batch_size=batch_size, generation=generation,
-                                     use_cache=cache, n_resamples=n_resamples, confidence=confidence,
-                                     config_dir=config_dir, seed=seed, counter=counter, data_tasks=data_tasks,
-                                     data_split=data_split, max_length=max_length)
-        name = result["task"]
-        if name in results["tasks"]:
-            raise UserError(f"two tasks are named '{name}': give one of them another name (name=...)")
-        if out is not None:
-            path = out / f"{name}.examples.jsonl"
-            with path.open("w", encoding="utf-8") as f:
-                for row in rows:
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            result["examples_file"] = path.name
-        result["versions"] = results["versions"]
+    cache_key = spec_fingerprint(spec) if cache else None
+    for s, (data, task_split, examples) in zip(specs, built):
+        result, rows = score_examples(lm, s, examples, split=task_split, labels=data.labels,
+                                      label_synonyms=getattr(data, "label_synonyms", None), generation=generation,
+                                      batch_size=batch_size, cache_key=cache_key, n_resamples=n_resamples,
+                                      confidence=confidence, counter=counter, verbose=verbose)
+        name = s["name"]
+        result = {"task": name, "kind": result["eval_kind"], "data_kind": s["kind"], "split": task_split,
+                  "n": len(examples), **result, "labels": data.labels,
+                  "example_keys_sha256": keys_digest([r["key"] for r in rows]),
+                  "contamination": checks.get(name) or {"checked_against": [], "overlap": None,
+                                                        "note": "not a tuned run: training data unknown"},
+                  "config": s, "data_counts": data.counts, "versions": results["versions"]}
         results["tasks"][name] = result
+        if out is not None:
+            write_jsonl(out / f"{name}.examples.jsonl", rows)
+            result["examples_file"] = f"{name}.examples.jsonl"
         summary = ", ".join(f"{m}={e['value']:.4g}" for m, e in result["metrics"].items() if e.get("ci"))
-        _log(f"{name}: n={result['n']} {summary}")
-    results["work"] = {**asdict(counter), "wall_s": round(time.perf_counter() - t0, 3)}
-    if out is not None:
-        (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
+        overlap = result["contamination"].get("overlap")
+        log(f"{name}: n={result['n']} ({task_split} split) {summary}"
+            + (f"; {overlap} training examples of the model included (allowed)" if overlap else ""))
+        results["work"] = {**asdict(counter), "wall_s": round(time.perf_counter() - t0, 3)}
+        if out is not None:
+            write_json(out / "results.json", results)  # after every task: an interrupted run keeps the rest
     return results
 
 

@@ -16,6 +16,10 @@ from tunelab.config.base import UserError
 from tunelab.evaluate.cache import fingerprint
 
 
+# model: keys that say how to load the weights (not which): a run's own are reused for its model.
+LOAD_OPTIONS = ("revision", "trust_remote_code", "allow_pickle", "attn_implementation")
+
+
 @dataclass
 class ModelSpec:
     base: str  # alias, local folder or hub id of the base model
@@ -24,19 +28,40 @@ class ModelSpec:
     dtype: str = "float32"
     label: str = ""
     run: str | None = None
+    # ModelConfig keys for loading (LOAD_OPTIONS): revision, trust_remote_code, allow_pickle, ...
+    options: dict = field(default_factory=dict)
 
 
-def run_base_model(run: Path) -> str:
+def load_options(model_cfg) -> dict:
+    """The LOAD_OPTIONS a `model:` section sets (a mapping or a ModelConfig)."""
+    get = model_cfg.get if isinstance(model_cfg, dict) else lambda k: getattr(model_cfg, k, None)
+    return {k: get(k) for k in LOAD_OPTIONS if get(k) not in (None, False)}
+
+
+def run_model_section(run: Path) -> dict:
     cfg_file = run / "config.resolved.yaml"
     if not cfg_file.exists():
         raise UserError(f"{run}: not a run folder (no config.resolved.yaml)")
     data = yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}
-    return str((data.get("model") or {}).get("name") or "smollm2-135m-instruct")
+    return data.get("model") or {}
+
+
+def run_base_model(run: Path) -> str:
+    return str(run_model_section(run).get("name") or "smollm2-135m-instruct")
 
 
 def model_spec(model: str | None = None, adapter: str | None = None, run: str | None = None,
-               dtype: str = "float32") -> ModelSpec:
-    """Resolve the CLI's --model/--adapter/--run into one ModelSpec."""
+               dtype: str = "float32", options: dict | None = None) -> ModelSpec:
+    """Resolve the CLI's --model/--adapter/--run into one ModelSpec. A run's model is loaded with
+    the run's own load options (model.allow_pickle, trust_remote_code, revision); `options` adds to them."""
+    spec = _model_spec(model, adapter, run, dtype)
+    if spec.run:
+        spec.options = load_options(run_model_section(Path(spec.run)))
+    spec.options.update({k: v for k, v in (options or {}).items() if v not in (None, False)})
+    return spec
+
+
+def _model_spec(model: str | None, adapter: str | None, run: str | None, dtype: str) -> ModelSpec:
     if adapter and run:
         raise UserError("give --adapter or --run, not both")
     if adapter and (Path(adapter) / "final").is_dir():
@@ -82,7 +107,7 @@ class LazyModel:
             from tunelab.models import resolve_model
 
             name = self.spec.full_model or self.spec.base
-            self._tokenizer = load_tokenizer(resolve_model(name), ModelConfig(name=name))
+            self._tokenizer = load_tokenizer(resolve_model(name), ModelConfig(name=name, **self.spec.options))
         return self._tokenizer
 
     @property
@@ -92,7 +117,8 @@ class LazyModel:
             from tunelab.models.load import load_model
 
             name = self.spec.full_model or self.spec.base
-            model, tok = load_model(ModelConfig(name=name, dtype=self.spec.dtype), adapter=self.spec.adapter)
+            model, tok = load_model(ModelConfig(name=name, dtype=self.spec.dtype, **self.spec.options),
+                                    adapter=self.spec.adapter)
             if self.spec.adapter is not None:
                 peft_type = str(getattr(model.peft_config.get("default"), "peft_type", ""))
                 if not any(t in peft_type for t in ("PROMPT", "PREFIX", "P_TUNING")):

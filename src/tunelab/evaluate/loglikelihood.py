@@ -34,8 +34,10 @@ def _logits_to_keep_supported(model) -> bool:
 
 @torch.inference_mode()
 def score_requests(model, requests: list[tuple[list[int], list[int]]], batch_size: int = 8, pad_id: int = 0,
-                   counter: WorkCounter | None = None, max_length: int | None = None, progress=None) -> list[dict]:
-    """[(context_ids, cont_ids)] -> [{"logprob", "is_greedy", "n_tokens"}] in input order."""
+                   counter: WorkCounter | None = None, max_length: int | None = None, progress=None,
+                   on_batch=None) -> list[dict]:
+    """[(context_ids, cont_ids)] -> [{"logprob", "is_greedy", "n_tokens"}] in input order.
+    on_batch(indices, results) is called as each batch finishes."""
     counter = counter or WorkCounter()
     device = next(model.parameters()).device
     seqs = []
@@ -71,6 +73,8 @@ def score_requests(model, requests: list[tuple[list[int], list[int]]], batch_siz
             token_lp = rows.gather(-1, targets[:, None])[:, 0]
             results[i] = {"logprob": float(token_lp.sum()), "n_tokens": n_cont,
                           "is_greedy": bool((rows.argmax(-1) == targets).all())}
+        if on_batch is not None:
+            on_batch(batch, [results[i] for i in batch])
         if progress is not None:
             progress(len(batch))
     return results  # type: ignore[return-value]
@@ -78,7 +82,7 @@ def score_requests(model, requests: list[tuple[list[int], list[int]]], batch_siz
 
 @torch.inference_mode()
 def score_shared_context(model, groups: list[tuple[list[int], list[list[int]]]], batch_size: int = 8, pad_id: int = 0,
-                         counter: WorkCounter | None = None, progress=None) -> list[list[dict]]:
+                         counter: WorkCounter | None = None, progress=None, on_batch=None) -> list[list[dict]]:
     """Multiple choice: [(context_ids, [option_ids, ...])] -> per group, one result per option.
 
     The context runs once per question (left padded, KV cache); the cache rows are then copied
@@ -137,6 +141,8 @@ def score_shared_context(model, groups: list[tuple[list[int], list[list[int]]]],
                                   "is_greedy": bool((rows.argmax(-1) == targets).all())})
                 k += 1
             results[i] = group_out
+        if on_batch is not None:
+            on_batch(batch, [results[i] for i in batch])
         if progress is not None:
             progress(len(batch))
     return results  # type: ignore[return-value]

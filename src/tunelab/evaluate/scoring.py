@@ -1,8 +1,16 @@
-"""Turn model outputs into metrics: per-record scores, and corpus values with bootstrap CIs.
+"""Model outputs -> metrics: per-example scores, corpus values with CIs, and paired differences.
 
-Every corpus number is a function of the per-record scores written to the examples JSONL, so
-each can be traced (and recomputed) from the examples. Means get a percentile bootstrap CI
-over records; perplexity and BLEU (ratios of sums) are bootstrapped as whole statistics.
+Text metrics come from `tunelab.metrics.score.score_records`, the engine behind `tunelab score`:
+one scorer, so a number from `eval` equals the one `tunelab score` gives on the same predictions.
+Every CI is a percentile bootstrap with exactly the requested number of resamples (seed 0).
+
+Two kinds of corpus number, and their paired differences (forgetting, compare):
+- means over examples (accuracy, exact match, token F1, ROUGE F1, acc, acc_norm): the difference
+  is the mean of per-example differences, its CI a paired bootstrap of that mean;
+- corpus statistics (BLEU, chrF, macro-F1, perplexity, bits per byte, token NLL): each is a
+  function of per-example statistics summed over the corpus; the difference is the difference of
+  the two corpus values, its CI a paired bootstrap of that same difference (the same resampled
+  examples for both systems). A difference and its CI are always the same statistic.
 """
 
 from __future__ import annotations
@@ -11,78 +19,77 @@ import math
 
 import numpy as np
 
+from tunelab.config.scoring import PERCENT_SCALE, higher_is_better
 from tunelab.metrics import bootstrap_ci
-from tunelab.metrics.stats import bootstrap_statistic, percentile_interval
+from tunelab.metrics.stats import bootstrap_statistic, paired_bootstrap, paired_bootstrap_statistic, percentile_interval
 
-LOWER_IS_BETTER = {"perplexity", "bits_per_byte", "token_nll"}
 ROUGE_PREFIX = "rouge"
 
 
-def _mean_metric(values: list[float], n_resamples: int, confidence: float) -> dict:
+def _entry(value: float, ci, n: int, **extra) -> dict:
+    return {"value": float(value), "ci": None if ci is None else [float(ci[0]), float(ci[1])], "n": n, **extra}
+
+
+def _mean_metric(values, n_resamples: int, confidence: float) -> dict:
     arr = np.asarray(values, dtype=float)
-    ci = bootstrap_ci(arr, n_resamples=n_resamples, confidence=confidence) if len(arr) else (math.nan, math.nan)
-    return {"value": float(arr.mean()) if len(arr) else math.nan, "ci": [float(ci[0]), float(ci[1])], "n": len(arr)}
+    ci = bootstrap_ci(arr, n_resamples=n_resamples, confidence=confidence) if n_resamples and len(arr) else None
+    return _entry(arr.mean() if len(arr) else math.nan, ci, len(arr))
 
 
 def score_generations(records: list[dict], metrics: list[str], labels: list[str] | None = None,
-                      n_resamples: int = 1000, confidence: float = 0.95) -> tuple[dict, list[dict]]:
-    """records: {"prediction", "references", "label"} -> (corpus metrics, per-record scores)."""
-    per = [dict() for _ in records]
-    corpus: dict = {}
-    preds = [r["prediction"] for r in records]
-    refs = [r["references"] for r in records]
+                      label_synonyms: dict | None = None, n_resamples: int = 1000,
+                      confidence: float = 0.95) -> tuple[dict, list[dict]]:
+    """records: {"prediction", "references", "label"} -> (corpus metrics, per-example scores + statistics)."""
+    from tunelab.metrics.score import score_records
+
     rouge_types = [m for m in metrics if m.startswith(ROUGE_PREFIX)]
-    if rouge_types:
-        from tunelab.metrics.rouge import rouge
-
-        scores = rouge(preds, refs, rouge_types)
-        for p, s in zip(per, scores):
-            for t in rouge_types:
-                p[t] = float(s[t].fmeasure)
-    if "exact_match" in metrics:
-        from tunelab.metrics.exact_match import exact_match
-
-        for p, pred, ref in zip(per, preds, refs):
-            p["exact_match"] = float(exact_match(pred, ref))
-    if "token_f1" in metrics:
-        from tunelab.metrics.token_f1 import token_f1
-
-        for p, pred, ref in zip(per, preds, refs):
-            p["token_f1"] = float(token_f1(pred, ref))
+    engine = [m for m in ("bleu", "chrf", "exact_match", "token_f1") if m in metrics]
+    engine += ["rouge"] if rouge_types else []
+    engine += ["classification"] if "accuracy" in metrics else []
+    if "accuracy" in metrics and not labels:
+        raise ValueError("accuracy needs the task's labels")
+    verbalizers = {lab: list((label_synonyms or {}).get(lab, [])) for lab in labels} if labels else None
+    scored = [{"prediction": r["prediction"], "references": list(r["references"]) or [""],
+               **({"label": r["label"]} if "accuracy" in metrics else {})} for r in records]
+    corpus_raw, per_raw = score_records(scored, engine, rouge_types=rouge_types or ("rougeL",), labels=verbalizers,
+                                        bootstrap=n_resamples, confidence=confidence, _keep_statistics=True)
+    kept = corpus_raw.pop("_kept")
+    n = len(records)
+    corpus, per = {}, [dict() for _ in records]
+    for t in rouge_types:
+        c = corpus_raw[t]
+        corpus[t] = _entry(c["f1"], c.get("f1_ci"), n, signature=c["signature"], note="mean ROUGE F1 over examples")
+        for p, r in zip(per, per_raw):
+            p[t] = r[t]["f1"]
+    for m in ("exact_match", "token_f1"):
+        if m in metrics:
+            corpus[m] = _entry(corpus_raw[m]["mean"], corpus_raw[m].get("ci"), n)
+            for p, r in zip(per, per_raw):
+                p[m] = r[m]
+    for m in ("bleu", "chrf"):
+        if m in metrics:
+            c = corpus_raw[m]
+            corpus[m] = _entry(c["score"], c.get("score_ci"), n, signature=c["signature"], scale="0-100",
+                               note=f"corpus {m} on sacrebleu's 0-100 scale; per-example values are sentence {m}")
+            statistics = kept[m][1]
+            for p, r, s in zip(per, per_raw, statistics):
+                p[m] = r[m]
+                p[f"{m}_statistics"] = s.tolist()
     if "accuracy" in metrics:
-        from tunelab.metrics import classification_report, extract_label
+        _classification(corpus, per, corpus_raw["classification"], per_raw, n)
+    return {m: corpus[m] for m in [*metrics, "macro_f1", "unmapped"] if m in corpus}, per
 
-        if not labels:
-            raise ValueError("accuracy needs the task's labels")
-        mapped = [extract_label(pred, labels) for pred in preds]
-        for p, r, m in zip(per, records, mapped):
-            p["predicted_label"] = m
-            p["accuracy"] = float(m is not None and m == r["label"])
-        report = classification_report([r["label"] for r in records], mapped, labels)
-        corpus["macro_f1"] = {"value": float(report["macro"]["f1"]) if isinstance(report.get("macro"), dict)
-                              else float(report.get("macro_f1", math.nan)), "ci": None, "n": len(records)}
-        corpus["unmapped"] = {"value": int(sum(m is None for m in mapped)), "ci": None, "n": len(records),
-                              "note": "generations that name no label (or several): counted as wrong",
-                              "higher_is_better": False}
-    if "bleu" in metrics:
-        from tunelab.metrics.bleu import corpus_bleu, sentence_bleu
 
-        for p, pred, ref in zip(per, preds, refs):
-            p["bleu"] = float(sentence_bleu(pred, ref).score)
-        value = float(corpus_bleu(preds, [list(r) for r in refs]).score) if records else math.nan
-        idx = np.random.default_rng(0).integers(0, len(records), size=(min(n_resamples, 200), len(records)))
-        samples = np.array([corpus_bleu([preds[i] for i in row], [list(refs[i]) for i in row]).score for row in idx])
-        corpus["bleu"] = {"value": value, "ci": list(percentile_interval(samples, confidence)), "n": len(records),
-                          "note": "corpus BLEU; per-record values are sentence BLEU"}
-    for m in metrics:
-        if m in ("bleu",):
-            continue
-        if m not in per[0] if per else True:
-            if m not in corpus:
-                raise ValueError(f"unknown generation metric '{m}'")
-            continue
-        corpus[m] = _mean_metric([p[m] for p in per], n_resamples, confidence)
-    return corpus, per
+def _classification(corpus: dict, per: list[dict], report: dict, per_raw: list[dict], n: int) -> None:
+    corpus["accuracy"] = _entry(report["accuracy"], report.get("accuracy_ci"), n)
+    corpus["macro_f1"] = _entry(report["macro"]["f1"], report.get("macro_f1_ci"), n,
+                                note="macro-averaged F1 over the labels (unmapped answers count wrong)")
+    unmapped = sum(r["classification"]["predicted"] is None for r in per_raw)
+    corpus["unmapped"] = _entry(unmapped, None, n, higher_is_better=False,
+                                note="generations that name no label (or several): counted as wrong")
+    for p, r in zip(per, per_raw):
+        entry = r["classification"]
+        p.update(accuracy=float(entry["correct"]), predicted_label=entry["predicted"], label_reason=entry["reason"])
 
 
 def score_choices(records: list[dict], metrics: list[str], n_resamples: int = 1000,
@@ -102,45 +109,88 @@ def score_choices(records: list[dict], metrics: list[str], n_resamples: int = 10
                     "acc_norm": float(int((lp / np.maximum(chars, 1)).argmax()) == gold),
                     "acc_bytes": float(int((lp / np.maximum(nbytes, 1)).argmax()) == gold),
                     "predicted_index": int(lp.argmax())})
-    corpus = {}
-    for m in metrics:
-        if m not in ("acc", "acc_norm", "acc_bytes"):
-            raise ValueError(f"unknown multiple-choice metric '{m}' (acc, acc_norm, acc_bytes)")
-        corpus[m] = _mean_metric([p[m] for p in per], n_resamples, confidence)
+    corpus = {m: _mean_metric([p[m] for p in per], n_resamples, confidence) for m in metrics}
     return corpus, per
+
+
+# Corpus statistics from per-example statistics summed over examples: (rows, k) -> (rows,).
+def _perplexity(s):
+    return np.exp(s[..., 0] / s[..., 1])
+
+
+def _token_nll(s):
+    return s[..., 0] / s[..., 1]
+
+
+def _bits_per_byte(s):
+    return s[..., 0] / (math.log(2) * s[..., 2])
+
+
+PERPLEXITY_FNS = {"perplexity": _perplexity, "token_nll": _token_nll, "bits_per_byte": _bits_per_byte}
 
 
 def score_perplexity(records: list[dict], metrics: list[str], n_resamples: int = 1000,
                      confidence: float = 0.95) -> tuple[dict, list[dict]]:
-    """records: {"logprob", "n_tokens", "n_bytes"} -> token-weighted perplexity and bits per byte."""
-    nll = np.asarray([-r["logprob"] for r in records], dtype=float)
-    tokens = np.asarray([r["n_tokens"] for r in records], dtype=float)
-    nbytes = np.asarray([max(r["n_bytes"], 1) for r in records], dtype=float)
-    per = [{"token_nll": float(a / b), "nll": float(a), "n_tokens": int(b)} for a, b in zip(nll, tokens)]
-    stats = np.stack([nll, tokens, nbytes], axis=1)
-    fns = {"perplexity": lambda s: np.exp(s[..., 0] / s[..., 1]),
-           "bits_per_byte": lambda s: s[..., 0] / (math.log(2) * s[..., 2])}
+    """records: {"logprob", "n_tokens", "n_bytes"} -> token-weighted token NLL, perplexity, bits per byte."""
+    stats = np.asarray([[-r["logprob"], r["n_tokens"], max(r["n_bytes"], 1)] for r in records], dtype=float)
+    per = [{"token_nll": float(a / b), "nll": float(a), "n_tokens": int(b), "perplexity_statistics": [a, b, c]}
+           for a, b, c in stats.tolist()]
     corpus = {}
     for m in metrics:
-        if m not in fns:
-            raise ValueError(f"unknown perplexity metric '{m}' (perplexity, bits_per_byte)")
-        fn = fns[m]
-        value = float(fn(stats.sum(axis=0)))
-        samples = bootstrap_statistic(stats, lambda s, fn=fn: fn(s), n_resamples=n_resamples)
-        corpus[m] = {"value": value, "ci": [float(x) for x in percentile_interval(np.asarray(samples), confidence)],
-                     "n": len(records)}
+        fn = PERPLEXITY_FNS[m]
+        ci = None
+        if n_resamples:
+            ci = percentile_interval(np.asarray(bootstrap_statistic(stats, fn, n_resamples=n_resamples)), confidence)
+        corpus[m] = _entry(fn(stats.sum(axis=0)), ci, len(records),
+                           note="token-weighted over all answer tokens (lower is better)")
     return corpus, per
 
 
-def primary_metric(metrics: list[str]) -> str:
-    """The metric a task is judged by in forgetting and compare tables: the first one asked for."""
-    return metrics[0]
+def statistic_of(metric: str, rows: list[dict], labels: list[str] | None):
+    """(per-example statistics, score_fn) for a corpus-statistic metric, or None for a mean metric."""
+    if metric in ("bleu", "chrf"):
+        from tunelab.metrics import bleu as B
+        from tunelab.metrics import chrf as C
+
+        stats = np.asarray([r["scores"][f"{metric}_statistics"] for r in rows], dtype=float)
+        if metric == "bleu":
+            return stats, lambda s: np.array([B.score_from_statistics(list(row)).score for row in s])
+        order = stats.shape[1] // 3
+        return stats, lambda s: np.array([C.f_score(list(row), order) for row in s])
+    if metric in PERPLEXITY_FNS:
+        return np.asarray([r["scores"]["perplexity_statistics"] for r in rows], dtype=float), PERPLEXITY_FNS[metric]
+    if metric == "macro_f1":
+        from tunelab.metrics.classification import classification_statistics, macro_f1_score_fn
+
+        stats = classification_statistics([r["label"] for r in rows],
+                                          [r["scores"].get("predicted_label") for r in rows], labels)
+        return stats, macro_f1_score_fn(len(labels))
+    return None
 
 
-def per_record_key(metric: str) -> str:
-    """Which per-record score pairs up for a metric's paired test."""
-    return "token_nll" if metric in ("perplexity", "bits_per_byte") else metric
+def per_example_key(metric: str) -> str:
+    """The per-example score of a mean metric (what its paired test pairs on)."""
+    return metric
 
 
-def higher_is_better(metric: str) -> bool:
-    return metric not in LOWER_IS_BETTER
+def paired_difference(metric: str, rows_a: list[dict], rows_b: list[dict], labels: list[str] | None = None,
+                      n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """metric(a) - metric(b) over the same examples (rows in the same order), with its paired CI and p."""
+    stat = statistic_of(metric, rows_a, labels)
+    if stat is not None:
+        stats_b, _ = statistic_of(metric, rows_b, labels)
+        test = paired_bootstrap_statistic(stat[0], stats_b, stat[1], n_resamples, seed, confidence)
+        test["paired_on"] = f"corpus {metric} (summed per-example statistics)"
+    else:
+        a = np.asarray([r["scores"][metric] for r in rows_a], dtype=float)
+        b = np.asarray([r["scores"][metric] for r in rows_b], dtype=float)
+        test = paired_bootstrap(a, b, n_resamples, seed, confidence)
+        test["paired_on"] = f"per-example {metric}"
+        if set(np.unique(np.concatenate([a, b]))) <= {0.0, 1.0}:
+            from tunelab.metrics import mcnemar
+
+            test["mcnemar"] = mcnemar(a.astype(bool), b.astype(bool))
+    test["higher_is_better"] = higher_is_better(metric)
+    if metric in PERCENT_SCALE:
+        test["scale"] = "0-100"
+    return test

@@ -3,7 +3,8 @@
     <output_dir>/<name>/
       config.resolved.yaml
       stages/01-<stage>/ ...        an ordinary run folder per stage (tunelab.train)
-      scores/stage-00.json ...      every task scored after every stage (row 0 = base model)
+      scores/stage-00/ ...          every task scored after every stage (row 0 = base model): an
+                                    evaluation folder each (results.json, per-example files, loss/)
       matrix.json  matrix.md  matrix.png   R[stage][task], ACC / BWT / FWT (matrix.py)
 
 Stage i starts from stage i-1's weights: the full model folder for `full` / `freeze`, or, for
@@ -14,6 +15,9 @@ replayed examples join the stage's mixture as their own task, so with `concat` e
 once per epoch. Earlier tasks' validation splits stay in the stage's data, so the run's
 metrics.jsonl logs `val_loss/<task>` for every task while it trains: forgetting as it happens.
 
+Every cell is scored by the evaluation engine (tunelab.evaluate.evaluate), so a cell's number is
+the number `tunelab eval` gives for that stage's model, task and split: the score is the task's
+primary metric (tunelab.config.scoring), the loss its answer-token NLL (eval_kind perplexity).
 Rerunning with resume=True skips stages whose run finished (summary.json status "completed")
 and scores that exist.
 """
@@ -27,6 +31,7 @@ from pathlib import Path
 from tunelab.config import ConfigError, write_resolved
 from tunelab.experiments.matrix import build_matrix, format_matrix, learned_at_from_stages
 from tunelab.experiments.replay import sample_replay
+from tunelab.files import write_json, write_text
 
 PEFT_METHODS = ("lora", "dora", "ia3", "prompt_tuning", "prefix_tuning", "qlora")
 
@@ -118,18 +123,56 @@ def stage_data(cfg, data, i: int, stage, replay_cfg):
     return prepared
 
 
-def eval_sets(cfg, data, tasks: list[str]) -> dict:
+def score_cell(root: Path, cfg, row: int, model_spec, tasks: list[str]) -> dict:
+    """R[row][task] for every task: the engine's primary metric and answer loss, one folder per row."""
+    from tunelab.config.evaluate import GenerationConfig
+    from tunelab.evaluate.harness import evaluate, training_data
+
     cont = cfg.continual
-    split = cont.eval_split if cont else "test"
-    limit = cont.eval_limit if cont else None
-    out = {}
-    for name in tasks:
-        task = data.tasks[name]
-        examples = list(task.splits.get(split) or task.splits.get("validation") or [])[:limit]
-        if not examples:
-            raise ConfigError(f"task '{name}' has no {split} (or validation) examples to score after each stage")
-        out[name] = (task.kind, task.labels, examples)
+    folder = root / "scores" / f"stage-{row:02d}"
+    kwargs = dict(split=cont.eval_split, limit=cont.eval_limit, batch_size=cont.eval_batch_size,
+                  n_resamples=cont.bootstrap_resamples, config_dir=cfg.config_dir, spec=model_spec,
+                  allow_train_overlap=cont.allow_train_overlap, verbose=False, **training_data(cfg))
+    out = {t: {"n": 0} for t in tasks}
+    if "generate" in cont.metrics:
+        generation = GenerationConfig(max_new_tokens=cont.max_new_tokens) if cont.max_new_tokens else None
+        done = _read(folder / "results.json") or evaluate(None, tasks, output_dir=folder, generation=generation,
+                                                           **kwargs)
+        for t in tasks:
+            res = done["tasks"][t]
+            out[t].update(score=res["metrics"][res["primary_metric"]]["value"], metric=res["primary_metric"],
+                          n=res["n"])
+    if "loss" in cont.metrics:
+        loss_tasks = [{"name": t, "eval_kind": "perplexity", "metrics": ["token_nll"]} for t in tasks]
+        done = _read(folder / "loss" / "results.json") or evaluate(None, loss_tasks, output_dir=folder / "loss",
+                                                                    **kwargs)
+        for t in tasks:
+            out[t].update(loss=done["tasks"][t]["metrics"]["token_nll"]["value"], n=done["tasks"][t]["n"])
+            out[t].setdefault("metric", "token_nll")
     return out
+
+
+def check_overlap(cfg, data, tasks: list[str]) -> None:
+    """Before any training: no scored example may be an input some stage trains on (the matrix would
+    score memorisation), unless continual.allow_train_overlap."""
+    from tunelab.evaluate.provenance import refuse_overlap
+
+    if cfg.continual.allow_train_overlap:
+        return
+    trained = {ex.content_key: name for stage in cfg.stages for name in stage.tasks
+               for ex in data.tasks[name].splits["train"]}
+    split, limit = cfg.continual.eval_split, cfg.continual.eval_limit
+    for name in tasks:
+        examples = list(data.tasks[name].splits.get(split) or [])[:limit]
+        hits = [ex for ex in examples if ex.content_key in trained]
+        if hits:
+            report = {"overlap": len(hits), "n": len(examples), "examples": [ex.source for ex in hits[:2]],
+                      "runs": sorted({f"task '{trained[ex.content_key]}' (training split)" for ex in hits})}
+            refuse_overlap(name, split, report, "set continual.allow_train_overlap: true")
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
 def merge_adapter(base_name: str, run: Path, model_cfg) -> Path:
@@ -155,44 +198,41 @@ def stage_finished(run: Path) -> bool:
     return summary.exists() and json.loads(summary.read_text()).get("status") in ("completed", "early_stopped")
 
 
-def run_continual(cfg, resume: bool = False, train_fn=None, score_fn=None, log=print) -> Path:
+def run_continual(cfg, resume: bool = False, train_fn=None, log=print) -> Path:
     """Train every stage in order, score every task after each; returns the experiment folder."""
     from tunelab.config.experiments import ContinualConfig
     from tunelab.data import prepare
-    from tunelab.experiments.scoring import score_model
+    from tunelab.evaluate.loading import ModelSpec, load_options
     from tunelab.models.load import load_tokenizer
     from tunelab.models.resolver import resolve_model
     from tunelab.train import train
 
+    import torch
+    from accelerate import PartialState
+
     if not cfg.stages:
         raise ConfigError("the config has no 'stages:' list; use tunelab train for a single run")
     train_fn = train_fn or train
-    score_fn = score_fn or score_model
-    cont = cfg.continual or ContinualConfig()
+    cfg.continual = cfg.continual or ContinualConfig()
+    cont = cfg.continual
     tasks = check_stages(cfg)
     root = root_dir(cfg)
+    # Under `accelerate launch` every process runs this: all train each stage together (DDP); the
+    # main process alone scores, merges and writes, the others wait for it.
+    procs = PartialState(cpu=not torch.cuda.is_available())  # as the training loop's Accelerator
     if root.exists() and any(root.iterdir()) and not resume:
         raise ConfigError(f"{root} already holds an experiment; pass --resume to continue it, or choose "
                           f"another name (name=... on the command line)")
-    (root / "scores").mkdir(parents=True, exist_ok=True)
-    write_resolved(cfg, root)
-    tokenizer = load_tokenizer(resolve_model(cfg.model.name), cfg.model)
-    data = prepare(cfg, tokenizer)
-    sets = eval_sets(cfg, data, tasks)
-    precision = cfg.train.precision
-
-    def scores_for(row: int, model_name: str, adapter: str | None) -> dict:
-        path = root / "scores" / f"stage-{row:02d}.json"
-        if path.exists():
-            return json.loads(path.read_text())
-        result = score_fn(model_name, sets, adapter=adapter, metrics=tuple(cont.metrics),
-                          batch_size=cont.eval_batch_size, max_new_tokens=cont.max_new_tokens,
-                          precision=precision, model_cfg=cfg.model)
-        path.write_text(json.dumps(result, indent=2))
-        return result
-
+    procs.wait_for_everyone()
+    if procs.is_main_process:
+        (root / "scores").mkdir(parents=True, exist_ok=True)
+        write_resolved(cfg, root)
+    data = prepare(cfg, load_tokenizer(resolve_model(cfg.model.name), cfg.model))
+    check_overlap(cfg, data, tasks)
     log(f"[continual] scoring the base model on {len(tasks)} task(s)")
-    rows = [scores_for(0, cfg.model.name, None)]
+    options = load_options(cfg.model)
+    rows = [main_only(procs, score_cell, root, cfg, 0, ModelSpec(cfg.model.name, dtype=cont.eval_dtype,
+                                                                  label="base", options=options), tasks)]
     names = ["base"]
     model_name = cfg.model.name
     for i, stage in enumerate(cfg.stages, start=1):
@@ -209,15 +249,28 @@ def run_continual(cfg, resume: bool = False, train_fn=None, score_fn=None, log=p
             log(f"[continual] stage {i}/{len(cfg.stages)} {scfg.name}: tasks {stage.tasks}, "
                 f"replay {sdata.report['replay'] or 'none'}, starting from {model_name}")
             run = Path(train_fn(scfg, resume=resume and run.exists(), data=sdata))
-        if not cont.keep_checkpoints:
+        if not cont.keep_checkpoints and procs.is_main_process:
             shutil.rmtree(run / "checkpoints", ignore_errors=True)
-        adapter = str(run / "final") if scfg.train.method in PEFT_METHODS else None
-        if adapter is None:  # full / freeze: the stage's own weights are the model to score and continue from
-            model_name = str(run / "final")
-        rows.append(scores_for(i, model_name, adapter))
-        if adapter is not None and i < len(cfg.stages):
-            model_name = str(merge_adapter(model_name, run, cfg.model))
-    return write_matrices(root, cfg, tasks, names, rows, log)
+        peft = scfg.train.method in PEFT_METHODS
+        final = str(run / "final")
+        # full / freeze: the stage's own weights are the model to score and continue from
+        spec = ModelSpec(model_name, adapter=final, dtype=cont.eval_dtype, label=scfg.name, run=str(run),
+                         options=options) if peft else \
+            ModelSpec(final, full_model=final, dtype=cont.eval_dtype, label=scfg.name, run=str(run), options=options)
+        rows.append(main_only(procs, score_cell, root, cfg, i, spec, tasks))
+        if not peft:
+            model_name = final
+        elif i < len(cfg.stages):
+            main_only(procs, merge_adapter, model_name, run, cfg.model)
+            model_name = str(run / "merged")
+    return main_only(procs, write_matrices, root, cfg, tasks, names, rows, log) or root
+
+
+def main_only(procs, fn, *args):
+    """fn(*args) on the main process; every process waits for it. Returns fn's result on the main one."""
+    result = fn(*args) if procs.is_main_process else None
+    procs.wait_for_everyone()
+    return result
 
 
 def write_matrices(root: Path, cfg, tasks: list[str], names: list[str], rows: list[dict], log=print) -> Path:
@@ -232,8 +285,8 @@ def write_matrices(root: Path, cfg, tasks: list[str], names: list[str], rows: li
         matrix = build_matrix(values, tasks, names, learned, metric=metric, higher_is_better=higher)
         out["matrices"][key] = matrix.to_dict()
         text.append(format_matrix(matrix))
-    (root / "matrix.json").write_text(json.dumps(out, indent=2))
-    (root / "matrix.md").write_text("```\n" + "\n\n".join(text) + "\n```\n")
+    write_json(root / "matrix.json", out)
+    write_text(root / "matrix.md", "```\n" + "\n\n".join(text) + "\n```\n")
     plot_matrices(out, root / "matrix.png")
     log("\n\n".join(text))
     return root

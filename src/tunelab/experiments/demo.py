@@ -22,6 +22,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tunelab.files import write_json, write_text
+
 DATA_DIR = Path(__file__).resolve().parent / "demo_data"
 MODEL = "smollm2-135m-instruct"
 LABELS = ["negative", "positive"]
@@ -206,7 +208,7 @@ def run_demo(seed: int = 0, output: str | Path = "runs", quick: bool = False, mo
 
     # 1. Before -------------------------------------------------------------------------------
     console.rule("[bold]1. Before fine-tuning: the base model")
-    from tunelab.evaluate import evaluate, forgetting
+    from tunelab.evaluate import evaluate, measure_forgetting
 
     with state.timed("1. evaluate the base model") as phase:
         base = evaluate(model, eval_tasks, output_dir=folder / "base", **eval_kwargs)
@@ -234,7 +236,7 @@ def run_demo(seed: int = 0, output: str | Path = "runs", quick: bool = False, mo
             phase.detail = f"{summary.get('steps')} steps, {summary.get('wall_s', 0):.0f}s"
         state.runs[name] = run
         with state.timed(f"evaluate {name}") as phase:
-            report = forgetting(model, str(run), eval_tasks, tuned_task="sentiment", output_dir=run / "forgetting",
+            report = measure_forgetting(model, str(run), eval_tasks, tuned_task="sentiment", output_dir=run / "forgetting",
                                 base_results_dir=folder / "base", **eval_kwargs)
             tuned = json.loads((run / "forgetting" / "tuned" / "results.json").read_text(encoding="utf-8"))
             phase.detail = _items(tuned)
@@ -248,8 +250,8 @@ def run_demo(seed: int = 0, output: str | Path = "runs", quick: bool = False, mo
     console.rule("[bold]5. Results")
     with state.timed("write results and reports"):
         results = collect_results(state, precision, time.perf_counter() - started)
-        (folder / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
-        (folder / "results.md").write_text(results_markdown(results), encoding="utf-8")
+        write_json(folder / "results.json", results)
+        write_text(folder / "results.md", results_markdown(results))
         from tunelab.report import write_report
 
         for run in state.runs.values():
@@ -258,7 +260,7 @@ def run_demo(seed: int = 0, output: str | Path = "runs", quick: bool = False, mo
         html, _md = write_report(state.runs["lora-sentiment"], output_dir=folder)
     results["phases"] = [asdict(p) for p in state.phases]
     results["wall_s"] = round(time.perf_counter() - started, 1)
-    (folder / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
+    write_json(folder / "results.json", results)
     show_summary(console, results)
     show_phases(console, state.phases, results["wall_s"])
     console.print(f"results: {folder / 'results.json'} and {folder / 'results.md'}")

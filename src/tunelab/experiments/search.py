@@ -5,7 +5,8 @@ config with the sampled values applied as `key.sub=value` overrides. The study l
 under the study dir (`<output_dir>/<name>/study.db`) unless `search.storage` names another
 database URL: several machines pointing at one URL share a study. `tunelab tune` with the same
 config resumes: finished trials are kept, trials of a killed process are marked failed and their
-parameters are tried again, and the search runs until `--trials` trials have finished.
+parameters are tried again, and the search runs until `--trials` trials have finished. The
+objective of a trial is search_objective.py (a real training run; a test may pass its own).
 
 Outputs in the study dir: `trials.csv` / `trials.json` (one row per trial), `best_config.yaml`
 (the winning config, ready for `tunelab train`), `search.png` (history and per-parameter plots;
@@ -14,13 +15,11 @@ the Pareto front of gain vs forgetting when that objective is on) and `search.js
 
 from __future__ import annotations
 
-import copy
 import csv
+import io
 import json
 import os
-import signal
 import socket
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import yaml
 
 from tunelab.config import ConfigError
 from tunelab.config.schema import ExperimentConfig
+from tunelab.files import write_json, write_text
 
 # train_and_validate(cfg, report) -> objective value (or (value, forgetting) with two objectives).
 # `report(step, value)` hands an intermediate validation value to the pruner; it raises
@@ -80,7 +80,9 @@ def set_dotted(data: dict, key: str, value: Any) -> None:
 def trial_config(cfg: ExperimentConfig, params: dict, name: str, output_dir: str | Path) -> ExperimentConfig:
     """The experiment config with `params` applied, without its `search:` section."""
     raw = json.loads(cfg.model_dump_json())
-    raw.pop("search", None)
+    search = raw.pop("search", None) or {}
+    if search.get("forgetting"):  # the second objective: the run's own forgetting report
+        raw["forgetting"] = {**(raw.get("forgetting") or {}), "tasks": search["forgetting_tasks"]}
     for key, value in params.items():
         set_dotted(raw, key, value)
     raw["name"] = name
@@ -201,7 +203,10 @@ def run_search(
         raise ConfigError("the config has no 'search:' section; add one with a 'space:' to tune")
     check_space(cfg)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    train_and_validate = train_and_validate or make_train_and_validate(cfg.search)
+    if train_and_validate is None:
+        from tunelab.experiments.search_objective import make_train_and_validate
+
+        train_and_validate = make_train_and_validate(cfg.search)
     folder = study_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
     study = create_study(cfg, storage)
@@ -275,12 +280,13 @@ def write_outputs(cfg: ExperimentConfig, study, storage: str) -> StudyResult:
     for row in rows:
         columns += [k for k in row if k not in columns]
     table_csv = folder / "trials.csv"
-    with table_csv.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(table_csv, text.getvalue())
     table_json = folder / "trials.json"
-    table_json.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    write_json(table_json, rows, indent=2)
 
     best = best_trials(study)
     best_config = None
@@ -296,7 +302,7 @@ def write_outputs(cfg: ExperimentConfig, study, storage: str) -> StudyResult:
             f"# Best trial {top.number} of study '{study.study_name}' ({storage}).\n"
             f"# {cfg.search.metric} = {best_value}; train it with: tunelab train {best_config.name}\n"
         )
-        best_config.write_text(header + yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+        write_text(best_config, header + yaml.safe_dump(raw, sort_keys=False))
     summary = {
         "study_name": study.study_name,
         "storage": storage,
@@ -307,7 +313,7 @@ def write_outputs(cfg: ExperimentConfig, study, storage: str) -> StudyResult:
         "n_finished": _finished(study),
         "best_trials": [{"number": t.number, "values": t.values, "params": t.params} for t in best],
     }
-    (folder / "search.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    write_json(folder / "search.json", summary, indent=2)
     plot = plot_search(cfg, rows, folder / "search.png")
     return StudyResult(folder, storage, study.study_name, _finished(study), best_params, best_value,
                        best_config, table_csv, table_json, plot)
@@ -384,81 +390,3 @@ def _pareto(points: list[tuple[float, float]], minimize_value: bool) -> list[tup
         return a[0] <= b[0] and value_ok
 
     return [p for p in points if not any(q != p and better_or_equal(q, p) for q in points)]
-
-
-# --- the real objective: one training run ---------------------------------------------------------
-
-def validation_values(run_dir: Path, metric: str) -> list[tuple[int, float]]:
-    """(step, value) of every validation event logging `metric` in run_dir/metrics.jsonl."""
-    out = []
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return out
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        event = json.loads(line)
-        if metric in event and event.get("split", "validation") == "validation" and event[metric] is not None:
-            out.append((int(event.get("step", len(out))), float(event[metric])))
-    return out
-
-
-def make_train_and_validate(search, train_fn=None) -> TrainAndValidate:
-    """The real objective: one tunelab.train run; the best logged validation value of
-    `search.metric` (min or max by `search.direction`).
-
-    Pruning while it trains: a thread tails the run's metrics.jsonl and hands each validation
-    value to `report`. When the pruner says stop, it sends this process SIGINT, which the
-    training loop turns into "checkpoint and stop after this step" (its own SIGINT handling),
-    and the trial ends as pruned. A Ctrl-C from the user still stops the whole study.
-    """
-    import optuna
-
-    def train_and_validate(cfg: ExperimentConfig, report: Callable[[int, float], None]) -> Any:
-        from tunelab.train import train
-        from tunelab.train.run import run_dir
-
-        run = run_dir(cfg)
-        pruned: dict = {}
-        done = threading.Event()
-
-        def watch() -> None:
-            seen = 0
-            while not done.is_set() and not pruned:
-                values = validation_values(run, search.metric)
-                for step, value in values[seen:]:
-                    seen += 1
-                    try:
-                        report(step, value)
-                    except optuna.TrialPruned as exc:
-                        pruned["reason"] = str(exc)
-                        if not done.is_set():
-                            os.kill(os.getpid(), signal.SIGINT)
-                        return
-                done.wait(0.2)
-
-        def on_sigint(signum, frame):
-            if not pruned:  # the user's Ctrl-C outside the training loop
-                raise KeyboardInterrupt
-
-        previous = signal.signal(signal.SIGINT, on_sigint)
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        try:
-            run = Path((train_fn or train)(cfg))
-        finally:
-            done.set()
-            watcher.join()
-            signal.signal(signal.SIGINT, previous)
-        summary = json.loads((run / "summary.json").read_text())
-        if pruned:
-            raise optuna.TrialPruned(pruned["reason"])
-        if summary.get("status") == "interrupted":
-            raise KeyboardInterrupt
-        values = [v for _, v in validation_values(run, search.metric)]
-        if not values:
-            raise ConfigError(f"search.metric: '{search.metric}' is not in {run / 'metrics.jsonl'}; set "
-                              f"train.eval_every or use a logged validation key (e.g. val_loss)")
-        return min(values) if search.direction == "minimize" else max(values)
-
-    return train_and_validate

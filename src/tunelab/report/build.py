@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from tunelab.config.base import UserError
+from tunelab.files import write_text
 from tunelab.report import experiments, plots
 from tunelab.report.text import fmt as _fmt
 
@@ -42,10 +43,8 @@ def collect(run_dir: str | Path) -> dict:
     run = Path(run_dir)
     if not run.is_dir():
         raise UserError(f"{run}: no such run folder")
-    forgetting_file = next((p for p in (run / "retention" / "forgetting.json", run / "forgetting" / "forgetting.json")
-                            if p.exists()), None)
-    forgetting = _json(forgetting_file) if forgetting_file else None
-    eval_dir = next((d for d in (run / "eval", run / "retention" / "after", run / "forgetting" / "tuned")
+    forgetting = _json(run / "forgetting" / "forgetting.json")
+    eval_dir = next((d for d in (run / "eval", run / "forgetting" / "tuned")
                      if (d / "results.json").exists()), None)
     matrix, search = _json(run / "matrix.json"), _json(run / "search.json")
     examples = []
@@ -158,7 +157,7 @@ def render_html(parts: dict, figures: dict) -> str:
                    "results yet.</p>")
     if parts["eval"] or f:
         out.append("<p><small>Every number above is computed from per-example files next to it "
-                   "(eval/*.examples.jsonl, retention/*/*.examples.jsonl); CIs are percentile bootstrap intervals "
+                   "(eval/*.examples.jsonl, forgetting/*/*.examples.jsonl); CIs are percentile bootstrap intervals "
                    "(docs/evaluation.md).</small></p>")
     out.append("</body></html>")
     return "\n".join(out)
@@ -180,7 +179,7 @@ def render_md(parts: dict, figure_files: dict) -> str:
                   for r in _metric_rows(parts["eval"])]
         lines.append("")
     if parts["forgetting"]:
-        from tunelab.evaluate.retention import forgetting_markdown
+        from tunelab.evaluate.forgetting import forgetting_markdown
 
         lines += ["## " + forgetting_markdown(parts["forgetting"]).lstrip("# "), ""]
     if parts["examples"]:
@@ -223,6 +222,6 @@ def write_report(run_dir: str | Path, output_dir: str | Path | None = None) -> l
             (out / "report_files" / f"{key}.png").write_bytes(base64.b64decode(b64))
             figure_files[key] = f"report_files/{key}.png"
     html_path, md_path = out / "report.html", out / "report.md"
-    html_path.write_text(render_html(parts, figures), encoding="utf-8")
-    md_path.write_text(render_md(parts, figure_files), encoding="utf-8")
+    write_text(html_path, render_html(parts, figures))
+    write_text(md_path, render_md(parts, figure_files))
     return [html_path, md_path]

@@ -20,7 +20,7 @@ IGNORE = -100
 @dataclass
 class Sequence:
     input_ids: list[int]
-    labels: list[int]  # IGNORE where no loss; aligned with input_ids (shifted inside the loss)
+    label_ids: list[int]  # IGNORE where no loss; aligned with input_ids (shifted inside the loss)
     position_ids: list[int] | None = None  # packed rows only
     n_examples: int = 1
     # Encoder-decoder models: input_ids is the prompt, labels the target (no IGNORE prefix).
@@ -30,7 +30,7 @@ class Sequence:
 def to_sequences(examples, architecture: str = "causal", include_prompt_loss: bool = False) -> list[Sequence]:
     out = []
     for ex in examples:
-        ids, labels = list(ex.input_ids), list(ex.labels)
+        ids, labels = list(ex.input_ids), list(ex.label_ids)
         if architecture == "seq2seq":
             # The answer starts at the first label; everything before it is the encoder's input.
             start = next((i for i, t in enumerate(labels) if t != IGNORE), len(labels))
@@ -46,7 +46,7 @@ def to_sequences(examples, architecture: str = "causal", include_prompt_loss: bo
 
 
 def seq_length(seq: Sequence) -> int:
-    return len(seq.input_ids) + (len(seq.labels) if seq.seq2seq else 0)
+    return len(seq.input_ids) + (len(seq.label_ids) if seq.seq2seq else 0)
 
 
 def pack_sequences(seqs: list[Sequence], pack_length: int) -> list[Sequence]:
@@ -69,7 +69,7 @@ def pack_sequences(seqs: list[Sequence], pack_length: int) -> list[Sequence]:
         ids, labels, pos = [], [], []
         for i in row:
             ids += seqs[i].input_ids
-            labels += seqs[i].labels
+            labels += seqs[i].label_ids
             pos += list(range(len(seqs[i].input_ids)))
         packed.append(Sequence(ids, labels, pos, n_examples=len(row)))
     return packed
@@ -131,7 +131,7 @@ def collate(seqs: list[Sequence], pad_id: int) -> Batch:
     for r, s in enumerate(seqs):
         n = len(s.input_ids)
         ids[r, :n] = torch.tensor(s.input_ids)
-        labels[r, :n] = torch.tensor(s.labels)
+        labels[r, :n] = torch.tensor(s.label_ids)
         mask[r, :n] = 1
         if packed:
             pos[r, :n] = torch.tensor(s.position_ids)
@@ -151,14 +151,14 @@ def _collate_seq2seq(seqs: list[Sequence], pad_id: int) -> Batch:
     import torch
 
     width = max(len(s.input_ids) for s in seqs)
-    target = max(len(s.labels) for s in seqs)
+    target = max(len(s.label_ids) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     labels = torch.full((len(seqs), target), IGNORE, dtype=torch.long)
     for r, s in enumerate(seqs):
         ids[r, :len(s.input_ids)] = torch.tensor(s.input_ids)
         mask[r, :len(s.input_ids)] = 1
-        labels[r, :len(s.labels)] = torch.tensor(s.labels)
+        labels[r, :len(s.label_ids)] = torch.tensor(s.label_ids)
     n_labels = int((labels != IGNORE).sum())
     return Batch({"input_ids": ids, "attention_mask": mask, "labels": labels},
                  int(mask.sum()) + n_labels, ids.numel() + labels.numel(), n_labels, len(seqs))

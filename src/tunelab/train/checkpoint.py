@@ -6,15 +6,19 @@ Layout of `checkpoints/step-N/`:
   rng-rank<R>.safetensors torch CPU (and CUDA) generator states of process R
   rng-rank<R>.json        python and numpy generator states of process R
   state.json              step, epoch, position in the epoch, scheduler, early-stopping state,
-                          optimizer hyperparameters and scalar state; written last
+                          optimizer hyperparameters and scalar state
+  manifest.json           SHA-256 and size of every other file; written last
 
 A checkpoint is written under a temporary name and renamed into place, so a run killed while
 saving leaves only a `.tmp-*` folder behind (ignored and removed on resume) and the previous
-checkpoint intact.
+checkpoint intact. `--resume` verifies the manifest of the newest checkpoint; a damaged one (a
+truncated file, a flipped bit, a missing file) is reported by file name and the previous good
+checkpoint is used instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -26,7 +30,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from tunelab.config.base import ConfigError
+from tunelab.files import disk_errors
+
 STEP_DIR = re.compile(r"^step-(\d+)$")
+MANIFEST = "manifest.json"
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
@@ -100,21 +108,30 @@ def temp_dir(folder: Path, step: int) -> Path:
 def write_rng(tmp: Path, rank: int) -> None:
     """Each process writes its own generator states into the checkpoint being built."""
     tensors, meta = rng_to_files()
-    save_file(tensors, str(tmp / f"rng-rank{rank}.safetensors"))
-    _write_json(tmp / f"rng-rank{rank}.json", meta)
+    with disk_errors(tmp):
+        save_file(tensors, str(tmp / f"rng-rank{rank}.safetensors"))
+        _write_json(tmp / f"rng-rank{rank}.json", meta)
 
 
 def write_checkpoint(folder: Path, step: int, model, optimizer, state: dict) -> Path:
-    """Main process: weights, optimizer, state.json, then the atomic rename to step-N."""
+    """Main process: weights, optimizer, state.json, the manifest, then the atomic rename to step-N.
+
+    A full disk raises DiskFull naming the file; the half-written temporary folder is removed and
+    every earlier checkpoint stays as it was."""
     tmp = temp_dir(folder, step)
-    weights = tmp / "trainable.safetensors"
-    save_file(trainable_state(model), str(weights))
-    opt_tensors, opt_meta = optimizer_to_files(optimizer)
-    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-    _write_json(tmp / "optimizer.json", opt_meta)
-    _write_json(tmp / "state.json", state)
-    for f in tmp.iterdir():
-        _fsync(f)
+    try:
+        with disk_errors(tmp):
+            save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+            opt_tensors, opt_meta = optimizer_to_files(optimizer)
+            save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+            _write_json(tmp / "optimizer.json", opt_meta)
+            _write_json(tmp / "state.json", state)
+            for f in tmp.iterdir():
+                _fsync(f)
+            _write_json(tmp / MANIFEST, {"files": {f.name: file_digest(f) for f in sorted(tmp.iterdir())}})
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     final = folder / f"step-{step}"
     if final.exists():  # re-saving the same step (e.g. resume of a finished run)
         shutil.rmtree(final)
@@ -123,13 +140,40 @@ def write_checkpoint(folder: Path, step: int, model, optimizer, state: dict) -> 
     return final
 
 
+def file_digest(path: Path) -> dict:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"sha256": h.hexdigest(), "bytes": path.stat().st_size}
+
+
+def damage(path: Path) -> str | None:
+    """What is wrong with a checkpoint folder (None when every file matches its manifest)."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))["files"]
+    except FileNotFoundError:
+        return f"{MANIFEST} is missing (the save did not finish)"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{MANIFEST} is unreadable"
+    for name, expected in manifest.items():
+        f = path / name
+        if not f.exists():
+            return f"{name} is missing"
+        if f.stat().st_size != expected["bytes"]:
+            return f"{name} has {f.stat().st_size} bytes, expected {expected['bytes']} (truncated?)"
+        if file_digest(f)["sha256"] != expected["sha256"]:
+            return f"{name} does not match its checksum"
+    return None
+
+
 def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     if not folder.exists():
         return []
     found = []
     for p in folder.iterdir():
         m = STEP_DIR.match(p.name)
-        if m and (p / "state.json").exists():
+        if m and p.is_dir():
             found.append((int(m.group(1)), p))
     return sorted(found)
 
@@ -137,6 +181,16 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
 def latest_checkpoint(folder: Path) -> Path | None:
     found = list_checkpoints(folder)
     return found[-1][1] if found else None
+
+
+def latest_good_checkpoint(folder: Path, message) -> Path | None:
+    """The newest checkpoint whose files match their manifest; each damaged newer one is reported."""
+    for _, path in reversed(list_checkpoints(folder)):
+        problem = damage(path)
+        if problem is None:
+            return path
+        message(f"tunelab: checkpoint {path} is damaged ({problem}); trying the one before it")
+    return None
 
 
 def remove_temp_dirs(folder: Path) -> None:
@@ -151,7 +205,8 @@ def load_checkpoint(path: Path, model, optimizer, rank: int) -> dict:
     params = dict(model.named_parameters())
     missing = [n for n in weights if n not in params]
     if missing:
-        raise ValueError(f"{path}: checkpoint has parameters this model lacks: {missing[:3]}")
+        raise ConfigError(f"{path}: the checkpoint has parameters this model lacks ({', '.join(missing[:3])}): "
+                          f"it was written by another model or method")
     with torch.no_grad():
         for name, value in weights.items():
             params[name].copy_(value)
@@ -159,7 +214,8 @@ def load_checkpoint(path: Path, model, optimizer, rank: int) -> dict:
     optimizer.load_state_dict(optimizer_from_files(load_file(str(path / "optimizer.safetensors")), meta))
     rng_file = path / f"rng-rank{rank}.safetensors"
     if not rng_file.exists():
-        raise ValueError(f"{path}: no RNG state for process {rank}; resume with the same number of processes")
+        raise ConfigError(f"{path}: no RNG state for process {rank}; resume with the same number of processes "
+                          f"as the run was started with")
     restore_rng(load_file(str(rng_file)), json.loads((path / f"rng-rank{rank}.json").read_text()))
     return json.loads((path / "state.json").read_text())
 
@@ -171,3 +227,33 @@ def prune(folder: Path, keep_last: int, keep_steps: set[int]) -> None:
     for step, path in found:
         if step not in recent and step not in keep_steps:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def save_checkpoint(state) -> None:
+    """Checkpoint the run at its current step (once per step): every process writes its RNG state
+    into the folder being built, then the main process writes the rest and renames it into place."""
+    step = state.counters.step
+    if state.saved_step == step:
+        return
+    state.saved_step = step
+    tmp = temp_dir(state.ckpt_dir, step)
+    if state.main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    state.accelerator.wait_for_everyone()
+    try:
+        write_rng(tmp, state.rank)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    state.accelerator.wait_for_everyone()
+    if state.main:
+        payload = {**state.counters.__dict__, "scheduler": state.scheduler.state_dict(),
+                   "total_steps": state.total_steps}
+        if state.scaler is not None:
+            payload["scaler"] = state.scaler.state_dict()
+        write_checkpoint(state.ckpt_dir, step, state.model, state.optimizer, payload)
+        best = state.counters.best
+        keep = {best["step"]} if best and state.cfg.train.keep_best else set()
+        prune(state.ckpt_dir, state.cfg.train.keep_last, keep)
+    state.accelerator.wait_for_everyone()

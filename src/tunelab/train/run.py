@@ -1,39 +1,109 @@
-"""The run folder: resolved config, environment, metrics log and summary.
+"""The run folder: a transaction that one process owns at a time.
 
 <output_dir>/<name>/
-  config.resolved.yaml  env.json  metrics.jsonl  summary.json  checkpoints/step-N/  final/
+  .lock  config.resolved.yaml  env.json  train_keys.json  metrics.jsonl  summary.json
+  checkpoints/step-N/  final/
+
+- `RunLock`: an exclusive `flock` on `.lock`, held while a process trains. The kernel releases it
+  when the process dies however it dies (kill -9 included), so a crashed run never blocks its own
+  resume, while a second `train` or `--resume` on a live run is refused, naming the process.
+- `check_new_run`: a new start refuses a folder that holds a run (checkpoints or a final model);
+  a folder left by a start that failed before its first checkpoint is replaced, with a message.
+- `MetricsLog`: append-only JSON lines; on resume, lines after the checkpoint and a torn last
+  line (a crash while writing) are dropped, each with a message.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.metadata
 import json
+import os
 import platform
 import resource
+import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from tunelab.config.base import ConfigError
+from tunelab.config.base import ConfigError, check_path_name
+from tunelab.files import DiskFull, append_jsonl, read_jsonl, to_jsonable, write_bytes, write_json, write_jsonl
+
+LOCK_FILE = ".lock"
 
 
 def run_dir(cfg) -> Path:
+    check_path_name(cfg.name, "name")
     out = Path(cfg.output_dir)
     if not out.is_absolute():
         out = Path(cfg.config_dir) / out
     return out / cfg.name
 
 
-def prepare_run_dir(cfg, resume: bool) -> Path:
-    """Create the run folder; refuse to mix a new run into an old one unless resuming."""
-    path = run_dir(cfg)
-    if not resume and path.exists() and any(path.iterdir()):
-        raise ConfigError(f"{path} already holds a run; pass --resume to continue it, or choose another "
+class RunInUse(ConfigError):
+    """Another live process holds the run folder."""
+
+
+class RunLock:
+    """An exclusive lock on <run>/.lock for the life of this object (or of the process)."""
+
+    def __init__(self, run: Path):
+        import fcntl
+
+        self.path = run / LOCK_FILE
+        run.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(self.fd)
+            raise RunInUse(f"{run} is in use by {holder}; wait for it to finish (or stop it) before "
+                           f"training or resuming this run") from None
+        os.ftruncate(self.fd, 0)
+        command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))
+        os.pwrite(self.fd, (f"process {os.getpid()} on {socket.gethostname()} "
+                            f"(since {time.strftime('%Y-%m-%d %H:%M:%S')}: {command})\n").encode(), 0)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = None
+
+
+def holds_a_run(run: Path) -> bool:
+    """Checkpoints or a final model: something a new start must not overwrite."""
+    ckpts = run / "checkpoints"
+    has_ckpt = ckpts.exists() and any(p.name.startswith("step-") for p in ckpts.iterdir())
+    return has_ckpt or (run / "final").exists()
+
+
+def check_new_run(run: Path) -> None:
+    """Before a new (not resumed) start: refuse a folder that holds a run."""
+    if not run.exists():
+        return
+    if holds_a_run(run):
+        raise ConfigError(f"{run} already holds a run; pass --resume to continue it, or choose another "
                           f"name (name=... on the command line)")
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "checkpoints").mkdir(exist_ok=True)
-    return path
+
+
+def clear_failed_start(run: Path, log) -> None:
+    """A folder with files but no checkpoint and no final model: a start that failed. Replace it."""
+    leftovers = [p for p in run.iterdir() if p.name != LOCK_FILE] if run.exists() else []
+    if not leftovers:
+        return
+    status = read_summary(run).get("status", "no summary")
+    log(f"tunelab: {run} held a start that ended before its first checkpoint ({status}); replacing it")
+    for p in leftovers:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def read_summary(run: Path) -> dict:
+    try:
+        return json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 def git_commit(folder: str) -> str | None:
@@ -66,50 +136,84 @@ def environment(cfg, seed: int, world_size: int) -> dict:
     }
 
 
-def write_json(path: Path, data) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(to_jsonable(data), indent=2), encoding="utf-8")
-    tmp.replace(path)
-
-
-def to_jsonable(obj):
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return to_jsonable(dataclasses.asdict(obj))
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "__dict__"):
-        return to_jsonable(vars(obj))
-    return str(obj)
-
-
 class MetricsLog:
-    """metrics.jsonl: one JSON object per event, flushed at once so a killed run keeps its log."""
+    """metrics.jsonl: one JSON object per event, appended and flushed at once."""
 
     def __init__(self, path: Path, enabled: bool):
         self.path = path
         self.enabled = enabled
 
-    def truncate_after(self, step: int) -> None:
-        """On resume: drop events the killed run logged after its last checkpoint."""
+    def recover(self, step: int, message) -> None:
+        """On resume: keep the events up to the checkpoint's step; drop torn lines, saying so.
+
+        step 0 (no checkpoint) starts the log afresh."""
         if not self.enabled or not self.path.exists():
             return
-        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
-        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        lines = read_jsonl(self.path)
+        for number in lines.torn:
+            message(f"tunelab: {self.path}: line {number} is not complete JSON (written when the run "
+                    f"stopped); dropped")
+        kept = [e for e in lines.rows if step > 0 and isinstance(e, dict) and e.get("step", 0) <= step]
+        write_jsonl(self.path, kept)
 
     def write(self, event: dict) -> None:
         if self.enabled:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(to_jsonable(event)) + "\n")
+            append_jsonl(self.path, [event])
+
+
+def read_events(run: Path) -> list[dict]:
+    """Every complete event of a run's metrics.jsonl (a torn last line is skipped)."""
+    return [e for e in read_jsonl(Path(run) / "metrics.jsonl").rows if isinstance(e, dict)]
+
+
+SUMMARY_BLOCK = 4096  # file-system block size: what an in-place rewrite can reuse without new space
+SUMMARY_SLACK = 1024  # room for the error message the last rewrite may add
+
+
+def write_summary(run: Path, summary: dict) -> None:
+    """summary.json, atomically; on a full disk, rewritten in place so that it still records the failure.
+
+    The file is padded with spaces (valid JSON) to whole blocks with some slack, so a rewrite in
+    place reuses the blocks the file already has: it needs no free space."""
+    path = run / "summary.json"
+    data = (json.dumps(to_jsonable(summary), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    size = -(-(len(data) + SUMMARY_SLACK) // SUMMARY_BLOCK) * SUMMARY_BLOCK
+    data += b" " * (size - len(data) - 1) + b"\n"
+    try:
+        write_bytes(path, data)
+    except DiskFull:
+        if not path.exists() or path.stat().st_size < len(data.rstrip()):
+            raise
+        with open(path, "r+b") as f:
+            f.write(data.rstrip() + b"\n")
+            f.truncate()
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def run_summary(state, status: str | None = None) -> dict:
+    """What summary.json says about a run (state: tunelab.train.state.TrainState)."""
+    t, c = state.cfg.train, state.counters
+    best = c.best
+    return {
+        "status": status or c.status, "error": state.error, "method": t.method, "base_model": state.cfg.model.name,
+        "precision": state.precision, "architecture": state.architecture, "steps": c.step,
+        "total_steps": state.total_steps, "epochs_completed": c.epoch,
+        "wall_s": round(time.perf_counter() - state.started, 3) if state.started else 0.0,
+        "train_tokens": c.train_tokens, "trainable_params": state.n_trainable, "total_params": state.n_total,
+        "peak_rss_mb": round(peak_rss_mb(), 1), "best": best,
+        "best_val_loss": best["value"] if best and best["metric"] == "val_loss" else None,
+        "best_checkpoint": f"checkpoints/step-{best['step']}" if best else None,
+        "processes": state.world, "data_counts": getattr(state.data, "report", None),
+    }
 
 
 def peak_rss_mb() -> float:
     # ru_maxrss is in kilobytes on Linux (bytes on macOS).
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+__all__ = ["MetricsLog", "RunInUse", "RunLock", "check_new_run", "clear_failed_start", "environment",
+           "holds_a_run", "peak_rss_mb", "read_events", "read_summary", "run_dir", "run_summary", "to_jsonable",
+           "write_json", "write_summary"]

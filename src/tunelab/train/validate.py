@@ -1,101 +1,123 @@
-"""Validation: loss on each task's validation split, and optional generation metrics.
+"""Validation: loss on each task's validation split, generation metrics, early stopping.
 
 Loss: each process takes every world_size-th example; sums are all-reduced, so the numbers are
-the same for any number of processes. Generation: greedy decoding of a validation subset, scored
-with tunelab.metrics (accuracy after label extraction for classification tasks, token F1 and
-exact match otherwise); every process decodes the same subset, so early-stopping decisions agree.
+the same for any number of processes. Generation metrics come from the evaluation engine
+(tunelab.evaluate.engine) with the task's own metrics and generation settings: the same numbers
+`tunelab eval` gives for the same model, task and split (under the training precision; with
+fp32 training they are identical). Every process scores the same subset, so early-stopping
+decisions agree. The per-example rows of the latest validation are in <run>/validation/.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from tunelab.config.base import ConfigError
 from tunelab.train.batching import collate, seq_length
+from tunelab.train.steps import all_reduce
 
 
 @torch.no_grad()
-def validation_loss(loss_model, val_sets: dict, batch_size: int, pad_id: int, rank: int, world: int,
-                    device, autocast, reduce) -> dict:
-    """val_sets: task -> list[Sequence]. Returns {"val_loss": ..., "val_loss/<task>": ...}."""
-    loss_model.eval()
+def validation_loss(state) -> dict:
+    """{"val_loss": ..., "val_loss/<task>": ..., "val_tokens": n} over every validation split."""
+    t = state.cfg.train
+    state.loss_model.eval()
     out, total_sum, total_n = {}, 0.0, 0
-    for task, seqs in val_sets.items():
-        mine = sorted(seqs[rank::world], key=seq_length)
-        sums = torch.zeros(2, dtype=torch.float64, device=device)
-        for s in range(0, len(mine), batch_size):
-            batch = collate(mine[s:s + batch_size], pad_id)
-            with autocast():
-                loss_sum, n = loss_model(**{k: v.to(device) for k, v in batch.tensors.items()})
+    for task, seqs in state.val_sets.items():
+        mine = sorted(seqs[state.rank::state.world], key=seq_length)
+        sums = torch.zeros(2, dtype=torch.float64, device=state.device)
+        for s in range(0, len(mine), t.eval_batch_size):
+            batch = collate(mine[s:s + t.eval_batch_size], state.pad_id)
+            with state.autocast():
+                loss_sum, n = state.loss_model(**{k: v.to(state.device) for k, v in batch.tensors.items()})
             sums += torch.stack([loss_sum.double(), n.double()])
-        sums = reduce(sums)
+        sums = all_reduce(sums, state.world)
         if sums[1] > 0:
             out[f"val_loss/{task}"] = float(sums[0] / sums[1])
         total_sum += float(sums[0])
         total_n += int(sums[1])
     out["val_loss"] = total_sum / total_n if total_n else float("nan")
     out["val_tokens"] = total_n
-    loss_model.train()
+    state.loss_model.train()
     return out
 
 
-@torch.no_grad()
-def generate_greedy(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int = 16,
-                    device="cpu", autocast=None) -> list[str]:
-    """Greedy continuations of token-id prompts (left-padded batches), decoded without special tokens."""
-    import contextlib
+def generation_metrics(state) -> dict:
+    """Each task's metrics on (a subset of) its validation split, through the evaluation engine."""
+    from tunelab.config.evaluate import GenerationConfig
+    from tunelab.evaluate.engine import LoadedModel, score_examples
+    from tunelab.evaluate.recipes import expand_task
+    from tunelab.files import write_jsonl
 
-    autocast = autocast or contextlib.nullcontext
-    was_training = model.training
-    model.eval()
-    pad = tokenizer.pad_token_id
-    texts = [""] * len(prompts)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
-        width = max(len(prompts[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for r, i in enumerate(idx):
-            ids[r, width - len(prompts[i]):] = torch.tensor(prompts[i])
-            mask[r, width - len(prompts[i]):] = 1
-        with autocast():
-            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
-                                 max_new_tokens=max_new_tokens, pad_token_id=pad)
-        new = out[:, width:] if not model.config.is_encoder_decoder else out
-        for r, i in enumerate(idx):
-            texts[i] = tokenizer.decode(new[r], skip_special_tokens=True).strip()
-    model.train(was_training)
-    return texts
-
-
-def generation_metrics(model, tokenizer, tasks: dict, limit: int, max_new_tokens: int, batch_size: int,
-                       device, autocast) -> dict:
-    """tasks: name -> (examples, labels or None). Returns {"val_accuracy/<task>": ..., ...}."""
+    g = state.cfg.train.eval_generation
+    model = state.accelerator.unwrap_model(state.loss_model).model
+    data_tasks = {task.name: task.model_dump(exclude_none=True) for task in state.cfg.data.tasks}
+    generation = GenerationConfig(max_new_tokens=g.max_new_tokens) if g.max_new_tokens is not None else None
+    lm = LoadedModel(model, state.tokenizer)
     out = {}
-    for name, (examples, labels) in tasks.items():
-        subset = examples[:limit]
-        if not subset:
-            continue
-        preds = generate_greedy(model, tokenizer, [list(e.prompt_ids) for e in subset], max_new_tokens,
-                                batch_size, device, autocast)
-        if labels:
-            from tunelab.metrics.classification import classification_report
-            from tunelab.metrics.labels import extract_label
-
-            predicted = [extract_label(p, labels) for p in preds]
-            report = classification_report([e.label for e in subset], predicted, labels=labels)
-            out[f"val_accuracy/{name}"] = float(report["accuracy"])
-            out[f"val_unmapped/{name}"] = int(report["n_unmapped"])
-        else:
-            from tunelab.metrics.exact_match import exact_match
-            from tunelab.metrics.token_f1 import token_f1
-
-            refs = [list(e.references) or [e.target_text] for e in subset]
-            out[f"val_token_f1/{name}"] = sum(token_f1(p, r) for p, r in zip(preds, refs)) / len(subset)
-            out[f"val_exact_match/{name}"] = sum(exact_match(p, r) for p, r in zip(preds, refs)) / len(subset)
-    # Task-averaged headline numbers, for early stopping across a mixture.
-    for metric in ("val_accuracy", "val_token_f1"):
+    for name, examples in state.val_examples.items():
+        spec = expand_task(name, state.cfg.config_dir, data_tasks)
+        task = state.data.tasks[name]
+        result, rows = score_examples(lm, spec, examples[: g.limit], split="validation", labels=task.labels,
+                                      label_synonyms=getattr(task, "label_synonyms", None), generation=generation,
+                                      batch_size=g.batch_size, n_resamples=0, autocast=state.autocast,
+                                      verbose=False)
+        for metric, entry in result["metrics"].items():
+            if isinstance(entry.get("value"), (int, float)):
+                out[f"val_{metric}/{name}"] = entry["value"]
+        if state.main:
+            write_jsonl(state.run / "validation" / f"{name}.examples.jsonl", rows)
+    # Task-averaged headline numbers (e.g. val_accuracy), for early stopping across a mixture.
+    for metric in sorted({k.split("/")[0] for k in out}):
         values = [v for k, v in out.items() if k.startswith(metric + "/")]
-        if values:
-            out[metric] = sum(values) / len(values)
+        out[metric] = sum(values) / len(values)
     return out
+
+
+def improved(state, value: float) -> bool:
+    es = state.cfg.train.early_stopping
+    best = state.counters.best
+    if best is None:
+        return True
+    delta = es.min_delta if es else 0.0
+    mode = es.mode if es else "min"
+    return value < best["value"] - delta if mode == "min" else value > best["value"] + delta
+
+
+def validate(state) -> str | None:
+    """Validate, log, track the best step, tell the callback. Returns why training should stop
+    ("early_stopped": no improvement for `patience` validations; "stopped": the callback asked), or None."""
+    from tunelab.train.checkpoint import save_checkpoint
+
+    t, c = state.cfg.train, state.counters
+    if not state.val_sets or c.validated_step == c.step:
+        return None
+    results = validation_loss(state)
+    if t.eval_generation.enabled:
+        results.update(generation_metrics(state))
+    c.validated_step = c.step
+    state.log.write({"step": c.step, "epoch": c.epoch, "split": "validation", **results})
+    state.progress.message(f"step {c.step}: " + "  ".join(
+        f"{k} {v:.4f}" for k, v in results.items() if isinstance(v, float)))
+    if state.writer:
+        for k, v in results.items():
+            state.writer.add_scalar(k, v, c.step)
+    monitor = t.early_stopping.metric if t.early_stopping else "val_loss"
+    value = results.get(monitor)
+    if value is None:
+        raise ConfigError(f"train.early_stopping.metric: '{monitor}' is not logged; validation logs "
+                          f"{', '.join(sorted(results))}")
+    # The callback (a search's pruner) sees the same, all-reduced numbers on every process.
+    stop = "stopped" if state.on_validation is not None and state.on_validation(c.step, results) else None
+    if math.isfinite(value) and improved(state, value):
+        c.best = {"step": c.step, "metric": monitor, "value": value}
+        c.bad_validations = 0
+        if t.keep_best:
+            save_checkpoint(state)
+        return stop
+    c.bad_validations += 1
+    if t.early_stopping and c.bad_validations >= t.early_stopping.patience:
+        return stop or "early_stopped"
+    return stop

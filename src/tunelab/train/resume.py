@@ -1,0 +1,89 @@
+"""`--resume` continues the run as it was: same config, same data, a checkpoint that verifies.
+
+A resumed run must be the run that was started. The config given to `--resume` is compared with
+the run's config.resolved.yaml: a difference in anything that shapes the steps already taken
+(data, model, method, optimizer, seeds, batch shape, ...) is refused with the list of keys. Keys
+that only say how long to go on, or how often to log, validate and checkpoint, may change; each
+change is logged in metrics.jsonl as an event with the old and new values (docs/training.md).
+The training data is compared too, by a hash of the training examples' token ids: a data file
+edited since the start is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+
+from tunelab.config.base import ConfigError
+
+# Dotted keys (or prefixes ending in '.') that may differ on --resume: how long, how often, where
+# results go. Increasing max_steps or epochs stretches the learning-rate schedule from then on.
+SAFE_TO_CHANGE = (
+    "train.max_steps", "train.epochs", "train.eval_every", "train.log_every", "train.checkpoint_every",
+    "train.keep_last", "train.keep_best", "train.progress", "train.tensorboard", "train.eval_batch_size",
+    "forgetting.", "eval.",
+)
+
+
+def flatten(data, prefix: str = "") -> dict:
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def safe_to_change(key: str) -> bool:
+    return any(key == s or (s.endswith(".") and key.startswith(s)) for s in SAFE_TO_CHANGE)
+
+
+def config_changes(run: Path, cfg) -> dict[str, dict]:
+    """Keys whose value differs from the run's config.resolved.yaml: {key: {"old", "new"}}."""
+    saved_file = run / "config.resolved.yaml"
+    if not saved_file.exists():
+        raise ConfigError(f"{run}: no config.resolved.yaml, so there is no run to resume; start it without --resume")
+    # The resolved file was written from the same JSON dump, so both sides hold lists and text keys.
+    saved = flatten(yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {})
+    current = flatten(json.loads(cfg.model_dump_json()))
+    keys = sorted(set(saved) | set(current))
+    return {k: {"old": saved.get(k), "new": current.get(k)} for k in keys if saved.get(k) != current.get(k)}
+
+
+def check_resume_config(run: Path, cfg, step: int | None = None) -> dict[str, dict]:
+    """Refuse a --resume whose config differs in keys that shaped the run; return the safe changes."""
+    changes = config_changes(run, cfg)
+    refused = {k: v for k, v in changes.items() if not safe_to_change(k)}
+    if refused:
+        listed = "; ".join(f"{k}: {v['old']!r} -> {v['new']!r}" for k, v in list(refused.items())[:8])
+        more = f" (and {len(refused) - 8} more)" if len(refused) > 8 else ""
+        raise ConfigError(f"--resume: the config differs from the run's ({run / 'config.resolved.yaml'}) in {listed}"
+                          f"{more}. A resumed run keeps its config; start a new run (name=...) to change these. "
+                          f"Keys that may change on resume: {', '.join(SAFE_TO_CHANGE)}")
+    new_max = changes.get("train.max_steps", {}).get("new")
+    if step is not None and new_max is not None and new_max < step:
+        raise ConfigError(f"--resume: train.max_steps={new_max} is below the step the run has reached ({step})")
+    return changes
+
+
+def data_fingerprint(data) -> str:
+    """A hash of every training example's token ids and labels, task by task, in split order."""
+    h = hashlib.sha256()
+    for name in sorted(data.tasks):
+        h.update(name.encode())
+        for ex in data.tasks[name].splits["train"]:
+            h.update(json.dumps([ex.input_ids, ex.label_ids]).encode())
+    return h.hexdigest()
+
+
+def check_resume_data(run: Path, fingerprint: str) -> None:
+    env_file = run / "env.json"
+    if not env_file.exists():
+        return
+    saved = json.loads(env_file.read_text(encoding="utf-8")).get("data_fingerprint")
+    if saved and saved != fingerprint:
+        raise ConfigError(f"--resume: the training data differs from the data {run} was trained on (a data file "
+                          f"changed since the run started); restore it, or start a new run (name=...)")

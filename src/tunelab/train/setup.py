@@ -1,0 +1,274 @@
+"""`setup(cfg, resume)`: everything the loop needs, checked before the run folder is touched.
+
+Order matters for run integrity: the config, the model, the data and the optimizer are built
+first, so a typo, a missing model or an unknown optimizer fails before anything is written; only
+then is the run folder locked and created (a resume locks it first of all, so a live run is
+refused before any work). A resume checks that the config and data are the run's own, and
+restores the newest checkpoint that verifies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+
+from tunelab.config.base import ConfigError
+from tunelab.config.load import write_resolved
+from tunelab.train import checkpoint as ckpt
+from tunelab.train.batching import to_sequences
+from tunelab.train.loss import PEFT_FORWARD_METHODS, CompletionLoss
+from tunelab.train.optim import build_optimizer, build_scheduler
+from tunelab.train.progress import Progress
+from tunelab.train.resume import check_resume_config, check_resume_data, data_fingerprint
+from tunelab.train.run import (MetricsLog, RunLock, check_new_run, clear_failed_start, environment, run_dir,
+                               run_summary, write_json, write_summary)
+from tunelab.train.state import Counters, TrainState
+from tunelab.train.steps import epoch_plan
+
+HALF_WEIGHT_METHODS = ("lora", "dora", "ia3", "prompt_tuning", "prefix_tuning")
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def native_bf16(device_type: str) -> bool:
+    if device_type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpu = getattr(torch, "cpu", None)
+    return bool(cpu and (getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+                         or getattr(cpu, "_is_amx_tile_supported", lambda: False)()))
+
+
+def resolve_precision(precision: str, device_type: str) -> str:
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device_type) else "fp32"
+
+
+def autocast_for(precision: str, device_type: str):
+    """A context-manager factory: autocast in the training precision, or nothing for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return lambda: torch.autocast(device_type=device_type, dtype=dtype)
+
+
+def check_config(cfg) -> None:
+    """Problems a config can have that need no model: raised before any work."""
+    t = cfg.train
+    if t.packing and (t.method in PEFT_FORWARD_METHODS or cfg.model.architecture == "seq2seq"):
+        raise ConfigError(f"train.packing: not supported with method {t.method} or seq2seq models")
+    if t.tensorboard:
+        try:
+            import torch.utils.tensorboard  # noqa: F401
+        except ImportError:
+            raise ConfigError("train.tensorboard: install the tensorboard package first "
+                              "(pip install tensorboard)") from None
+    if getattr(cfg, "forgetting", None) is not None and cfg.forgetting.tasks:
+        from tunelab.evaluate.forgetting import check_forgetting_tasks
+
+        check_forgetting_tasks(cfg)
+
+
+def build_model(cfg, precision: str):
+    """Load the base model, attach the method; (model, tokenizer, architecture, trainable, total)."""
+    from tunelab.models.load import load_model
+    from tunelab.models.resolver import resolve_model
+    from tunelab.models.tuners import apply_method, count_parameters
+
+    t = cfg.train
+    dtype, quant = None, None
+    if t.method == "qlora":
+        from tunelab.models.tuners.qlora import quantization_config
+
+        quant = quantization_config(t)
+    elif t.half_frozen_weights and t.method in HALF_WEIGHT_METHODS and precision != "fp32" \
+            and cfg.model.dtype == "float32":
+        # The frozen base only ever runs under autocast: store it in that dtype once.
+        dtype = "bfloat16" if precision == "bf16" else "float16"
+    model, tokenizer = load_model(cfg.model, dtype=dtype, quantization_config=quant)
+    architecture = "seq2seq" if model.config.is_encoder_decoder else "causal"
+    if t.gradient_checkpointing:
+        enable_gradient_checkpointing(model, t.gradient_checkpointing_every)
+    model = apply_method(model, t, architecture, resolve_model(cfg.model.name))
+    if precision != "fp32":
+        keep_adapter_inputs_in_autocast_dtype(model)
+    for p in model.parameters():  # optimizer state and updates in fp32
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+    model.train()
+    trainable, total = count_parameters(model)
+    return model, tokenizer, architecture, trainable, total
+
+
+def keep_adapter_inputs_in_autocast_dtype(model) -> None:
+    """peft casts each adapter's input to the adapter's dtype (fp32 here) before its matmul; under
+    autocast the matmul casts it straight back to bf16/fp16, so the result is the same, but the fp32
+    copy is kept for backward: on SmolLM2 LoRA (7 adapted linears a layer) that was ~0.5 GB at
+    batch 8 x 256. Switch the cast off (peft's own `cast_input_dtype_enabled` flag)."""
+    try:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:
+        return
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.cast_input_dtype_enabled = False
+
+
+def enable_gradient_checkpointing(model, every_n_layers: int) -> None:
+    """Recompute the activations of every N-th decoder layer in backward instead of keeping them."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, every_n_layers=every_n_layers)
+    elif every_n_layers == 1:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    else:
+        raise ConfigError("train.gradient_checkpointing_every > 1 needs transformers >= 5")
+    model.enable_input_require_grads()
+
+
+def validation_sets(data, architecture: str, limit: int | None) -> tuple[dict, dict]:
+    """Per task: validation sequences for the loss, and the examples for generation metrics."""
+    val_sets, val_examples = {}, {}
+    for name, task in data.tasks.items():
+        val = list(task.splits.get("validation") or [])[:limit]
+        if val:
+            val_sets[name] = to_sequences(val, architecture, include_prompt_loss=False)
+            val_examples[name] = val
+    return val_sets, val_examples
+
+
+def setup(cfg, resume: bool = False, data=None, on_validation=None) -> TrainState:
+    """Build the model, data and optimizer, then lock and open the run folder (see module docstring)."""
+    from accelerate import Accelerator
+
+    t = cfg.train
+    seed = t.seed if t.seed is not None else cfg.seed
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    main = accelerator.is_main_process
+    check_config(cfg)
+    run = run_dir(cfg)
+    lock = RunLock(run) if resume and main else None  # a live run is refused before any work
+    try:
+        changes = check_resume_config(run, cfg) if resume and (run / "config.resolved.yaml").exists() else {}
+        if not resume:
+            check_new_run(run)
+        precision = resolve_precision(t.precision, accelerator.device.type)
+        if precision == "bf16" and not native_bf16(accelerator.device.type):
+            say("tunelab: warning: this processor has no native bf16 (AVX512-BF16/AMX); bf16 autocast is "
+                "emulated and usually slower than fp32 here (train.precision=auto picks fp32)")
+        set_seed(seed)
+        model, tokenizer, architecture, n_trainable, n_total = build_model(cfg, precision)
+        if data is None:
+            from tunelab.data import prepare
+
+            data = prepare(cfg, tokenizer)
+        if getattr(cfg, "forgetting", None) is not None and cfg.forgetting.tasks:
+            from tunelab.evaluate.forgetting import check_forgetting_tasks
+
+            check_forgetting_tasks(cfg, tokenizer, data)  # before any model runs or folder is written
+        fingerprint = data_fingerprint(data)
+        if resume:
+            check_resume_data(run, fingerprint)
+        steps_per_epoch = len(epoch_plan(data, t, architecture, seed, 0, accelerator.num_processes)[1])
+        if steps_per_epoch == 0:
+            raise ConfigError("the training split is empty: nothing to train on")
+        total_steps = t.max_steps or steps_per_epoch * t.epochs
+        loss_model = accelerator.prepare(CompletionLoss(model, architecture, t.method))
+        optimizer = build_optimizer(model, t)
+        scheduler = build_scheduler(optimizer, t, total_steps)
+        if main and not resume:
+            lock = RunLock(run)
+            check_new_run(run)  # again, under the lock: another start may have won the race
+            clear_failed_start(run, say)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    accelerator.wait_for_everyone()
+    state = TrainState(cfg=cfg, seed=seed, accelerator=accelerator, precision=precision, model=model,
+                       tokenizer=tokenizer, architecture=architecture, data=data, loss_model=loss_model,
+                       optimizer=optimizer, scheduler=scheduler, total_steps=total_steps, n_trainable=n_trainable,
+                       n_total=n_total, run=run, lock=lock, on_validation=on_validation,
+                       autocast=autocast_for(precision, accelerator.device.type),
+                       trainable=[p for p in model.parameters() if p.requires_grad],
+                       scaler=torch.amp.GradScaler(accelerator.device.type) if precision == "fp16" else None)
+    state.val_sets, state.val_examples = validation_sets(data, architecture, t.eval_limit)
+    state.log = MetricsLog(run / "metrics.jsonl", enabled=main)
+    open_run_files(state, resume, changes, fingerprint)
+    return state
+
+
+def open_run_files(state: TrainState, resume: bool, changes: dict, fingerprint: str) -> None:
+    """Write the run's own files, then restore the checkpoint of a resumed run."""
+    cfg, run = state.cfg, state.run
+    if state.main:
+        (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+        if not (run / "config.resolved.yaml").exists() or changes:
+            write_resolved(cfg, run)
+        if not (run / "env.json").exists():
+            write_json(run / "env.json", {**environment(cfg, state.seed, state.world), "data_fingerprint": fingerprint,
+                                          "config_dir": str(cfg.config_dir)})
+            write_train_keys(state)
+    state.accelerator.wait_for_everyone()
+    if resume:
+        restore(state)
+        if changes:
+            state.log.write({"event": "config_changed", "step": state.counters.step, "changes": changes})
+    else:
+        state.log.recover(0, say)  # a replaced failed start leaves no events behind
+    if state.counters.step == 0 and not state.counters.logged_data:
+        state.log.write({"event": "data", "step": 0, "counts": getattr(state.data, "report", None)})
+        state.counters.logged_data = True
+    if state.cfg.train.tensorboard and state.main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        state.writer = SummaryWriter(str(run / "tensorboard"))
+    state.progress = Progress(state.total_steps, state.counters.step, state.cfg.train.progress, enabled=state.main)
+    state.started = time.perf_counter()
+    if state.main:  # "running" until the end says otherwise; a kill -9 leaves it so (the lock is free then)
+        write_summary(run, run_summary(state))
+
+
+def write_train_keys(state: TrainState) -> None:
+    """Which inputs this run trains on (hashes), so that evaluations can refuse to score them as test data."""
+    tasks = {name: sorted({ex.content_key for ex in task.splits["train"]}) for name, task in state.data.tasks.items()}
+    write_json(state.run / "train_keys.json", {"base_model": state.cfg.model.name, "tasks": tasks}, indent=None)
+
+
+def restore(state: TrainState) -> None:
+    """Resume from the newest checkpoint that verifies; with none, start afresh (and say so)."""
+    if state.main:
+        ckpt.remove_temp_dirs(state.ckpt_dir)
+    chosen = [None]
+    if state.main:
+        good = ckpt.latest_good_checkpoint(state.ckpt_dir, say)
+        chosen = [good.name if good is not None else None]
+    if state.world > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(chosen, from_process=0)
+    if chosen[0] is None:
+        say(f"tunelab: {state.run} has no checkpoint to resume from; starting from step 0")
+        state.log.recover(0, say)
+        return
+    payload = ckpt.load_checkpoint(state.ckpt_dir / chosen[0], state.model, state.optimizer, state.rank)
+    state.scheduler.load_state_dict(payload.pop("scheduler"))
+    if state.scaler is not None:
+        state.scaler.load_state_dict(payload.pop("scaler"))
+    state.counters = Counters.from_checkpoint(payload)
+    state.counters.status = "running"
+    state.log.recover(state.counters.step, say)
+    state.log.write({"event": "resumed", "step": state.counters.step, "checkpoint": chosen[0]})

@@ -1,0 +1,131 @@
+"""What a training run carries from `setup` through `fit` and `validate` to `finish`.
+
+`Counters` is where training is: it goes into every checkpoint's state.json and comes back on
+resume. `TrainState` holds everything else the loop needs (model, optimizer, data, run folder),
+as plain attributes: no closures, no globals. `StopRequest` is how a signal handler (installed
+only when asked, by the CLI) or a validation callback (the search's pruner) asks the loop to stop
+after the current step with a checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+# on_validation(step, results) -> True to stop training after this step (e.g. a search pruner).
+ValidationCallback = Callable[[int, dict], bool]
+
+
+@dataclass
+class Counters:
+    """Where training is; saved in every checkpoint (state.json) and restored on resume."""
+
+    step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    validated_step: int = -1
+    best: dict | None = None  # {"step", "metric", "value"}
+    bad_validations: int = 0
+    train_tokens: int = 0
+    status: str = "running"  # running | completed | early_stopped | interrupted | stopped | diverged | failed
+    logged_data: bool = False
+
+    @classmethod
+    def from_checkpoint(cls, state: dict) -> Counters:
+        known = {k: state[k] for k in cls.__dataclass_fields__ if k in state}
+        return cls(**known)
+
+
+class StopRequest:
+    """Set by a signal handler or a callback; the loop checks it once per step."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def request(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+
+    def on_signal(self, signum, frame) -> None:
+        if self.reason is not None:  # a second Ctrl-C: stop now, without the checkpoint
+            raise KeyboardInterrupt
+        self.request(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: StopRequest, enabled: bool):
+    """While training, SIGINT/SIGTERM ask for a checkpoint and a clean stop instead of killing.
+
+    Only when `enabled` (the CLI) and on the main thread: a library call must not take over the
+    process's signal handling, and Python allows handlers on the main thread only."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, stop.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@dataclass
+class TrainState:
+    cfg: Any
+    seed: int
+    accelerator: Any
+    precision: str
+    model: Any
+    tokenizer: Any
+    architecture: str
+    data: Any  # tunelab.data.PreparedData
+    loss_model: Any  # CompletionLoss, wrapped by accelerate (DDP) when several processes
+    optimizer: Any
+    scheduler: Any
+    total_steps: int
+    n_trainable: int
+    n_total: int
+    run: Path
+    autocast: Any = contextlib.nullcontext  # a context-manager factory (training precision)
+    trainable: list = field(default_factory=list)  # parameters with requires_grad (clipped each step)
+    scaler: Any = None
+    val_sets: dict = field(default_factory=dict)  # task -> list[Sequence] (validation loss)
+    val_examples: dict = field(default_factory=dict)  # task -> list[Example] (validation generation)
+    counters: Counters = field(default_factory=Counters)
+    stop: StopRequest = field(default_factory=StopRequest)
+    on_validation: ValidationCallback | None = None
+    log: Any = None  # MetricsLog
+    lock: Any = None  # RunLock (main process)
+    writer: Any = None  # TensorBoard SummaryWriter
+    progress: Any = None  # Progress display
+    started: float = 0.0
+    saved_step: int | None = None
+    error: str | None = None
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def device(self):
+        return self.accelerator.device
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run / "checkpoints"
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id

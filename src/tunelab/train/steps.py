@@ -1,0 +1,108 @@
+"""One optimizer step: the epoch's plan, its micro-batches, forward/backward, clip, update, log.
+
+One optimizer step = grad_accum micro-batches on each of the processes. The loss of a step is
+the sum of token losses over the whole step divided by its number of label tokens, so it is the
+same for any split of the step across micro-batches and processes (DDP averages gradients, hence
+the world_size factor below).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+
+import torch
+
+from tunelab.config.base import ConfigError
+from tunelab.train import checkpoint as ckpt
+from tunelab.train.batching import collate, pack_sequences, plan_steps, seq_length, to_sequences
+
+
+class TrainingDiverged(ConfigError):
+    """The loss became NaN or infinite; the message says where and what to change."""
+
+
+def all_reduce(x: torch.Tensor, world: int) -> torch.Tensor:
+    """Sum over processes (a no-op with one process)."""
+    if world > 1:
+        torch.distributed.all_reduce(x)
+    return x
+
+
+def epoch_plan(data, t, architecture: str, seed: int, epoch: int, world: int):
+    """(sequences, plan) of one epoch; the same on every process and on every resume."""
+    seqs = to_sequences(data.train_epoch(epoch, seed), architecture, t.include_prompt_loss)
+    if t.packing:
+        seqs = pack_sequences(seqs, t.pack_length or max(len(s.input_ids) for s in seqs))
+    return seqs, plan_steps([seq_length(s) for s in seqs], t.batch_size, t.grad_accum, world,
+                            t.group_by_length, seed, epoch)
+
+
+def micro_batch(seqs, parts, part: int, pad_id: int):
+    """Collate one part of the step. An empty part (the last, short batch has fewer items than
+    parts) becomes a stand-in item whose loss is multiplied by zero: every process must run
+    forward and backward in every micro-step for DDP to stay in step."""
+    if parts[part]:
+        return collate([seqs[i] for i in parts[part]], pad_id)
+    batch = collate([seqs[next(i for p in parts for i in p)]], pad_id)
+    batch.n_examples = batch.real_tokens = batch.padded_tokens = batch.label_tokens = 0
+    return batch
+
+
+def forward_backward(state, batches, n_global: float) -> torch.Tensor:
+    """Forward and backward over the step's micro-batches; returns this process's loss sum."""
+    t, world = state.cfg.train, state.world
+    autocast = state.autocast
+    loss_sum_local = torch.zeros((), dtype=torch.float64, device=state.device)
+    for m, batch in enumerate(batches):
+        last = m == t.grad_accum - 1 or world == 1
+        with contextlib.nullcontext() if last else state.accelerator.no_sync(state.loss_model):
+            with autocast():
+                loss_sum, _ = state.loss_model(**{k: v.to(state.device) for k, v in batch.tensors.items()})
+            if not batch.n_examples:  # an empty part of the last, short batch
+                loss_sum = loss_sum * 0.0
+            scaled = loss_sum * world / max(n_global, 1.0)
+            (state.scaler.scale(scaled) if state.scaler else scaled).backward()
+        loss_sum_local += loss_sum.detach().double()
+    return loss_sum_local
+
+
+def train_step(state, seqs, parts) -> dict:
+    """Run one optimizer step; returns its numbers (loss, lr, grad norm, tokens, ...)."""
+    t, c = state.cfg.train, state.counters
+    t0 = time.perf_counter()
+    batches = [micro_batch(seqs, parts, m * state.world + state.rank, state.pad_id) for m in range(t.grad_accum)]
+    counts = torch.tensor([sum(b.label_tokens for b in batches)], dtype=torch.float64)
+    n_global = float(all_reduce(counts.to(state.device), state.world)[0])
+    loss_sum_local = forward_backward(state, batches, n_global)
+    if state.scaler:
+        state.scaler.unscale_(state.optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(state.trainable, t.max_grad_norm or float("inf"))
+    stats = all_reduce(torch.tensor([float(loss_sum_local), sum(b.real_tokens for b in batches),
+                                     sum(b.padded_tokens for b in batches), sum(b.n_examples for b in batches),
+                                     1.0 if state.stop.reason else 0.0], dtype=torch.float64, device=state.device),
+                       state.world)
+    loss = float(stats[0]) / max(n_global, 1.0)
+    if not math.isfinite(loss) or (state.scaler is None and not math.isfinite(float(grad_norm))):
+        c.status = "diverged"
+        raise TrainingDiverged(
+            f"training diverged: the loss is {loss} at step {c.step + 1}. Last good checkpoint: "
+            f"{ckpt.latest_checkpoint(state.ckpt_dir) or 'none'}. Lower train.lr, enable train.max_grad_norm, "
+            f"or use train.precision=fp32 or bf16; resume from the checkpoint with --resume after fixing the config.")
+    if state.scaler:
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+    else:
+        state.optimizer.step()
+    lr = state.scheduler.get_last_lr()[0]
+    state.scheduler.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    c.step += 1
+    c.step_in_epoch += 1
+    c.train_tokens += int(stats[1])
+    dt = time.perf_counter() - t0
+    return {"step": c.step, "epoch": c.epoch, "loss": loss, "lr": lr, "grad_norm": float(grad_norm),
+            "tokens_per_s": float(stats[1]) / dt, "real_tokens": int(stats[1]),
+            "padding_tokens": int(stats[2] - stats[1]), "label_tokens": int(n_global), "examples": int(stats[3]),
+            "step_s": dt, "elapsed_s": time.perf_counter() - state.started, "stop_requested": bool(stats[4] > 0)}
