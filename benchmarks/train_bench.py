@@ -15,7 +15,10 @@ is per run. Reported per run:
                  examples, applied to each trained model
 The best (highest tokens/s) run of each side is compared; all runs are printed. With
 --checkpoint-every N a third side runs tunelab with gradient checkpointing of every N-th decoder
-layer (train.gradient_checkpointing_every): less memory for some speed.
+layer (train.gradient_checkpointing_every): less memory for some speed. With --compare-src DIR a
+side `tunelab_ref` runs the tunelab package found in DIR (e.g. the src/ of a `git worktree` of an
+earlier commit), so a change to the training loop is measured against the code before it, in the
+same run, alternating.
 """
 
 from __future__ import annotations
@@ -170,6 +173,7 @@ def main() -> None:
     p.add_argument("--fp32-base", action="store_true", help="tunelab keeps the frozen base in fp32 too")
     p.add_argument("--checkpoint-every", type=int, default=0,
                    help="also run tunelab with gradient checkpointing of every N-th layer (memory for speed)")
+    p.add_argument("--compare-src", help="a src/ folder holding another tunelab: a `tunelab_ref` side")
     p.add_argument("--worker", choices=["tunelab", "trl"], help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -182,6 +186,8 @@ def main() -> None:
     sides = {"tunelab": 0, "trl": 0}
     if args.checkpoint_every:
         sides = {"tunelab": 0, f"tunelab_ckpt{args.checkpoint_every}": args.checkpoint_every, "trl": 0}
+    if args.compare_src:
+        sides = {"tunelab": 0, "tunelab_ref": 0, **{k: v for k, v in sides.items() if k != "tunelab"}}
     results: dict[str, list[dict]] = {side: [] for side in sides}
     print(f"SmolLM2-135M LoRA SFT, {args.precision}, batch {args.batch_size}, {args.steps} steps, max_length "
           f"{args.max_length}, TRL mode {args.trl_mode}; load average at start {load_average()}", flush=True)
@@ -196,7 +202,10 @@ def main() -> None:
             cmd += ["--tunelab-packing"] if args.tunelab_packing else []
             cmd += ["--fp32-base"] if args.fp32_base else []
             t0 = time.perf_counter()
-            done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            side_env = dict(env)
+            if side == "tunelab_ref":  # the other tunelab first on the path
+                side_env["PYTHONPATH"] = os.pathsep.join([args.compare_src, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+            done = subprocess.run(cmd, env=side_env, capture_output=True, text=True)
             if done.returncode != 0:
                 sys.exit(f"{side} run failed:\n{done.stderr[-4000:]}")
             r = json.loads(Path(out).read_text())
@@ -222,7 +231,11 @@ def main() -> None:
         our_loss = statistics.mean(r["val_loss"] for r in results[side])
         comparisons.append({"name": f"val_loss{suffix}", "baseline": trl_loss, "ours": our_loss,
                             "ratio": our_loss / trl_loss})
-    print(f"\n{'':<28}{'TRL':>12}{'tunelab':>12}{'ratio':>9}")
+    if args.compare_src:  # this tunelab against the other one
+        ref, ours = best["tunelab_ref"], best["tunelab"]
+        comparisons.append({"name": "real_tokens_per_s_vs_ref", "baseline": ref["tokens_per_s"],
+                            "ours": ours["tokens_per_s"], "ratio": ours["tokens_per_s"] / ref["tokens_per_s"]})
+    print(f"\n{'':<28}{'baseline':>12}{'tunelab':>12}{'ratio':>9}   (baseline: TRL, or tunelab_ref for *_vs_ref)")
     for c in comparisons:
         print(f"{c['name']:<28}{c['baseline']:12.2f}{c['ours']:12.2f}{c['ratio']:9.3f}")
     print("targets: tokens/s ratio >= 1.5, peak RSS ratio <= 1.0, val loss within 2%")

@@ -55,19 +55,19 @@ def test_smollm2_sst2_lora_forgetting_report_in_chromium(tmp_path, shared_data, 
         "train": {"method": "lora", "lr": 1e-3, "max_steps": 30, "batch_size": 8, "precision": "auto",
                   "scheduler": "cosine", "warmup_steps": 4, "eval_every": 15, "eval_limit": 24, "eval_batch_size": 24,
                   "progress": "plain", "lora": {"r": 8, "alpha": 16}},
-        "retention": {"tuned_task": "sst2", "limit": 12, "bootstrap_resamples": 500, "tasks": [
+        "forgetting": {"tuned_task": "sst2", "limit": 12, "bootstrap_resamples": 500, "tasks": [
             {"name": "sst2", "max_new_tokens": 6},
             f"mmlu={d}/mmlu_subset,subjects=marketing",
             f"dialogsum={d}/dialogsum,metrics=rougeL,max_new_tokens=16",
             f"t0={d}/t0_multitask_mix/rotten_tomatoes_Movie_Expressed_Sentiment.jsonl,max_new_tokens=6"]},
     })
     run = train(cfg)
-    report = json.loads((run / "retention" / "forgetting.json").read_text())
+    report = json.loads((run / "forgetting" / "forgetting.json").read_text())
     rows = {r["task"]: r for r in report["tasks"]}
     assert set(rows) == {"sst2", "mmlu", "dialogsum", "t0_rotten"}
     for r in rows.values():
         assert r["n"] == 12 and len(r["ci"]) == 2 and 0 < r["p_value"] <= 1
-        assert r["ci"][0] <= r["paired_diff"] <= r["ci"][1]
+        assert r["ci"][0] <= r["diff"] <= r["ci"][1]  # the difference and its CI: one statistic
     assert rows["mmlu"]["metric"] == "acc" and rows["dialogsum"]["metric"] == "rougeL"
     summary = report["summary"]
     assert summary["held_out_tasks"] == ["mmlu", "dialogsum", "t0_rotten"] and summary["average_drop"] is not None
@@ -75,9 +75,9 @@ def test_smollm2_sst2_lora_forgetting_report_in_chromium(tmp_path, shared_data, 
                                      for k, v in rows.items()}))
     assert summary["gain"]["diff"] > 0  # tuning on SST-2 helps SST-2 (the base model answers in sentences)
     # every number has its examples behind it
-    for stage in ("before", "after"):
+    for stage in ("base", "tuned"):
         for task in rows:
-            lines = (run / "retention" / stage / f"{task}.examples.jsonl").read_text().splitlines()
+            lines = (run / "forgetting" / stage / f"{task}.examples.jsonl").read_text().splitlines()
             assert len(lines) == 12
     html, md = write_report(run)
     render_and_check(html, tmp_path, ["Run and cost", "Loss curves", "Metrics", "Forgetting: base vs tuned",

@@ -9,6 +9,7 @@ bit-identically to an uninterrupted one (same loss at every step, same validatio
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -72,6 +73,16 @@ def assert_same_run(run: Path, reference: Path) -> None:
     b = load_file(str(reference / "final" / "adapter_model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+
+
+def start_and_wait(config: Path, ready, timeout: float = 240) -> subprocess.Popen:
+    """`tunelab train CONFIG` in the background, returned once ready() (or once it ended)."""
+    proc = subprocess.Popen(tunelab_command() + ["train", str(config)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env())
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.02)
+    return proc
 
 
 @pytest.fixture(scope="module")
@@ -167,11 +178,7 @@ def test_disk_that_fills_up_while_training(tmp_path, tiny_model_dir):
         config = tmp_path / "run.yaml"
         config.write_text(yaml.safe_dump(raw))
         run = disk / "runs" / "run"
-        proc = subprocess.Popen(tunelab_command() + ["train", str(config)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env())
-        deadline = time.time() + 240
-        while not (run / "checkpoints" / "step-5").exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.02)
+        proc = start_and_wait(config, lambda: (run / "checkpoints" / "step-5").exists())
         with open(disk / "filler", "wb") as filler:  # someone else fills the disk
             try:
                 while True:
@@ -201,13 +208,8 @@ def test_second_process_on_a_live_run_is_refused(tmp_path, tiny_model_dir):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(raw))
     run = tmp_path / "runs" / "run"
-    first = subprocess.Popen(tunelab_command() + ["train", str(config)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env())
-    deadline = time.time() + 240
-    while time.time() < deadline and first.poll() is None:
-        if (run / "metrics.jsonl").exists() and '"loss"' in (run / "metrics.jsonl").read_text():
-            break
-        time.sleep(0.05)
+    first = start_and_wait(config, lambda: (run / "metrics.jsonl").exists()
+                           and '"loss"' in (run / "metrics.jsonl").read_text())
     assert first.poll() is None, "the first run ended before the test could race it"
     for extra in (["--resume"], []):
         second = tunelab("train", config, *extra)
@@ -236,10 +238,13 @@ def test_resume_refuses_a_changed_config_and_logs_a_safe_change(tmp_path, tiny_m
 def test_failed_starts_leave_nothing_that_blocks_the_next_try(tmp_path, tiny_model_dir):
     config = write(tmp_path, tiny_model_dir)
     run = tmp_path / "runs" / "run"
-    for override, words in ((f"data.tasks.0.source={tmp_path / 'missing.jsonl'}", "data file not found"),
-                            ("train.optimizer=adamm", "unknown optimizer"),
-                            (f"model.name={tmp_path / 'no-such-model'}", "does not exist"),
-                            ("train.method=qlora", "qlora")):
+    faults = [(f"data.tasks.0.source={tmp_path / 'missing.jsonl'}", "data file not found"),
+              ("train.optimizer=adamm", "unknown optimizer"),
+              (f"model.name={tmp_path / 'no-such-model'}", "does not exist"),
+              ("train.method=qlora", "qlora")]
+    if importlib.util.find_spec("tensorboard") is None:  # not a tunelab dependency: a user may lack it
+        faults.append(("train.tensorboard=true", "pip install tensorboard"))
+    for override, words in faults:
         failed = tunelab("train", config, override)
         assert words in one_error_line(failed.returncode, failed.stderr)
         assert not run.exists(), override  # checked before the run folder is made

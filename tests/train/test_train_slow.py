@@ -66,22 +66,26 @@ def test_smollm2_lora_sst2_beats_base_model(tmp_path, shared_data, smollm2_dir):
     assert t_acc >= 0.7
 
 
-@pytest.mark.slow
-def test_ddp_two_cpu_processes_match_one_process(tmp_path, tiny_model_dir):
+def launch_two_processes(config: Path) -> subprocess.CompletedProcess:
+    """`tunelab train CONFIG` under `accelerate launch` with two CPU processes (docs/training.md's
+    flags: --multi_gpu with no GPU gives CPU processes on gloo)."""
     launcher = Path(sys.executable).parent / "accelerate"
     if not launcher.exists():
         if os.environ.get("CI"):  # make test installs accelerate: a skip would hide a broken setup
             raise AssertionError(f"{launcher} is missing")
         pytest.skip("the accelerate launcher is not installed next to this Python")
+    return subprocess.run([str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "tunelab.cli", "train",
+                           str(config)], env=subprocess_env(), capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_match_one_process(tmp_path, tiny_model_dir):
     common = {"n": 40, "max_steps": 4, "lr": 1e-2, "eval_every": 2, "grad_accum": 1}
     one = train(load_config(data=toy_config(tmp_path, tiny_model_dir, name="one", batch_size=8, **common)))
     config = tmp_path / "two.yaml"
     config.write_text(yaml.safe_dump(toy_config(tmp_path, tiny_model_dir, name="two", batch_size=4, **common)))
-    # The flags from docs/training.md: --multi_gpu with no GPU gives CPU processes on gloo.
-    done = subprocess.run([str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                           "--mixed_precision", "no", "--dynamo_backend", "no",
-                           "-m", "tunelab.cli", "train", str(config)],
-                          env=subprocess_env(), capture_output=True, text=True, timeout=400)
+    done = launch_two_processes(config)
     assert done.returncode == 0, done.stderr[-3000:]
     two = tmp_path / "runs" / "two"
     assert json.loads((two / "summary.json").read_text())["processes"] == 2
@@ -100,11 +104,6 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path, tiny_model_dir):
 def test_continual_stages_call_train_twice_under_two_processes(tmp_path, tiny_model_dir):
     """train() called several times in one process under `accelerate launch` (2 CPU processes): the
     process group survives each run, and the main process alone scores the task x stage matrix."""
-    launcher = Path(sys.executable).parent / "accelerate"
-    if not launcher.exists():
-        if os.environ.get("CI"):
-            raise AssertionError(f"{launcher} is missing")
-        pytest.skip("the accelerate launcher is not installed next to this Python")
     raw = toy_config(tmp_path, tiny_model_dir, name="cl", n=40, max_steps=3, batch_size=2, lr=1e-2)
     task = raw["data"]["tasks"][0]
     other = [{"text": f"item {i} {r['text']}", "label": r["label"]} for i, r in enumerate(toy_records(40, seed=1))]
@@ -114,10 +113,7 @@ def test_continual_stages_call_train_twice_under_two_processes(tmp_path, tiny_mo
     raw["continual"] = {"eval_limit": 4, "max_new_tokens": 2, "bootstrap_resamples": 50}
     config = tmp_path / "cl.yaml"
     config.write_text(yaml.safe_dump(raw))
-    done = subprocess.run([str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                           "--mixed_precision", "no", "--dynamo_backend", "no",
-                           "-m", "tunelab.cli", "train", str(config)],
-                          env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    done = launch_two_processes(config)
     assert done.returncode == 0, done.stderr[-3000:]
     root = tmp_path / "runs" / "cl"
     for stage in ("01-first", "02-second"):
