@@ -174,6 +174,7 @@ def main() -> None:
     p.add_argument("--checkpoint-every", type=int, default=0,
                    help="also run tunelab with gradient checkpointing of every N-th layer (memory for speed)")
     p.add_argument("--compare-src", help="a src/ folder holding another tunelab: a `tunelab_ref` side")
+    p.add_argument("--skip-trl", action="store_true", help="with --compare-src: only the two tunelab sides")
     p.add_argument("--worker", choices=["tunelab", "trl"], help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -188,6 +189,8 @@ def main() -> None:
         sides = {"tunelab": 0, f"tunelab_ckpt{args.checkpoint_every}": args.checkpoint_every, "trl": 0}
     if args.compare_src:
         sides = {"tunelab": 0, "tunelab_ref": 0, **{k: v for k, v in sides.items() if k != "tunelab"}}
+        if args.skip_trl:
+            sides.pop("trl")
     results: dict[str, list[dict]] = {side: [] for side in sides}
     print(f"SmolLM2-135M LoRA SFT, {args.precision}, batch {args.batch_size}, {args.steps} steps, max_length "
           f"{args.max_length}, TRL mode {args.trl_mode}; load average at start {load_average()}", flush=True)
@@ -215,10 +218,10 @@ def main() -> None:
                   f"  val loss {r['val_loss']:.4f}  ({time.perf_counter() - t0:.0f} s, load {load_average()})",
                   flush=True)
     best = {side: max(rs, key=lambda r: r["tokens_per_s"]) for side, rs in results.items()}
-    base = best["trl"]
+    base = best.get("trl")
     comparisons = []
     for side in sides:
-        if side == "trl":
+        if side == "trl" or base is None:
             continue
         ours, suffix = best[side], side[len("tunelab"):]
         comparisons += [
@@ -235,6 +238,9 @@ def main() -> None:
         ref, ours = best["tunelab_ref"], best["tunelab"]
         comparisons.append({"name": "real_tokens_per_s_vs_ref", "baseline": ref["tokens_per_s"],
                             "ours": ours["tokens_per_s"], "ratio": ours["tokens_per_s"] / ref["tokens_per_s"]})
+        median = {side: statistics.median(r["tokens_per_s"] for r in results[side]) for side in ("tunelab", "tunelab_ref")}
+        comparisons.append({"name": "median_tokens_per_s_vs_ref", "baseline": median["tunelab_ref"],
+                            "ours": median["tunelab"], "ratio": median["tunelab"] / median["tunelab_ref"]})
     print(f"\n{'':<28}{'baseline':>12}{'tunelab':>12}{'ratio':>9}   (baseline: TRL, or tunelab_ref for *_vs_ref)")
     for c in comparisons:
         print(f"{c['name']:<28}{c['baseline']:12.2f}{c['ours']:12.2f}{c['ratio']:9.3f}")

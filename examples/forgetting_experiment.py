@@ -48,8 +48,8 @@ def run_condition(name: str, overrides: list[str], base_scores: Path | None) -> 
     if base_scores is not None and base_scores.exists():
         # The base model is scored once: every condition evaluates the same examples.
         (root / "scores").mkdir(parents=True, exist_ok=True)
-        if not (root / "scores" / "stage-00.json").exists():
-            shutil.copy(base_scores, root / "scores" / "stage-00.json")
+        if not (root / "scores" / "stage-00").exists():
+            shutil.copytree(base_scores, root / "scores" / "stage-00")
     start = time.perf_counter()
     run_continual(cfg, resume=True)
     from tunelab.report import write_report
@@ -111,7 +111,7 @@ def main() -> int:
             return 2
         print(f"=== condition {name}", flush=True)
         root, walls[name] = run_condition(name, args.overrides, base_scores)
-        base_scores = root / "scores" / "stage-00.json"
+        base_scores = root / "scores" / "stage-00"
         results[name] = root
         print(f"=== {name}: {walls[name]:.0f} s", flush=True)
     rows, text = table(results)

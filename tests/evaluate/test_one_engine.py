@@ -31,8 +31,9 @@ def home(tmp_path, monkeypatch):
 
 
 def config(tmp_path, model_dir, name="run"):
+    # LoRA dropout: validation must score with dropout off, as evaluation does.
     raw = toy_config(tmp_path, model_dir, name=name, n=60, lr=2e-2, max_steps=6, eval_every=3,
-                     eval_generation={"enabled": True, "limit": 64, "batch_size": 4})
+                     eval_generation={"enabled": True, "limit": 64, "batch_size": 4}, lora={"dropout": 0.3})
     task = raw["data"]["tasks"][0]
     # The task carries its scoring, so every command uses it. One token: the tiny model's first answer
     # token is a label word (a few steps do not teach it to stop), so accuracy and macro-F1 are not 0.

@@ -37,3 +37,19 @@ def test_unknown_early_stopping_metric_is_a_clear_error(tmp_path, tiny_model_dir
                      early_stopping={"metric": "val_acuracy", "mode": "max"})
     with pytest.raises(ConfigError, match="'val_acuracy' is not logged"):
         train(load_config(data=cfg))
+
+
+def test_validation_scores_with_dropout_off_as_evaluation_does(tmp_path, tiny_model_dir, monkeypatch):
+    """LoRA dropout 0.5: the validation callback's numbers must be the evaluation engine's for these
+    weights (dropout off), not a noisy draw. A perplexity-scored task shows it to the 6th digit."""
+    monkeypatch.setenv("TUNELAB_HOME", str(tmp_path / "home"))
+    from tunelab.evaluate import evaluate
+
+    cfg = toy_config(tmp_path, tiny_model_dir, lr=2e-2, max_steps=4, eval_every=4, lora={"dropout": 0.5},
+                     eval_generation={"enabled": True, "limit": 64})
+    cfg["data"]["tasks"][0]["eval_kind"] = "perplexity"
+    run = train(load_config(data=cfg))
+    logged = [e for e in events(run) if e.get("split") == "validation"][-1]["val_token_nll/toy"]
+    res = evaluate(None, ["toy"], run=str(run), split="validation", n_resamples=0, cache=False,
+                   output_dir=tmp_path / "eval")
+    assert abs(res["tasks"]["toy"]["metrics"]["token_nll"]["value"] - logged) <= 1e-5 * abs(logged)

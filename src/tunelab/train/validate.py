@@ -47,15 +47,26 @@ def validation_loss(state) -> dict:
 def generation_metrics(state) -> dict:
     """Each task's metrics on (a subset of) its validation split, through the evaluation engine."""
     from tunelab.config.evaluate import GenerationConfig
-    from tunelab.evaluate.engine import LoadedModel, score_examples
-    from tunelab.evaluate.recipes import expand_task
-    from tunelab.files import write_jsonl
+    from tunelab.evaluate.engine import LoadedModel
 
     g = state.cfg.train.eval_generation
     model = state.accelerator.unwrap_model(state.loss_model).model
     data_tasks = {task.name: task.model_dump(exclude_none=True) for task in state.cfg.data.tasks}
     generation = GenerationConfig(max_new_tokens=g.max_new_tokens) if g.max_new_tokens is not None else None
     lm = LoadedModel(model, state.tokenizer)
+    model.eval()  # no dropout while scoring: the numbers eval gives for these weights
+    try:
+        out = _score_validation(state, lm, data_tasks, generation, g)
+    finally:
+        model.train()
+    return out
+
+
+def _score_validation(state, lm, data_tasks: dict, generation, g) -> dict:
+    from tunelab.evaluate.engine import score_examples
+    from tunelab.evaluate.recipes import expand_task
+    from tunelab.files import write_jsonl
+
     out = {}
     for name, examples in state.val_examples.items():
         spec = expand_task(name, state.cfg.config_dir, data_tasks)
