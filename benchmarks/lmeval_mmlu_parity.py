@@ -34,10 +34,12 @@ COLUMNS = ["question", "A", "B", "C", "D", "answer"]
 # CSV rows -> cais/mmlu's schema (choices list, answer index), so lm-eval's own template applies.
 PROCESS_DOCS = '''
 def process_docs(dataset):
-    # remove_columns: the letter column goes, so `answer` becomes a new integer column
+    # The letter column is renamed first: mapped onto itself, datasets would keep its string type
+    # ("0"), and lm-eval's own accuracy would then compare "0" with 0.
+    dataset = dataset.rename_column("answer", "letter")
     return dataset.map(lambda d: {"choices": [d["A"], d["B"], d["C"], d["D"]],
-                                  "answer": "ABCD".index(d["answer"].strip())},
-                       remove_columns=["A", "B", "C", "D", "answer"])
+                                  "answer": "ABCD".index(d["letter"].strip())},
+                       remove_columns=["A", "B", "C", "D", "letter"])
 '''
 
 

@@ -38,3 +38,14 @@ def test_yaml_syntax_error_names_line(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(cfg)
     assert "line" in str(err.value)
+
+
+def test_init_writes_a_starter_config_that_loads(tmp_path, capsys):
+    from tunelab.cli.main import main
+
+    path = tmp_path / "tunelab.yaml"
+    assert main(["init", str(path)]) == 0
+    cfg = load_config(path)
+    assert cfg.train.method == "lora" and cfg.data.tasks[0].kind == "classification"
+    assert main(["init", str(path)]) == 2  # never overwrites without --force
+    assert "exists; pass --force" in capsys.readouterr().err

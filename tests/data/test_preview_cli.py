@@ -87,6 +87,7 @@ def test_terminal_mode_dims_the_prompt_and_highlights_the_answer():
 
     summary = {"tasks": {}, "mixture": {"strategy": "concat", "epoch_size": 0}, "skipped": [], "rejected": [],
                "examples": [{"task": "t", "split": "train", "source": "f:1", "prompt": "Q?\n", "trained": "A<|im_end|>",
+                             "pieces": [["Q?\n", False], ["A<|im_end|>", True]],
                              "prompt_tokens": 3, "trained_tokens": 2, "truncated": False, "references": ["A"]}]}
     console = Console(force_terminal=True, color_system="standard", width=100, record=True)
     print_preview(summary, console)

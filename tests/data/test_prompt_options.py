@@ -67,7 +67,7 @@ def test_several_sources_per_split_carry_their_constant_fields(tokenizer):
 
     task = _mc(template="[{{ record.topic }}] {{ question }}", few_shot=0,
                splits={"train": [src("math", 2), src("art", 3)], "test": [src("math", 1), src("art", 2)]})
-    data = build_task(task, tokenizer)
+    data = build_task(task, tokenizer, leak_check="report")  # the test questions repeat training ones
     assert [ex.prompt_text for ex in data.splits["test"]] == [
         "[math] math q0\n", "[art] art q0\n", "[art] art q1\n"]
     assert len(data.splits["train"]) == 5 and data.counts["read"] == 8

@@ -45,15 +45,20 @@ def test_dialogsum_given_splits_carry_three_references(shared_data, tokenizer):
                  splits={"train": str(shared_data / "dialogsum/dialogsum.dev.jsonl"),
                          "test": {"path": str(shared_data / "dialogsum/dialogsum.test.jsonl"),
                                   "fields": {"target": ["summary1", "summary2", "summary3"]}}})
-    data = build_task(task, tokenizer, max_length=2048, seed=1)
+    data = build_task(task, tokenizer, max_length=2048, seed=1, leak_check="report")
     assert {s: len(v) for s, v in data.splits.items()} == {"train": 444, "validation": 56, "test": 500}
+    # the default removes dev dialogues duplicated in test from the training side; test stays whole
+    cleaned = build_task(task, tokenizer, max_length=2048, seed=1)
+    removed = cleaned.counts["duplicates_removed"]
+    assert removed > 0 and len(cleaned.splits["test"]) == 500
+    assert len(cleaned.splits["train"]) + len(cleaned.splits["validation"]) == 500 - removed
     test = data.splits["test"]
     assert all(len(ex.references) == 3 and ex.references[0] == ex.target_text for ex in test)
     assert test[0].source.endswith("dialogsum.test.jsonl:1") and test[0].source_index == 1
     assert all(len(ex.references) == 1 for ex in data.splits["train"])
     # no validation wanted: ratios override
     task = task.model_copy(update={"ratios": {"validation": 0}})
-    data = build_task(task, tokenizer, max_length=2048)
+    data = build_task(task, tokenizer, max_length=2048, leak_check="report")
     assert len(data.splits["train"]) == 500 and data.splits["validation"] == []
 
 
@@ -107,7 +112,7 @@ def test_multiple_choice_answer_as_index_or_text_and_bad_answer(tokenizer):
 
 def test_alpaca_instruction_with_and_without_input(shared_data, tokenizer):
     task = _task(name="alpaca", kind="instruction", source=str(shared_data / "instructions/llamafactory_alpaca_en_demo.json"))
-    data = build_task(task, tokenizer, max_length=4096)
+    data = build_task(task, tokenizer, max_length=4096, leak_check="report")  # every record, duplicates too
     every = [ex for v in data.splits.values() for ex in v]
     assert len(every) == 999
     with_input = [ex for ex in every if "\n\n" in ex.user_text]
@@ -154,7 +159,7 @@ def test_leak_check_reports_and_removes(tmp_path, tokenizer):
             {"question": "Fresh one?", "answer": "z"}]
     task = {"name": "q", "kind": "qa", "ratios": {"validation": 0},
             "splits": {"train": {"records": train}, "test": {"records": test}}}
-    data = prepare(make_config(tmp_path, [task]), tokenizer)
+    data = prepare(make_config(tmp_path, [task], leak_check="report"), tokenizer)
     assert data.tasks["q"].leaks["train/test"] == {"exact": 1, "normalised": 2}
     assert len(data.tasks["q"].splits["train"]) == 20
     data = prepare(make_config(tmp_path, [task], leak_check="remove"), tokenizer)

@@ -37,7 +37,9 @@ def test_prompt_plus_answer_equals_full_conversation_rendering(tmp_path, tokeniz
             assert full_ids[: len(ex.input_ids)] == ex.input_ids
             assert tokenizer.decode(full_ids[len(ex.input_ids):]) == "\n"
             assert ex.target_ids[-1] == im_end
-            assert ex.label_ids == [IGNORE_INDEX] * len(ex.prompt_ids) + ex.target_ids
+            assert ex.label_ids[len(ex.prompt_ids):] == ex.target_ids
+            if task.kind != "chat":  # a chat's earlier answers are trained too (test_conversations.py)
+                assert ex.label_ids[:len(ex.prompt_ids)] == [IGNORE_INDEX] * len(ex.prompt_ids)
             assert ex.input_ids == ex.prompt_ids + ex.target_ids
             checked += 1
     assert checked > 20
@@ -53,8 +55,11 @@ def test_rendering_matches_apply_chat_template_on_the_messages(tmp_path, tokeniz
     full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": "4"}], tokenize=False)
     full_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
     assert full_ids[: len(ex.input_ids)] == ex.input_ids and len(full_ids) == len(ex.input_ids) + 1
-    # only the last answer is trained
-    assert tokenizer.decode([t for t in ex.label_ids if t != IGNORE_INDEX]) == "4<|im_end|>"
+    # every assistant answer is trained (train_on: all, the default), each with its <|im_end|>
+    assert tokenizer.decode([t for t in ex.label_ids if t != IGNORE_INDEX]) == "Hello!<|im_end|>4<|im_end|>"
+    last = build_task(task.model_copy(update={"train_on": "last"}), tokenizer, tmp_path, seed=1).splits["train"][0]
+    assert tokenizer.decode([t for t in last.label_ids if t != IGNORE_INDEX]) == "4<|im_end|>"
+    assert last.input_ids == ex.input_ids
 
 
 def test_overlength_truncates_prompt_from_the_left_or_rejects(tmp_path, tokenizer):

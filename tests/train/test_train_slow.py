@@ -108,7 +108,6 @@ def test_continual_stages_call_train_twice_under_two_processes(tmp_path, tiny_mo
     task = raw["data"]["tasks"][0]
     other = [{"text": f"item {i} {r['text']}", "label": r["label"]} for i, r in enumerate(toy_records(40, seed=1))]
     raw["data"]["tasks"] = [task, dict(task, name="toy2", source={"records": other})]
-    raw["data"]["leak_check"] = "remove"  # the toy reviews repeat; an input in two splits would be refused
     raw["stages"] = [{"name": "first", "tasks": ["toy"]}, {"name": "second", "tasks": ["toy2"]}]
     raw["continual"] = {"eval_limit": 4, "max_new_tokens": 2, "bootstrap_resamples": 50}
     config = tmp_path / "cl.yaml"

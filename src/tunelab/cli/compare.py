@@ -16,7 +16,7 @@ def run(args) -> int:
 
     kwargs = {}
     tasks = []
-    if args.tasks or args.config:
+    if args.tasks or args.config or args.lm_eval:
         from tunelab.cli.eval import eval_settings
 
         tasks, kwargs = eval_settings(args)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def add_common(parser) -> None:
     parser.add_argument("--task", "--tasks", dest="tasks", action="extend", nargs="+", default=[], metavar="TASK",
@@ -29,6 +31,16 @@ def add_common(parser) -> None:
     parser.add_argument("--allow-train-overlap", action="store_true",
                         help="score a tuned model on examples it was trained on (refused by default; the "
                              "overlap is reported either way)")
+    parser.add_argument("--chat-template", metavar="NAME|FILE",
+                        help="chat template for every task: chatml, llama-3, mistral, gemma, phi-3, alpaca, plain, "
+                             "a Jinja file, or tokenizer (default: a run's own choice, else the tokenizer's); "
+                             "a task's chat_template=false scores it without one (docs/data.md)")
+    parser.add_argument("--lm-eval", action="append", metavar="TASKS",
+                        help="lm-evaluation-harness tasks by name, comma-separated (needs 'tunelab[lmeval]'; "
+                             "lm-eval's own tasks need their datasets: online or in the HF cache)")
+    parser.add_argument("--lm-eval-include", metavar="DIR", help="a folder of local lm-eval task YAMLs (offline)")
+    parser.add_argument("--lm-eval-fewshot", type=int, metavar="N",
+                        help="few-shot examples for every lm-eval task (default: each task's own)")
 
 
 def add_arguments(parser) -> None:
@@ -58,9 +70,12 @@ def eval_settings(args) -> tuple[list, dict]:
         config_dir = cfg.config_dir
         # bare task names refer to the config's data tasks, split as training splits them
         extra = training_data(cfg)
-    tasks = list(args.tasks) or list(section.tasks)
-    if not tasks:
-        raise UserError("no tasks: give --task RECIPE=PATH (e.g. sst2=../shared/data/sst2) or --config with eval.tasks")
+    given = bool(args.tasks or args.lm_eval)  # tasks on the command line replace the config's, both kinds
+    tasks = list(args.tasks) if given else list(section.tasks)
+    lm_eval = lm_eval_settings(args, None if given else section.lm_eval, config_dir)
+    if not tasks and not lm_eval:
+        raise UserError("no tasks: give --task RECIPE=PATH (e.g. sst2=../shared/data/sst2), --lm-eval TASKS, or "
+                        "--config with eval.tasks")
     gen = section.generation
     updates = {k: v for k, v in {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
                                  "seed": args.seed, "do_sample": True if args.sample else None,
@@ -72,16 +87,46 @@ def eval_settings(args) -> tuple[list, dict]:
                   n_resamples=args.bootstrap if args.bootstrap is not None else section.bootstrap_resamples,
                   config_dir=str(Path(config_dir)),
                   allow_train_overlap=args.allow_train_overlap or section.allow_train_overlap, **extra)
+    if args.chat_template:
+        from tunelab.config.base import ConfigError
+        from tunelab.config.data import DataConfig
+        from tunelab.data.templates import absolute_choice
+
+        try:  # the same names and did-you-mean as data.chat_template
+            DataConfig(chat_template=args.chat_template)
+        except ValueError as exc:
+            raise ConfigError(f"--chat-template: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+        kwargs["chat_template"] = absolute_choice(args.chat_template, Path.cwd())
+    if lm_eval:
+        kwargs["lm_eval"] = lm_eval
     options = {"allow_pickle": args.allow_pickle, "trust_remote_code": args.trust_remote_code}
     if any(options.values()):
         kwargs["model_options"] = options
     return tasks, kwargs
 
 
+def lm_eval_settings(args, section, config_dir: str) -> dict | None:
+    """The lm-eval tasks: --lm-eval, else the config's eval.lm_eval; each flag wins over its key. A
+    relative --lm-eval-include is relative to the current folder, the config's include to the config's."""
+    from tunelab.cli.errors import UserError
+    from tunelab.evaluate.lmeval import settings_of
+
+    own = settings_of(section, config_dir=config_dir) or {}
+    tasks = args.lm_eval or own.get("tasks")
+    if not tasks:
+        if args.lm_eval_include or args.lm_eval_fewshot is not None:
+            raise UserError("--lm-eval-include/--lm-eval-fewshot need lm-eval task names: --lm-eval NAME[,NAME...]")
+        return None
+    include = str(Path(args.lm_eval_include).resolve()) if args.lm_eval_include else own.get("include")
+    shots = args.lm_eval_fewshot if args.lm_eval_fewshot is not None else own.get("num_fewshot")
+    return settings_of({"tasks": tasks, "include": include, "num_fewshot": shots})
+
+
 def print_results(results: dict) -> None:
     for name, res in results["tasks"].items():
         overlap = (res.get("contamination") or {}).get("overlap")
         note = f"  ({overlap} training examples included)" if overlap else ""
+        note += "  (lm-eval task; contamination not checked)" if res.get("source") == "lm-eval" else ""
         print(f"{name}: {res['split']} split, n={res['n']}{note}")
         for metric, entry in res["metrics"].items():
             ci = entry.get("ci")

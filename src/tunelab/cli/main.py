@@ -17,6 +17,7 @@ from tunelab import __version__
 # name -> (module, one-line help). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("tunelab.cli.demo", "run the offline quickstart on the embedded SmolLM2"),
+    "init": ("tunelab.cli.init", "write a commented starter config"),
     "data": ("tunelab.cli.data", "inspect prompt datasets (preview)"),
     "models": ("tunelab.cli.models", "list model aliases and cache state"),
     "train": ("tunelab.cli.train", "fine-tune a model from a config"),
@@ -27,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("tunelab.cli.report", "write report.html and report.md for a run"),
     "tune": ("tunelab.cli.tune", "hyperparameter search with Optuna"),
     "score": ("tunelab.cli.score", "score predictions in a JSONL file"),
+    "chat": ("tunelab.cli.chat", "talk to a model, adapter or run (streaming)"),
+    "generate": ("tunelab.cli.generate", "run a model, adapter or run over a JSONL file of prompts"),
 }
 
 
@@ -44,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune pre-trained LLMs on your own data; measure what it gained and what it cost.",
     )
     parser.add_argument("--version", action="version", version=f"tunelab {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show third-party progress bars, log lines and warnings (hidden by default)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in _available_commands().items():
         mod = importlib.import_module(module)
@@ -54,8 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tunelab.cli.quiet import quiet_third_party
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv  # anywhere: `tunelab train cfg.yaml --verbose` too
+    quiet_third_party(verbose)  # before anything imports transformers
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args([a for a in argv if a != "--verbose"])
+    args.verbose = verbose
     # `tunelab train CFG --resume train.max_steps=20`: key=value overrides may also follow the flags.
     if extra and isinstance(getattr(args, "overrides", None), list) and all("=" in e and not e.startswith("-")
                                                                              for e in extra):

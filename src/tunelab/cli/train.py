@@ -30,10 +30,32 @@ def run(args) -> int:
     run_dir = train(cfg, resume=args.resume, handle_signals=True)
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    if summary.get("status") == "interrupted":
-        print(f"interrupted at step {summary.get('steps')}; continue with: tunelab train {args.config} "
-              f"{' '.join(args.overrides)} --resume".replace("  ", " "), file=sys.stderr)
-        print(run_dir)
-        return 130
-    print(run_dir)
-    return 0
+    print(closing_lines(run_dir, summary, cfg, args), file=sys.stderr)
+    print(run_dir)  # stdout: the run folder alone, for scripts
+    return 130 if summary.get("status") == "interrupted" else 0
+
+
+def closing_lines(run, summary: dict, cfg, args) -> str:
+    """What happened, where the result is, and what to run next."""
+    status, steps, wall = summary.get("status", "?"), summary.get("steps"), summary.get("wall_s") or 0.0
+    tokens = summary.get("train_tokens") or 0
+    lines = [f"run {run}: {status}, {steps} steps in {wall:.0f} s"
+             + (f" ({tokens / wall:.0f} tokens/s)" if wall else "")
+             + f", {summary.get('trainable_params', 0):,} trainable parameters"]
+    best = summary.get("best")
+    if best:
+        lines.append(f"  best {best['metric']} {best['value']:.4f} at step {best['step']} ({summary['best_checkpoint']})")
+    final = run / "final"
+    if final.exists():
+        kind = "adapter (PEFT)" if (final / "adapter_config.json").exists() else "model (safetensors)"
+        lines.append(f"  {kind}: {final}")
+    if (run / "forgetting" / "forgetting.md").exists():
+        lines.append(f"  forgetting: {run / 'forgetting' / 'forgetting.md'}")
+    if status == "interrupted":
+        again = " ".join(["tunelab train", str(args.config), *args.overrides, "--resume"])
+        lines.append(f"  interrupted: continue with  {again}")
+    elif final.exists():
+        task = cfg.data.tasks[0].name if cfg.data.tasks else "TASK"
+        lines.append(f"  next: tunelab eval --run {run} --task {task} --output {run / 'eval'}")
+        lines.append(f"        tunelab report {run}")
+    return "\n".join(lines)

@@ -25,6 +25,11 @@ TASK_KINDS = (
 )
 TaskKind = Literal[TASK_KINDS]  # the pydantic type of TaskConfig.kind: the same list, spelled once
 SPLIT_NAMES = ("train", "validation", "test")
+# `data.chat_template:` built-in names, one Jinja file each in tunelab/data/templates/.
+BUILTIN_CHAT_TEMPLATES = ("chatml", "llama-3", "mistral", "gemma", "phi-3", "alpaca", "plain")
+TOKENIZER_TEMPLATE = "tokenizer"  # the tokenizer's own chat template (the default)
+JINJA_SUFFIXES = (".jinja", ".jinja2", ".j2")
+_BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0"}
 SplitName = Literal["train", "validation", "test"]
 # A field mapping value: one source column, or several (e.g. three reference summaries).
 FieldRef = str | list[str]
@@ -154,8 +159,12 @@ class TaskConfig(StrictModel):
     # prompt as written, shots as user + answer + few_shot_delimiter, and the user text with
     # nothing after it; every answer (target, choices) starts with the delimiter.
     target_delimiter: str | None = None
-    # Render through the tokenizer's chat template (when it has one); false = plain text format.
+    # Apply the chat template (data.chat_template, else the tokenizer's own, when there is one);
+    # false = the plain text format. Which template is chosen once for the data: data.chat_template.
     chat_template: bool = True
+    # chat kind: which assistant turns are trained: every one (all) or only the final one (last);
+    # a message's own `weight: 0|1` (or `train: true|false`) overrides this for that message.
+    train_on: Literal["all", "last"] | None = None
     # Read at most this many records per source (first N, before splitting).
     limit: int | None = Field(default=None, ge=1)
     # Relative split weights overriding data.split for this task, e.g. {validation: 0}.
@@ -189,6 +198,16 @@ class TaskConfig(StrictModel):
             return {str(k): [v] if isinstance(v, str) else v for k, v in value.items()}
         return value
 
+    @field_validator("chat_template", mode="before")
+    @classmethod
+    def _apply_or_not(cls, value):
+        # `chat_template: chatml` on a task: the template is chosen once, for the data (and the
+        # tokenizer saved with the run), by data.chat_template.
+        if isinstance(value, str) and value.strip().lower() not in _BOOL_WORDS:
+            raise ValueError(f"a task's chat_template is true or false (apply a chat template or not), not "
+                             f"{value!r}; choose the template itself with data.chat_template: {value}")
+        return value
+
     @field_validator("ratios")
     @classmethod
     def _ratios_not_negative(cls, value):
@@ -201,6 +220,8 @@ class TaskConfig(StrictModel):
         for key in ("labels", "label_synonyms"):
             if getattr(self, key) is not None and self.kind != "classification":
                 raise ValueError(f"task '{self.name}': '{key}' applies to kind classification only")
+        if self.train_on is not None and self.kind != "chat":
+            raise ValueError(f"task '{self.name}': 'train_on' applies to kind chat only")
         if self.label_synonyms and self.labels is not None:  # labels from the data: checked when built
             words = list(self.labels.values()) if isinstance(self.labels, dict) else list(self.labels)
             check_label_synonyms(self.label_synonyms, list(dict.fromkeys(words)), self.name)
@@ -255,9 +276,30 @@ class DataConfig(StrictModel):
     # Bad records: stop with an error naming file, line and field, or skip and list them.
     on_error: Literal["raise", "skip"] = "raise"
     split: SplitConfig = Field(default_factory=SplitConfig)
-    # Duplicates across train/validation/test: report them, remove them from the earlier split, or off.
-    leak_check: Literal["report", "remove", "off"] = "report"
+    # Duplicated inputs across train/validation/test: removed from the earlier split (test stays
+    # intact, so a duplicate is never trained on and then tested), only reported, or not checked.
+    leak_check: Literal["report", "remove", "off"] = "remove"
     mixture: MixtureConfig = Field(default_factory=MixtureConfig)
+    # The chat template for every task (and for the tokenizer saved with the run): a built-in
+    # name (BUILTIN_CHAT_TEMPLATES), a Jinja file (relative to the config file), or `tokenizer`
+    # / null for the tokenizer's own.
+    chat_template: str | None = None
+
+    @field_validator("chat_template")
+    @classmethod
+    def _known_template(cls, value):
+        if value is None or value in (*BUILTIN_CHAT_TEMPLATES, TOKENIZER_TEMPLATE):
+            return value
+        if value.lower().endswith(JINJA_SUFFIXES) or "/" in value or "\\" in value:
+            return value  # a file: read (and checked) when the data is prepared
+        import difflib
+
+        close = difflib.get_close_matches(value.lower(), [*BUILTIN_CHAT_TEMPLATES, TOKENIZER_TEMPLATE], n=1,
+                                          cutoff=0.6)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ValueError(f"unknown chat template {value!r}; {hint}built-in: {', '.join(BUILTIN_CHAT_TEMPLATES)}; "
+                         f"'{TOKENIZER_TEMPLATE}' for the tokenizer's own, or a Jinja file "
+                         f"({', '.join(JINJA_SUFFIXES)})")
 
     @model_validator(mode="after")
     def _unique_task_names(self):

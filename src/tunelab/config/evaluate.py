@@ -34,8 +34,27 @@ class GenerationConfig(StrictModel):
         return v
 
 
+class LmEvalConfig(StrictModel):
+    """lm-evaluation-harness tasks, scored through lm-eval's HF wrapper (tunelab.evaluate.lmeval)."""
+
+    # lm-eval task, group or tag names; "a,b" is split at commas.
+    tasks: list[str] = []
+    # A folder of local lm-eval task YAMLs (offline tasks); relative to the config's folder.
+    include: str | None = None
+    # None: each task's own num_fewshot (0 when it sets none), as lm-eval does.
+    num_fewshot: int | None = Field(None, ge=0)
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _names(cls, v):
+        items = [v] if isinstance(v, str) else list(v or [])
+        return [n.strip() for item in items for n in str(item).split(",") if n.strip()]
+
+
 class EvalConfig(StrictModel):
     tasks: list[str | dict] = []
+    # lm-evaluation-harness tasks, beside `tasks` (docs/evaluation.md, "lm-evaluation-harness tasks").
+    lm_eval: LmEvalConfig | None = None
     # At most this many examples per task (the first N of the split, in source order).
     limit: int | None = None
     split: str = "test"
@@ -55,6 +74,8 @@ class ForgettingConfig(StrictModel):
     """Held-out tasks scored before and after training: the forgetting report of a run."""
 
     tasks: list[str | dict] = []
+    # lm-evaluation-harness tasks scored before and after training like `tasks`.
+    lm_eval: LmEvalConfig | None = None
     # The task the run is tuned for (its gain is reported apart from the held-out drop).
     tuned_task: str | None = None
     limit: int | None = 50

@@ -46,7 +46,7 @@ FOREIGN: dict[str, tuple[str, str]] = {
     "early_stopping_threshold": ("train.early_stopping.min_delta", HF),
     "bf16": ("train.precision: bf16", HF),
     "fp16": ("train.precision: fp16", HF),
-    "report_to": ("train.tensorboard", HF),
+    "tensorboard": ("train.report_to: [tensorboard]", "tunelab's earlier"),
     "run_name": ("name", HF),
     "data_seed": ("data.split.seed", HF),
     "resume_from_checkpoint": ("--resume", HF),

@@ -42,8 +42,9 @@ class FreezeOptions(StrictModel):
 
 
 class Ia3Options(StrictModel):
-    target_modules: list[str] | str = ["k_proj", "v_proj", "down_proj"]
-    feedforward_modules: list[str] | str = ["down_proj"]
+    # None: peft's defaults for the model type (Llama-style names where peft has none).
+    target_modules: list[str] | str | None = None
+    feedforward_modules: list[str] | str | None = None
 
 
 class PromptTuningOptions(StrictModel):
@@ -136,4 +137,8 @@ class TrainConfig(StrictModel):
     seed: int | None = None  # default: the top-level seed
     log_every: int = Field(1, ge=1)
     progress: Literal["auto", "bar", "plain", "off"] = "auto"
-    tensorboard: bool = False
+    # Experiment trackers fed while training (tunelab.train.trackers); each needs its package
+    # (pip install 'tunelab[mlflow]', 'tunelab[wandb]', 'tunelab[tensorboard]').
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = []
+    tracker_project: str = "tunelab"  # the MLflow experiment / W&B project
+    tracker_uri: str | None = None  # MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's)

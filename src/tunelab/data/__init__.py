@@ -17,6 +17,7 @@ from tunelab.data.build import build_task
 from tunelab.data.errors import DataError, ErrorPolicy
 from tunelab.data.example import Example, TaskData
 from tunelab.data.mixture import epoch_counts, epoch_order, mixture_rates
+from tunelab.data.templates import use_chat_template
 
 
 @dataclass
@@ -48,10 +49,13 @@ class PreparedData:
 def prepare(cfg, tokenizer, progress=None) -> PreparedData:
     """Read, template, split, tokenise and mix every task of `cfg.data` (an ExperimentConfig).
 
-    `progress(message)`, when given, is called before each task (for a status line)."""
+    `progress(message)`, when given, is called before each task (for a status line).
+    A `data.chat_template` choice is set on `tokenizer` itself, so that the tokenizer a run saves
+    with its model carries the template the model was trained with."""
     data = cfg.data
     if not data.tasks:
         raise DataError("the config has no data.tasks: add at least one task (see docs/data.md)")
+    use_chat_template(tokenizer, data.chat_template, cfg.config_dir)
     seed = data.split.seed if data.split.seed is not None else cfg.seed
     policy = ErrorPolicy(data.on_error)
     tasks = {}
@@ -60,7 +64,7 @@ def prepare(cfg, tokenizer, progress=None) -> PreparedData:
             progress(f"task {i}/{len(data.tasks)}: {task_cfg.name} ({task_cfg.kind})")
         tasks[task_cfg.name] = build_task(
             task_cfg, tokenizer, cfg.config_dir, data.max_length, seed, overlength=data.overlength,
-            split=data.split, leak_check=data.leak_check, policy=policy,
+            split=data.split, leak_check=data.leak_check, policy=policy, chat_template=data.chat_template,
         )
     mix = data.mixture
     weights = dict(mix.weights or {})
@@ -91,4 +95,4 @@ def build_report(prepared: PreparedData) -> dict:
     }
 
 
-__all__ = ["DataError", "Example", "PreparedData", "TaskData", "build_task", "prepare"]
+__all__ = ["DataError", "Example", "PreparedData", "TaskData", "build_task", "prepare", "use_chat_template"]

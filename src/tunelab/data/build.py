@@ -10,12 +10,13 @@ from tunelab.data.errors import BadRecord, DataError, ErrorPolicy
 from tunelab.data.example import Example, TaskData
 from tunelab.data.fewshot import ShotPicker
 from tunelab.data.leakage import content_key, leak_report, leaking_indices
-from tunelab.data.render import (build_messages, compile_template, end_of_turn_id, has_chat_template,
-                                 render_prompt, render_template)
+from tunelab.data.conversation import ChatFormat, conversation_segments
+from tunelab.data.render import build_messages, compile_template, has_chat_template, render_template
 from tunelab.data.sources import load_records
 from tunelab.data.splits import split_indices
 from tunelab.data.tasks import classification, task_module
-from tunelab.data.tokenize import apply_length_policy, bos_prefix, encode_batch, label_ids_for
+from tunelab.data.templates import template_source
+from tunelab.data.tokenize import IGNORE_INDEX, apply_length_policy, bos_prefix, encode_batch
 
 
 @dataclass
@@ -28,8 +29,10 @@ class TaskContext:
 
 def build_task(task_cfg, tokenizer, config_dir=".", max_length: int = 1024, seed: int = 42, *,
                overlength: str = "truncate_left", on_error: str = "raise", split: SplitConfig | None = None,
-               leak_check: str = "report", policy: ErrorPolicy | None = None) -> TaskData:
-    """Build one task's train/validation/test examples (see tunelab.data.prepare for a config)."""
+               leak_check: str = "remove", policy: ErrorPolicy | None = None,
+               chat_template: str | None = None) -> TaskData:
+    """Build one task's train/validation/test examples (see tunelab.data.prepare for a config).
+    `chat_template`: data.chat_template's choice (a built-in name or Jinja file; None: the tokenizer's)."""
     task = TaskConfig.model_validate(task_cfg) if isinstance(task_cfg, dict) else task_cfg
     policy = policy or ErrorPolicy(on_error)
     skipped_before = len(policy.skipped)
@@ -51,21 +54,38 @@ def build_task(task_cfg, tokenizer, config_dir=".", max_length: int = 1024, seed
     ctx = _context(task, module, raw)
     drafts = _drafts(task, module, raw, ctx, policy)
     by_split = _assign_splits(task, drafts, split, seed)
-    use_chat = task.chat_template and has_chat_template(tokenizer)
-    prompts = _prompts(task, tokenizer, use_chat, drafts, by_split, seed)
+    fmt = _chat_format(task, tokenizer, chat_template, config_dir)
+    segments = _segments(task, fmt, drafts, by_split, seed, policy)
 
-    keys = {s: [parts.user for _, parts in items] for s, items in by_split.items()}
+    keys = {s: [_leak_text(parts) for _, parts in items] for s, items in by_split.items()}
     leaks = leak_report(keys) if leak_check != "off" else {}
     removed = {s: set() for s in SPLIT_NAMES}
-    if leak_check == "remove":
-        removed = leaking_indices(keys)
-    splits, counts, rejected = _tokenised(task, tokenizer, use_chat, by_split, prompts, removed, max_length,
-                                          overlength)
+    if leak_check == "remove":  # a record already skipped (its chat template failed) counts once
+        removed = {s: {i for i in found if segments[s][i] is not None} for s, found in leaking_indices(keys).items()}
+    splits, counts, rejected = _tokenised(task, fmt, by_split, segments, removed, max_length, overlength)
     skipped = policy.skipped[skipped_before:]
     totals = {k: sum(c[k] for c in counts.values()) for k in ("kept", "truncated", "rejected", "duplicates_removed")}
     all_counts = {"read": n_read, "skipped": len(skipped), **totals, "by_split": counts}
     return TaskData(name=task.name, kind=task.kind, splits=splits, labels=ctx.labels, counts=all_counts,
-                    skipped=skipped, rejected=rejected, leaks=leaks, label_synonyms=ctx.label_synonyms)
+                    skipped=skipped, rejected=rejected, leaks=leaks, label_synonyms=ctx.label_synonyms,
+                    chat_template=fmt.describe(task.chat_template))
+
+
+def _chat_format(task, tokenizer, choice, config_dir) -> ChatFormat:
+    template = template_source(choice, config_dir) if task.chat_template else None
+    use_chat = bool(task.chat_template and (template is not None or has_chat_template(tokenizer)))
+    lm_eval_layout = task.target_delimiter is not None
+    return ChatFormat(tokenizer, use_chat, template, choice if template is not None else None,
+                      separator="" if task.kind == "completion" or lm_eval_layout else "\n",
+                      verbatim_system=lm_eval_layout, shot_delimiter=task.few_shot_delimiter)
+
+
+def _leak_text(parts) -> str:
+    """The input the leak check compares: the user message, or a chat's whole conversation
+    before its final answer (two chats that both end with "Thanks!" are not duplicates)."""
+    if parts.turns is None:
+        return parts.user
+    return "\n".join(parts.user if i == parts.user_index else m["content"] for i, m in enumerate(parts.turns[:-1]))
 
 
 def _drafts(task, module, raw, ctx: TaskContext, policy: ErrorPolicy) -> dict[str, list]:
@@ -101,10 +121,9 @@ def _drafts(task, module, raw, ctx: TaskContext, policy: ErrorPolicy) -> dict[st
     return drafts
 
 
-def _prompts(task, tokenizer, use_chat, drafts, by_split, seed) -> dict[str, list[str]]:
-    """The rendered prompt of every example, few-shot examples included."""
-    lm_eval_layout = task.target_delimiter is not None
-    separator = "" if task.kind == "completion" or lm_eval_layout else "\n"
+def _segments(task, fmt: ChatFormat, drafts, by_split, seed, policy: ErrorPolicy) -> dict[str, list]:
+    """Every example as (text, is an answer, is trained) segments (conversation.py), few-shot
+    examples included; None for a record the chat template cannot render (skip mode)."""
     picker = None
     if task.few_shot and any(by_split.values()):
         if not by_split["train"]:
@@ -116,39 +135,73 @@ def _prompts(task, tokenizer, use_chat, drafts, by_split, seed) -> dict[str, lis
         out[s] = []
         for i, (record, parts) in enumerate(items):
             shots = picker.shots(s, i, record) if picker is not None else []
-            messages = build_messages(parts.system, shots, parts.history, parts.user)
-            out[s].append(render_prompt(tokenizer, messages, use_chat, separator, verbatim_system=lm_eval_layout,
-                                        shot_delimiter=task.few_shot_delimiter))
+            if parts.turns is None:  # one question, one answer
+                prompt = fmt.render(build_messages(parts.system, shots, parts.history, parts.user), generation=True)
+                out[s].append([(prompt, False, False), (parts.target, True, True)])
+                continue
+            messages, trained = _conversation(parts, shots)
+            try:
+                out[s].append(conversation_segments(fmt, messages, trained, parts.tools, record.where))
+            except BadRecord as exc:
+                policy.bad(exc)
+                out[s].append(None)
     return out
 
 
-def _tokenised(task, tokenizer, use_chat, by_split, prompts, removed, max_length, overlength):
-    """Examples per split after the over-length policy, their counts, and the rejected records."""
-    eot = end_of_turn_id(tokenizer, use_chat)
-    bos = bos_prefix(tokenizer, use_chat)
-    flat = [(s, i) for s in SPLIT_NAMES for i in range(len(by_split[s])) if i not in removed[s]]
-    prompt_ids = encode_batch(tokenizer, [prompts[s][i] for s, i in flat])
-    target_ids = encode_batch(tokenizer, [by_split[s][i][1].target for s, i in flat])
+def _conversation(parts, shots) -> tuple[list[dict], list[bool]]:
+    """A chat's messages with the system prompt and few-shot turns (never trained) in front."""
+    turns = [dict(m) for m in parts.turns]
+    turns[parts.user_index]["content"] = parts.user  # after the instruction and user template
+    trained = list(parts.trained)
+    head = []
+    if turns[0]["role"] == "system":
+        head, turns, trained = [turns[0]], turns[1:], trained[1:]
+    elif parts.system:
+        head = [{"role": "system", "content": parts.system}]
+    for user, answer in shots:
+        head += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+    return head + turns, [False] * len(head) + trained
+
+
+def _tokenised(task, fmt: ChatFormat, by_split, segments, removed, max_length, overlength):
+    """Examples per split after the over-length policy, their counts, and the rejected records.
+    Every segment is tokenised on its own (one batched call) and each answer gets the end-of-turn
+    token; the final answer is `target_ids`, everything before it `prompt_ids`."""
+    tokenizer = fmt.tokenizer
+    bos = bos_prefix(tokenizer, fmt.use_chat)
+    flat = [(s, i) for s in SPLIT_NAMES for i in range(len(by_split[s]))
+            if i not in removed[s] and segments[s][i] is not None]
+    ids = iter(encode_batch(tokenizer, [text for s, i in flat for text, _, _ in segments[s][i]]))
 
     splits = {s: [] for s in SPLIT_NAMES}
     counts = {s: {"kept": 0, "truncated": 0, "rejected": 0, "duplicates_removed": len(removed[s])}
               for s in SPLIT_NAMES}
     rejected = []
-    for (s, i), p_ids, t_ids in zip(flat, prompt_ids, target_ids):
+    for s, i in flat:
         record, parts = by_split[s][i]
-        p_ids, t_ids = bos + p_ids, t_ids + [eot]
+        p_ids, p_labels = list(bos), [IGNORE_INDEX] * len(bos)
+        *before, (target_text, _, target_trained) = segments[s][i]
+        for _, answer, trained in before:
+            seg = next(ids) + ([fmt.eot_id] if answer else [])
+            p_ids += seg
+            p_labels += seg if trained else [IGNORE_INDEX] * len(seg)
+        t_ids = next(ids) + [fmt.eot_id]
         kept, truncated, reason = apply_length_policy(p_ids, t_ids, max_length, overlength)
         if kept is None:
             counts[s]["rejected"] += 1
             rejected.append(f"{record.where}: {reason}")
             continue
-        prompt_text = tokenizer.decode(kept, skip_special_tokens=False) if truncated else prompts[s][i]
+        label_ids = p_labels[len(p_ids) - len(kept):] + (t_ids if target_trained else [IGNORE_INDEX] * len(t_ids))
+        if truncated:
+            prompt_text = tokenizer.decode(kept, skip_special_tokens=False)
+        else:  # the rendered text before the final answer (earlier answers with their end-of-turn token)
+            prompt_text = "".join(text + (fmt.eot_text if answer else "") for text, answer, _ in before)
         counts[s]["kept"] += 1
         counts[s]["truncated"] += int(truncated)
         splits[s].append(Example(
             task=task.name, split=s, source_index=record.index, prompt_text=prompt_text,
-            target_text=parts.target, prompt_ids=kept, target_ids=t_ids, input_ids=kept + t_ids,
-            label_ids=label_ids_for(kept, t_ids), references=list(parts.references), label=parts.label,
+            target_text=target_text, prompt_ids=kept, target_ids=t_ids, input_ids=kept + t_ids,
+            label_ids=label_ids, references=list(parts.references), label=parts.label,
             choices=parts.choices, answer_index=parts.answer_index, truncated=truncated,
             source=record.where, user_text=parts.user, choice_texts=parts.choice_texts,
             content_key=content_key(task.kind, parts),

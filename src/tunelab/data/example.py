@@ -15,7 +15,9 @@ class Example:
     prompt_ids: list[int]  # kept prompt tokens (after the over-length policy)
     target_ids: list[int]  # answer tokens + the end-of-turn / EOS token
     input_ids: list[int]  # prompt_ids + target_ids
-    label_ids: list[int]  # token-level loss targets: -100 over the prompt, target ids over the answer
+    # token-level loss targets: the ids of every trained answer (+ its end-of-turn token), -100
+    # elsewhere; one span (the answer) for single-turn kinds, one per trained assistant turn in chats
+    label_ids: list[int]
     references: list[str]  # all gold answers; target_text is the first
     label: str | None = None  # classification: the verbalised class
     choices: list[str] | None = None  # multiple choice: candidate answers as the model writes them
@@ -44,3 +46,5 @@ class TaskData:
     # classification: every label -> its synonyms from `label_synonyms:` (empty lists when none),
     # the shape tunelab.metrics.labels.extract_label takes
     label_synonyms: dict[str, list[str]] | None = None
+    # the prompt format: {applied, requested, template, sha256, end_of_turn} (ChatFormat.describe)
+    chat_template: dict = field(default_factory=dict)

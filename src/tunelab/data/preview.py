@@ -9,6 +9,20 @@ from tunelab.config.data import SPLIT_NAMES
 
 TRAINED_START = "<<<TRAINED>>>"
 TRAINED_END = "<<<END>>>"
+IGNORE_INDEX = -100
+
+
+def trained_pieces(tokenizer, example) -> list[tuple[str, bool]]:
+    """The example's tokens as (decoded text, trained?) runs, in order: every trained span (each
+    assistant turn of a chat) is one run, read from label_ids, exactly what the loss sees."""
+    runs: list[tuple[list[int], bool]] = []
+    for token, label in zip(example.input_ids, example.label_ids):
+        trained = label != IGNORE_INDEX
+        if runs and runs[-1][1] == trained:
+            runs[-1][0].append(token)
+        else:
+            runs.append(([token], trained))
+    return [(tokenizer.decode(ids, skip_special_tokens=False), trained) for ids, trained in runs]
 
 
 def length_stats(lengths: list[int]) -> dict:
@@ -46,13 +60,16 @@ def preview_summary(prepared, tokenizer, split: str = "train", n: int = 3) -> di
                 "target": length_stats([len(ex.target_ids) for ex in every]),
             },
             "leaks": task.leaks,
+            "chat_template": task.chat_template,
         }
         for ex in task.splits[split][:n]:
             examples.append({
                 "task": name, "split": split, "source": ex.source,
                 "prompt": tokenizer.decode(ex.prompt_ids, skip_special_tokens=False),
                 "trained": tokenizer.decode(ex.target_ids, skip_special_tokens=False),
-                "prompt_tokens": len(ex.prompt_ids), "trained_tokens": len(ex.target_ids),
+                "pieces": [list(p) for p in trained_pieces(tokenizer, ex)],
+                "prompt_tokens": len(ex.prompt_ids),
+                "trained_tokens": sum(label != IGNORE_INDEX for label in ex.label_ids),
                 "truncated": ex.truncated, "references": ex.references, "label": ex.label,
                 "choices": ex.choices, "answer_index": ex.answer_index,
             })
@@ -66,8 +83,8 @@ def preview_summary(prepared, tokenizer, split: str = "train", n: int = 3) -> di
 
 
 def plain_example(example: dict) -> str:
-    """Prompt as is, then the trained part between markers (for logs and non-terminals)."""
-    return f"{example['prompt']}{TRAINED_START}{example['trained']}{TRAINED_END}"
+    """The text as is, every trained span between markers (for logs and non-terminals)."""
+    return "".join(f"{TRAINED_START}{text}{TRAINED_END}" if trained else text for text, trained in example["pieces"])
 
 
 def print_preview(summary: dict, console, plain: bool = False, max_rejected: int = 20) -> None:
@@ -89,6 +106,11 @@ def print_preview(summary: dict, console, plain: bool = False, max_rejected: int
     console.print(table)
     mix = summary["mixture"]
     console.print(f"Mixture: {mix['strategy']}; {mix['epoch_size']} training examples per epoch")
+    formats = {name: t.get("chat_template") or {} for name, t in summary["tasks"].items()}
+    if formats:
+        console.print("Chat template: " + "; ".join(
+            f"{name}: {f['template']} (answers end with {f['end_of_turn']})" if f.get("applied")
+            else f"{name}: none (plain format)" for name, f in formats.items()), markup=False, highlight=False)
 
     lengths = Table(title="Token lengths (prompt + answer, all splits)", title_justify="left", **style)
     for col in ("task", "n", "min", "mean", "p50", "p95", "max", "prompt p95", "answer p95"):
@@ -114,25 +136,29 @@ def print_preview(summary: dict, console, plain: bool = False, max_rejected: int
                 console.print(f"  ... and {len(items) - cap} more (see --json)")
 
     if plain:
-        console.print(f"Examples: prompt (no loss) as is, then the trained part between "
-                      f"{TRAINED_START} and {TRAINED_END}", markup=False, highlight=False)
+        console.print(f"Examples: prompt (no loss) as is, every trained part (each trained assistant turn) "
+                      f"between {TRAINED_START} and {TRAINED_END}", markup=False, highlight=False)
     else:
         legend = Text("Examples: ")
         legend.append("prompt (masked, no loss)", style="dim")
-        legend.append(" then ")
-        legend.append("trained answer", style="bold black on green")
+        legend.append(", ")
+        legend.append("trained answers", style="bold black on green")
         console.print(legend)
     for i, ex in enumerate(summary["examples"], start=1):
         head = f"--- {ex['task']} / {ex['split']} / {ex['source']}"
-        head += f" ({ex['prompt_tokens']} prompt + {ex['trained_tokens']} trained tokens"
+        spans = sum(trained for _, trained in ex["pieces"])
+        if spans == 1:
+            head += f" ({ex['prompt_tokens']} prompt + {ex['trained_tokens']} trained tokens"
+        else:  # a chat with several trained turns: earlier answers sit inside the prompt
+            head += f" ({ex['prompt_tokens']} prompt tokens, {ex['trained_tokens']} trained in {spans} spans"
         head += ", prompt truncated)" if ex["truncated"] else ")"
         console.print(head, markup=False, highlight=False)
         if plain:
             console.print(plain_example(ex), markup=False, highlight=False)
         else:
             text = Text()  # no base style: the answer must not inherit the prompt's dimming
-            text.append(ex["prompt"], style="dim")
-            text.append(ex["trained"], style="bold black on green")
+            for piece, trained in ex["pieces"]:
+                text.append(piece, style="bold black on green" if trained else "dim")
             console.print(text)
         if len(ex["references"]) > 1:
             console.print(f"references: {ex['references']}", markup=False, highlight=False)

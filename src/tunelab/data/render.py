@@ -40,22 +40,33 @@ def has_chat_template(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def end_of_turn_id(tokenizer, use_chat: bool) -> int:
-    """The token that ends the assistant's answer: what the chat template puts right after it
-    (`<|im_end|>` for SmolLM2, `<|eot_id|>` for Llama 3), else the tokenizer's EOS."""
+def end_of_turn(tokenizer, use_chat: bool, template: str | None = None, chosen: str | None = None) -> tuple[int, bool]:
+    """(token, written by the template?): the token that ends the assistant's answer, what the chat
+    template puts right after it (`<|im_end|>` for SmolLM2, `<|eot_id|>` for Llama 3), else the
+    tokenizer's EOS (added after the answer: the template writes no special token there).
+
+    `template`: a chosen template's text (None: the tokenizer's own); `chosen` names it. A chosen
+    template that ends answers with a marker the tokenizer has no special token for is refused:
+    the marker would be trained as ordinary text pieces."""
     if use_chat:
         messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": _SENTINEL}]
+        after = ""
         try:
-            text = tokenizer.apply_chat_template(messages, tokenize=False)
+            text = tokenizer.apply_chat_template(messages, tokenize=False, chat_template=template)
             after = text.split(_SENTINEL, 1)[1]
             ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
             if ids and ids[0] in set(tokenizer.all_special_ids):
-                return ids[0]
+                return ids[0], True
         except Exception:  # templates that refuse this probe fall back to EOS  # noqa: BLE001
             pass
+        if chosen and after.strip():
+            raise DataError(f"data.chat_template {chosen}: answers end with {after.strip()[:40]!r}, which is not "
+                            f"a special token of this tokenizer (it would be trained as plain text); choose a "
+                            f"template the tokenizer was made for, or one that ends answers with EOS "
+                            f"(mistral, alpaca, plain)")
     if tokenizer.eos_token_id is None:
         raise DataError("the tokenizer has no EOS token to end answers with; set tokenizer.eos_token")
-    return tokenizer.eos_token_id
+    return tokenizer.eos_token_id, False
 
 
 def build_messages(system: str | None, shots: list[tuple[str, str]], history: list[dict] | None,
@@ -73,14 +84,6 @@ def build_messages(system: str | None, shots: list[tuple[str, str]], history: li
     messages.extend(history)
     messages.append({"role": "user", "content": user})
     return messages
-
-
-def render_prompt(tokenizer, messages: list[dict], use_chat: bool, separator: str = "\n", *,
-                  verbatim_system: bool = False, shot_delimiter: str = "\n\n") -> str:
-    """The prompt text up to where the answer starts (chat template with the generation prompt)."""
-    if use_chat:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return plain_prompt(messages, separator, verbatim_system=verbatim_system, shot_delimiter=shot_delimiter)
 
 
 def plain_prompt(messages: list[dict], separator: str = "\n", *, verbatim_system: bool = False,

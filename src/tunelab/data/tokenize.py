@@ -1,8 +1,9 @@
-"""Token ids with completion-only labels, and the over-length policy (never silent).
+"""Batched tokenisation and the over-length policy (never silent).
 
-The prompt (rendered with the generation prompt) and the answer are tokenised separately and
-concatenated, the answer ending with the end-of-turn token: generation at evaluation time then
-starts exactly where the trained answer started. Batched through the fast tokenizer.
+The prompt (rendered with the generation prompt) and each answer are tokenised separately and
+concatenated, every answer ending with the end-of-turn token (data/build.py, data/conversation.py):
+generation at evaluation time then starts exactly where the trained answer started. Batched
+through the fast tokenizer.
 """
 
 from __future__ import annotations
@@ -38,7 +39,3 @@ def apply_length_policy(prompt_ids: list[int], target_ids: list[int], max_length
     if room < 1:
         return None, False, f"the answer alone has {len(target_ids)} tokens (max_length {max_length})"
     return prompt_ids[-room:], True, None
-
-
-def label_ids_for(prompt_ids: list[int], target_ids: list[int]) -> list[int]:
-    return [IGNORE_INDEX] * len(prompt_ids) + list(target_ids)

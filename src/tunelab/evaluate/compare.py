@@ -38,7 +38,7 @@ def run_cost(run: Path) -> dict:
 def compare_runs(runs: list[str], tasks: list | None = None, output_dir: str | None = None,
                  n_resamples: int = 1000, **eval_kwargs) -> dict:
     paths = [Path(r) for r in runs]
-    if tasks:
+    if tasks or eval_kwargs.get("lm_eval"):
         from tunelab.evaluate.harness import evaluate
 
         for p in paths:

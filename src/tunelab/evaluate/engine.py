@@ -85,13 +85,20 @@ def _cached(cache: ResultCache, keys: list[str], run_missing) -> tuple[list[dict
     return [cache.data[k] for k in keys], set(missing)
 
 
-def _generate(lm, examples, settings, cache, batch_size, counter, label, verbose) -> list[dict]:
+def end_of_turn_ids(tokenizer, chat_template: dict | None) -> set[int]:
+    """The token a task's chat template ends answers with, when it is one special token."""
+    text = (chat_template or {}).get("end_of_turn") if chat_template else None
+    token = tokenizer.convert_tokens_to_ids(text) if text else None
+    return {token} if isinstance(token, int) and token != tokenizer.unk_token_id else set()
+
+
+def _generate(lm, examples, settings, cache, batch_size, counter, label, verbose, extra_eos) -> list[dict]:
     keys = [digest(ex.prompt_ids) for ex in examples]
 
     def run(missing, store):
         generate(lm.model, lm.tokenizer, [examples[i].prompt_ids for i in missing], settings, batch_size,
                  keys=[keys[i] for i in missing], counter=counter,
-                 progress=BatchProgress(len(missing), f"{label} generate", verbose),
+                 progress=BatchProgress(len(missing), f"{label} generate", verbose), extra_eos=extra_eos,
                  on_batch=lambda idx, outs: store([missing[j] for j in idx], [asdict(o) for o in outs]))
 
     outs, computed = _cached(cache, keys, run)
@@ -133,7 +140,7 @@ def score_examples(lm, spec: dict, examples: list, *, split: str = "test", label
                    label_synonyms: dict | None = None, generation: GenerationConfig | None = None,
                    batch_size: int = 8, cache_key: dict | None = None, n_resamples: int = 1000,
                    confidence: float = 0.95, counter: WorkCounter | None = None, autocast=None,
-                   verbose: bool = True) -> tuple[dict, list[dict]]:
+                   verbose: bool = True, chat_template: dict | None = None) -> tuple[dict, list[dict]]:
     """Score one task's examples with `lm` (.model, .tokenizer): (result, per-example rows).
 
     result: {"eval_kind", "metrics": {name: {value, ci, n, ...}}, "primary_metric", "generation",
@@ -144,12 +151,15 @@ def score_examples(lm, spec: dict, examples: list, *, split: str = "test", label
     rows = example_rows(examples, split)
     settings = generation_settings(scoring, generation) if kind == "generate" else None
     cache_id = {**(cache_key or {}), "kind": "generate" if kind == "generate" else "loglikelihood"}
+    extra_eos = end_of_turn_ids(lm.tokenizer, chat_template) if kind == "generate" else set()
     if settings is not None:
         cache_id["settings"] = settings.model_dump()
+        if extra_eos:  # another stopping token is another generation
+            cache_id["end_of_turn"] = sorted(extra_eos)
     cache = ResultCache(cache_id, enabled=cache_key is not None)
     with (autocast or contextlib.nullcontext)():
         if kind == "generate":
-            outs = _generate(lm, examples, settings, cache, batch_size, counter, name, verbose)
+            outs = _generate(lm, examples, settings, cache, batch_size, counter, name, verbose, extra_eos)
             records = [{"prediction": o["text"], "references": ex.references, "label": ex.label}
                        for o, ex in zip(outs, examples)]
             corpus, per = score_generations(records, scoring.metrics, labels, label_synonyms, n_resamples, confidence)

@@ -38,7 +38,9 @@ def paired_task_diff(base_dir: Path, tuned_dir: Path, base_task: dict, tuned_tas
     keys = [k for k in base_rows if k in tuned_rows]
     test = paired_difference(metric, [tuned_rows[k] for k in keys], [base_rows[k] for k in keys],
                              base_task.get("labels"), n_resamples)
-    out = {"task": name, "metric": metric, "n": len(keys), "higher_is_better": higher_is_better(metric),
+    # an lm-eval metric carries lm-eval's own direction; tunelab's metrics are known by name
+    higher = base_task["metrics"][metric].get("higher_is_better", higher_is_better(metric))
+    out = {"task": name, "metric": metric, "n": len(keys), "higher_is_better": higher,
            "base": base_task["metrics"][metric], "tuned": tuned_task["metrics"][metric],
            "diff": test["diff"], "ci": test["ci"], "p_value": test["p_value"], "test": test["test"],
            "paired_on": test["paired_on"]}
@@ -169,7 +171,8 @@ def _eval_kwargs(cfg, section) -> dict:
     data = training_data(cfg)
     return dict(model_options=load_options(cfg.model), limit=section.limit, split=section.split, batch_size=section.batch_size,
                 generation=section.generation, cache=section.cache, n_resamples=section.bootstrap_resamples,
-                config_dir=getattr(cfg, "config_dir", "."), allow_train_overlap=section.allow_train_overlap, **data)
+                config_dir=getattr(cfg, "config_dir", "."), allow_train_overlap=section.allow_train_overlap,
+                lm_eval=section.lm_eval.model_dump() if section.lm_eval and section.lm_eval.tasks else None, **data)
 
 
 def check_forgetting_tasks(cfg, tokenizer=None, data=None) -> None:
@@ -181,6 +184,10 @@ def check_forgetting_tasks(cfg, tokenizer=None, data=None) -> None:
     section = _section(cfg)
     kwargs = _eval_kwargs(cfg, section)
     specs = expand_tasks(section.tasks, kwargs["config_dir"], kwargs["data_tasks"])
+    if kwargs["lm_eval"] and tokenizer is None:  # the model-free pass: installed, known, loadable (lmeval.py)
+        from tunelab.evaluate.lmeval import prepare_section
+
+        prepare_section(kwargs["lm_eval"], kwargs["config_dir"], {s["name"] for s in specs})
     if tokenizer is None or data is None or section.allow_train_overlap:
         return
     trained = {ex.content_key for task in data.tasks.values() for ex in task.splits["train"]}
@@ -192,10 +199,11 @@ def check_forgetting_tasks(cfg, tokenizer=None, data=None) -> None:
         if hits:
             from tunelab.config.base import ConfigError
 
+            why = ("inputs that appear in both its training and its " + split + " split (duplicates in the data: "
+                   "data.leak_check: remove drops them)") if own_task(spec, kwargs["data_tasks"]) else \
+                "examples this run trains on (name the run's own task by its bare name to use its held-out split)"
             raise ConfigError(f"forgetting.tasks: task '{spec['name']}' would score {len(hits)} of {len(examples)} "
-                              f"{split} examples that this run trains on (e.g. {hits[0].source}); name the run's own "
-                              f"task by its bare name to use its held-out split, or set "
-                              f"forgetting.allow_train_overlap: true")
+                              f"{split} {why}, e.g. {hits[0].source}; or set forgetting.allow_train_overlap: true")
 
 
 def forgetting_during_training(cfg, run_dir: str | Path, stage: str = "before") -> dict | None:
@@ -204,7 +212,7 @@ def forgetting_during_training(cfg, run_dir: str | Path, stage: str = "before") 
 
     Results: <run>/forgetting/base/, <run>/forgetting/tuned/, <run>/forgetting/forgetting.json."""
     section = _section(cfg)
-    if section is None or not section.tasks:
+    if section is None or not (section.tasks or (section.lm_eval and section.lm_eval.tasks)):
         return None
     if stage not in ("before", "after"):
         raise ValueError("stage must be 'before' or 'after'")

@@ -107,8 +107,13 @@ def _cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
 
 @torch.inference_mode()
 def generate_batch(model, tokenizer, prompts: list[list[int]], settings, keys: list[str] | None = None,
-                   counter: WorkCounter | None = None, max_prompt_tokens: int | None = None) -> list[GenerationOutput]:
-    """Generate for one batch of token-id prompts (left padded here). Returns outputs in input order."""
+                   counter: WorkCounter | None = None, max_prompt_tokens: int | None = None,
+                   on_token=None, extra_eos: set[int] | None = None) -> list[GenerationOutput]:
+    """Generate for one batch of token-id prompts (left padded here). Returns outputs in input order.
+    on_token(row, tokens so far), when given, is called after each new token of a row (streaming)."""
+    from tunelab.evaluate.views import as_causal_lm
+
+    model = as_causal_lm(model)  # encoder-decoders and prompt/prefix tuning: views.py
     counter = counter or WorkCounter()
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -128,7 +133,8 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], settings, keys: l
         mask[i, width - len(p):] = 1
     input_ids, mask = input_ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    eos = eos_token_ids(model, tokenizer)
+    # A chosen chat template may end answers with its own token (Gemma's <end_of_turn> on a base model).
+    eos = eos_token_ids(model, tokenizer) | set(extra_eos or ())
     keys = keys or [str(i) for i in range(len(prompts))]
     generators = [_row_generator(settings.seed, k) for k in keys] if settings.do_sample else None
 
@@ -162,6 +168,8 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], settings, keys: l
             else:
                 new_tokens[row].append(tok)
                 counter.generated_tokens += 1
+                if on_token is not None:
+                    on_token(row, new_tokens[row])
                 if stops:
                     text = tokenizer.decode(new_tokens[row], skip_special_tokens=True)
                     if _cut_at_stop(text, stops)[1]:
@@ -204,7 +212,7 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]
 
 def generate(model, tokenizer, prompts: list[list[int]], settings, batch_size: int = 8, keys: list[str] | None = None,
              counter: WorkCounter | None = None, max_prompt_tokens: int | None = None, progress=None,
-             on_batch=None) -> list[GenerationOutput]:
+             on_batch=None, extra_eos: set[int] | None = None) -> list[GenerationOutput]:
     """Generate for all prompts in length-sorted batches; outputs come back in input order.
 
     on_batch(indices, outputs), when given, is called as each batch finishes (the evaluation cache
@@ -213,7 +221,7 @@ def generate(model, tokenizer, prompts: list[list[int]], settings, batch_size: i
     results: list[GenerationOutput | None] = [None] * len(prompts)
     for batch in length_sorted_batches([len(p) for p in prompts], max(1, batch_size)):
         outs = generate_batch(model, tokenizer, [list(prompts[i]) for i in batch], settings, [keys[i] for i in batch],
-                              counter, max_prompt_tokens)
+                              counter, max_prompt_tokens, extra_eos=extra_eos)
         for i, o in zip(batch, outs):
             results[i] = o
         if on_batch is not None:

@@ -23,6 +23,7 @@ import yaml
 
 from tunelab.config.base import UserError, check_path_name
 from tunelab.config.evaluate import GenerationConfig
+from tunelab.data.templates import absolute_choice
 from tunelab.evaluate.engine import log, score_examples
 from tunelab.evaluate.generation import WorkCounter
 from tunelab.evaluate.loading import LazyModel, ModelSpec, model_spec, spec_fingerprint
@@ -57,7 +58,10 @@ def training_data(cfg) -> dict:
     # the eval defaults: their prompts are not cut to the training length.
     settings = {"max_length": data.max_length, "overlength": data.overlength, "leak_check": data.leak_check,
                 "on_error": data.on_error} if data is not None else None
-    return {"data_tasks": tasks, "data_split": split, "seed": seed, "data_settings": settings}
+    # the config's chat template, for every task it scores (a Jinja file by its absolute path)
+    template = absolute_choice(getattr(data, "chat_template", None), getattr(cfg, "config_dir", "."))
+    return {"data_tasks": tasks, "data_split": split, "seed": seed, "data_settings": settings,
+            "chat_template": template}
 
 
 def run_training_data(spec: ModelSpec) -> dict | None:
@@ -76,6 +80,7 @@ def run_training_data(spec: ModelSpec) -> dict | None:
     base = Path(env.get("config_dir") or ".")
     own = training_data(cfg)
     own["data_tasks"] = {name: absolute_paths(task, base) for name, task in own["data_tasks"].items()}
+    own["chat_template"] = absolute_choice(cfg.data.chat_template, base)
     return own
 
 
@@ -115,13 +120,16 @@ def own_task(spec: dict, data_tasks: dict | None) -> bool:
 
 
 def load_examples(spec: dict, tokenizer, split: str, limit: int | None, config_dir: str, seed: int,
-                  data_split=None, max_length: int = 4096, settings: dict | None = None):
+                  data_split=None, max_length: int = 4096, settings: dict | None = None,
+                  chat_template: str | None = None):
     """Build a task's examples with the data pipeline; (task data, split name, examples).
-    settings: the training config's data settings (max_length, overlength, leak_check, on_error)."""
+    settings: the training config's data settings (max_length, overlength, leak_check, on_error);
+    chat_template: data.chat_template's choice (None: the tokenizer's own)."""
     from tunelab.data import build_task
 
     options = dict(settings) if settings else {"max_length": max_length}
-    data = build_task(data_task_config(spec), tokenizer, config_dir, seed=seed, split=data_split, **options)
+    data = build_task(data_task_config(spec), tokenizer, config_dir, seed=seed, split=data_split,
+                      chat_template=chat_template, **options)
     split = spec.get("split", split)
     if split not in data.splits:
         raise UserError(f"task '{spec['name']}': no split '{split}' (have {', '.join(data.splits)})")
@@ -138,9 +146,11 @@ def evaluate(model_ref: str | None, tasks: list, adapter: str | None = None, run
              seed: int | None = None, counter: WorkCounter | None = None, spec: ModelSpec | None = None,
              data_tasks: dict | None = None, data_split=None, max_length: int = 4096,
              data_settings: dict | None = None, allow_train_overlap: bool = False, verbose: bool = True,
-             model_options: dict | None = None) -> dict:
-    """Evaluate one model on tasks. Returns the results dict (also written to output_dir/results.json)."""
-    if not tasks:
+             model_options: dict | None = None, chat_template: str | None = None, lm_eval=None) -> dict:
+    """Evaluate one model on tasks. Returns the results dict (also written to output_dir/results.json).
+    chat_template: a data.chat_template choice for every task (a run's model: the run's own);
+    lm_eval: {tasks, include, num_fewshot}, lm-evaluation-harness tasks scored after these (lmeval.py)."""
+    if not tasks and not lm_eval:
         raise UserError("no tasks given: name at least one (e.g. --task sst2=../shared/data/sst2)")
     counter = counter or WorkCounter()
     spec = spec or model_spec(model_ref, adapter, run, dtype, model_options)
@@ -148,11 +158,17 @@ def evaluate(model_ref: str | None, tasks: list, adapter: str | None = None, run
     if own is not None:  # a run's model: its own tasks, split ratios and split seed
         data_tasks, data_split, data_settings = own["data_tasks"], own["data_split"], own["data_settings"]
         seed = own["seed"] if seed is None else seed
+        chat_template = own["chat_template"] if chat_template is None else chat_template
     seed = DEFAULT_SEED if seed is None else seed
     specs = expand_tasks(tasks, config_dir, data_tasks)
+    bridge = None
+    if lm_eval:  # lm-eval installed, its tasks known and loaded: all before any model loads
+        from tunelab.evaluate.lmeval import prepare_section
+
+        bridge = prepare_section(lm_eval, config_dir, {s["name"] for s in specs})
     lm = LazyModel(spec, counter)
     built = [load_examples(s, lm.tokenizer, split, limit, config_dir, seed, data_split, max_length,
-                           data_settings if own_task(s, data_tasks) else None) for s in specs]
+                           data_settings if own_task(s, data_tasks) else None, chat_template) for s in specs]
     runs = training_runs(spec)
     keys = training_keys(runs)
     checks = {s["name"]: overlap_report(ex, keys, runs) for s, (_, _, ex) in zip(specs, built)} if runs else {}
@@ -171,14 +187,17 @@ def evaluate(model_ref: str | None, tasks: list, adapter: str | None = None, run
         result, rows = score_examples(lm, s, examples, split=task_split, labels=data.labels,
                                       label_synonyms=getattr(data, "label_synonyms", None), generation=generation,
                                       batch_size=batch_size, cache_key=cache_key, n_resamples=n_resamples,
-                                      confidence=confidence, counter=counter, verbose=verbose)
+                                      confidence=confidence, counter=counter, verbose=verbose,
+                                      chat_template=getattr(data, "chat_template", None))
         name = s["name"]
         result = {"task": name, "kind": result["eval_kind"], "data_kind": s["kind"], "split": task_split,
                   "n": len(examples), **result, "labels": data.labels,
                   "example_keys_sha256": keys_digest([r["key"] for r in rows]),
                   "contamination": checks.get(name) or {"checked_against": [], "overlap": None,
                                                         "note": "not a tuned run: training data unknown"},
-                  "config": s, "data_counts": data.counts, "versions": results["versions"]}
+                  "config": s, "data_counts": data.counts, "versions": results["versions"],
+                  # whether the prompts went through a chat template, and which (lm-eval's apply_chat_template)
+                  "chat_template": data.chat_template}
         results["tasks"][name] = result
         if out is not None:
             write_jsonl(out / f"{name}.examples.jsonl", rows)
@@ -190,6 +209,14 @@ def evaluate(model_ref: str | None, tasks: list, adapter: str | None = None, run
         results["work"] = {**asdict(counter), "wall_s": round(time.perf_counter() - t0, 3)}
         if out is not None:
             write_json(out / "results.json", results)  # after every task: an interrupted run keeps the rest
+    if bridge is not None:
+        from tunelab.evaluate.lmeval import score_lm_eval_tasks
+
+        score_lm_eval_tasks(bridge, lm, results, out, limit=limit, batch_size=batch_size, n_resamples=n_resamples,
+                            confidence=confidence)
+        results["work"] = {**asdict(counter), "wall_s": round(time.perf_counter() - t0, 3)}
+        if out is not None:
+            write_json(out / "results.json", results)
     return results
 
 

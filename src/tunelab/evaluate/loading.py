@@ -99,6 +99,12 @@ class LazyModel:
     _tokenizer: object = None
     loads: int = field(default=0)
 
+    def adapter_tokenizer(self) -> str | None:
+        """The adapter folder when it holds a tokenizer: a run saves its own there (final/), with
+        the chat template it was trained with (data.chat_template), which the base's may lack."""
+        folder = self.spec.adapter
+        return folder if folder and (Path(folder) / "tokenizer_config.json").exists() else None
+
     @property
     def tokenizer(self):
         if self._tokenizer is None:
@@ -107,7 +113,8 @@ class LazyModel:
             from tunelab.models import resolve_model
 
             name = self.spec.full_model or self.spec.base
-            self._tokenizer = load_tokenizer(resolve_model(name), ModelConfig(name=name, **self.spec.options))
+            path = self.adapter_tokenizer() or resolve_model(name)
+            self._tokenizer = load_tokenizer(path, ModelConfig(name=name, **self.spec.options))
         return self._tokenizer
 
     @property
@@ -124,7 +131,8 @@ class LazyModel:
                 if not any(t in peft_type for t in ("PROMPT", "PREFIX", "P_TUNING")):
                     model = model.merge_and_unload()
             model.eval()
-            self._model, self._tokenizer = model, self._tokenizer or tok
+            self._model = model
+            self._tokenizer = self._tokenizer or (self.tokenizer if self.adapter_tokenizer() else tok)
             self.loads += 1
             if self.counter is not None:
                 self.counter.model_loads += 1

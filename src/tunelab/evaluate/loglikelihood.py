@@ -38,6 +38,13 @@ def score_requests(model, requests: list[tuple[list[int], list[int]]], batch_siz
                    on_batch=None) -> list[dict]:
     """[(context_ids, cont_ids)] -> [{"logprob", "is_greedy", "n_tokens"}] in input order.
     on_batch(indices, results) is called as each batch finishes."""
+    from tunelab.evaluate.views import as_causal_lm, is_encoder_decoder
+
+    if is_encoder_decoder(model):  # the context is the encoder's input: one group of one option each
+        done = on_batch and (lambda idx, outs: on_batch(idx, [o[0] for o in outs]))
+        groups = [(list(ctx), [list(cont)]) for ctx, cont in requests]
+        return [g[0] for g in score_shared_context(model, groups, batch_size, pad_id, counter, progress, done)]
+    model = as_causal_lm(model)  # prompt/prefix tuning: views.py
     counter = counter or WorkCounter()
     device = next(model.parameters()).device
     seqs = []
@@ -90,8 +97,10 @@ def score_shared_context(model, groups: list[tuple[list[int], list[list[int]]]],
     scoring context + option from scratch, with the same log-likelihoods up to float rounding.
     """
     from tunelab.evaluate.generation import _accepts, _cache_kwarg, _returned_cache
+    from tunelab.evaluate.views import as_causal_lm
     from transformers import DynamicCache
 
+    model = as_causal_lm(model)  # encoder-decoders and prompt/prefix tuning: views.py
     counter = counter or WorkCounter()
     device = next(model.parameters()).device
     cache_arg = _cache_kwarg(model)

@@ -32,9 +32,13 @@ def to_sequences(examples, architecture: str = "causal", include_prompt_loss: bo
     for ex in examples:
         ids, labels = list(ex.input_ids), list(ex.label_ids)
         if architecture == "seq2seq":
-            # The answer starts at the first label; everything before it is the encoder's input.
-            start = next((i for i, t in enumerate(labels) if t != IGNORE), len(labels))
-            out.append(Sequence(ids[:start], ids[start:], seq2seq=True))
+            # The last trained span (the answer; a chat's last trained turn) is the decoder's,
+            # everything before it the encoder's input: a chat's earlier turns are context there.
+            end = max((i + 1 for i, t in enumerate(labels) if t != IGNORE), default=len(labels))
+            start = end
+            while start > 0 and labels[start - 1] != IGNORE:
+                start -= 1
+            out.append(Sequence(ids[:start], ids[start:end], seq2seq=True))
             continue
         if include_prompt_loss:
             labels = list(ids)

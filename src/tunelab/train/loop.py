@@ -41,13 +41,19 @@ def train(cfg, resume: bool = False, data=None, *, on_validation: ValidationCall
             fit(state)
     except BaseException as exc:
         mark_failure(state, exc)
+        state.trackers.close(state.counters.status)
         raise
     finally:
         finish(state)
-    if state.main and getattr(cfg, "forgetting", None) is not None and (state.run / "final").exists():
-        from tunelab.evaluate.forgetting import forgetting_during_training
+    try:
+        if state.main and getattr(cfg, "forgetting", None) is not None and (state.run / "final").exists():
+            from tunelab.evaluate.forgetting import forgetting_during_training
 
-        forgetting_during_training(cfg, state.run, "after")  # scores final/, writes forgetting.json
+            forgetting_during_training(cfg, state.run, "after")  # scores final/, writes forgetting.json
+        if state.main and state.trackers.items:
+            send_results(state)
+    finally:
+        state.trackers.close(state.counters.status)
     return state.run
 
 
@@ -93,9 +99,7 @@ def fit(state: TrainState) -> None:
 
 def log_step(state: TrainState, event: dict) -> None:
     state.log.write(event)
-    if state.writer:
-        for k in LOGGED_EACH_STEP:
-            state.writer.add_scalar(f"train/{k}", event[k], event["step"])
+    state.trackers.log_metrics({f"train/{k}": event[k] for k in LOGGED_EACH_STEP}, event["step"])
 
 
 def write_final(model, tokenizer, folder: Path) -> None:
@@ -115,6 +119,30 @@ def write_final(model, tokenizer, folder: Path) -> None:
     tmp.replace(folder)
 
 
+def send_results(state: TrainState) -> None:
+    """To the trackers: the forgetting report's numbers, then the run's result files and its report."""
+    from tunelab.report import write_report
+
+    run, step = state.run, state.counters.step
+    report = read_json(run / "forgetting" / "forgetting.json")
+    if report:
+        numbers = {f"forgetting/{r['task']}/{k}": r[k] for r in report["tasks"] for k in ("diff", "p_value")}
+        numbers.update({f"forgetting/{r['task']}/tuned": r["tuned"]["value"] for r in report["tasks"]})
+        if report["summary"].get("average_drop") is not None:
+            numbers["forgetting/average_drop"] = report["summary"]["average_drop"]
+        state.trackers.log_metrics(numbers, step)
+    html, _ = write_report(run)
+    for path in (run / "summary.json", run / "config.resolved.yaml", run / "forgetting" / "forgetting.json",
+                 run / "forgetting" / "forgetting.md", html):
+        state.trackers.log_file(path)
+
+
+def read_json(path: Path) -> dict | None:
+    import json
+
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
 def mark_failure(state: TrainState, exc: BaseException) -> None:
     """Record why the run ended early, for summary.json."""
     c = state.counters
@@ -128,8 +156,6 @@ def mark_failure(state: TrainState, exc: BaseException) -> None:
 def finish(state: TrainState) -> None:
     """summary.json (also after a failure: it says what happened), then release everything."""
     state.progress.close()
-    if state.writer:
-        state.writer.close()
     if state.main:
         try:
             write_summary(state.run, run_summary(state))

@@ -5,8 +5,10 @@ of label tokens of the whole optimizer step: the result does not depend on how t
 examples were split into micro-batches.
 
 The fast path (causal LMs, LoRA/DoRA/IA3/full/freeze) runs the transformer body, gathers the
-hidden states at positions that have a label, and applies the LM head only there. On SmolLM2-135M
-the head (576 x 49152) is about a fifth of the forward pass, and most positions are prompt.
+hidden states at positions that have a label, and applies the LM head only there: only when a
+probe at construction shows that head(body(x)) is the model's own logits (probes.py). On
+SmolLM2-135M the head (576 x 49152) is about a fifth of the forward pass, and most positions are
+prompt.
 The head and the cross-entropy then run in chunks of label positions, recomputed in backward
 (activation checkpointing of the head only): the (tokens x vocabulary) logits, their fp32 copy
 and their gradient never exist all at once. Measured on SmolLM2 LoRA, batch 8 x 256: peak memory
@@ -21,6 +23,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from tunelab.train.batching import IGNORE
+from tunelab.train.probes import base_lm, fast_path_is_exact
 
 # Label positions per chunk of the LM head + cross-entropy (256 x 49152 fp32 logits = 50 MB).
 HEAD_CHUNK = 256
@@ -28,20 +31,12 @@ HEAD_CHUNK = 256
 PEFT_FORWARD_METHODS = ("prompt_tuning", "prefix_tuning")
 
 
-def base_lm(model):
-    """The transformers model under a peft wrapper (LoRA layers are injected in place)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
 def can_skip_masked_head(model, architecture: str, method: str) -> bool:
     if architecture != "causal" or method in PEFT_FORWARD_METHODS:
         return False
-    lm = base_lm(model)
-    config = lm.config
-    # Models that post-process logits (Gemma-2 soft-capping, Cohere's scale) need their own forward.
-    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
-        return False
-    return hasattr(lm, lm.base_model_prefix) and lm.get_output_embeddings() is not None
+    # Families that change the logits after the head (Gemma-2 soft-capping, Cohere's logit_scale,
+    # Granite's logits_scaling, ...) fail this probe and keep their own forward (probes.py).
+    return fast_path_is_exact(model)
 
 
 class CompletionLoss(nn.Module):

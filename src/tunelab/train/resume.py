@@ -23,9 +23,14 @@ from tunelab.config.base import ConfigError
 # results go. Increasing max_steps or epochs stretches the learning-rate schedule from then on.
 SAFE_TO_CHANGE = (
     "train.max_steps", "train.epochs", "train.eval_every", "train.log_every", "train.checkpoint_every",
-    "train.keep_last", "train.keep_best", "train.progress", "train.tensorboard", "train.eval_batch_size",
+    "train.keep_last", "train.keep_best", "train.progress", "train.report_to", "train.tracker_project",
+    "train.tracker_uri", "train.eval_batch_size",
     "forgetting.", "eval.",
 )
+
+# Each method-options section of train: and the methods that read it.
+METHOD_OPTIONS = {"lora": ("lora", "dora", "qlora"), "qlora": ("qlora",), "freeze": ("freeze",), "ia3": ("ia3",),
+                  "prompt_tuning": ("prompt_tuning",), "prefix_tuning": ("prefix_tuning",)}
 
 
 def flatten(data, prefix: str = "") -> dict:
@@ -56,7 +61,9 @@ def config_changes(run: Path, cfg) -> dict[str, dict]:
 def check_resume_config(run: Path, cfg, step: int | None = None) -> dict[str, dict]:
     """Refuse a --resume whose config differs in keys that shaped the run; return the safe changes."""
     changes = config_changes(run, cfg)
-    refused = {k: v for k, v in changes.items() if not safe_to_change(k)}
+    # Options of a method the run does not use shaped nothing (e.g. train.ia3.* in a LoRA run).
+    unused = [f"train.{o}." for o in METHOD_OPTIONS if cfg.train.method not in METHOD_OPTIONS[o]]
+    refused = {k: v for k, v in changes.items() if not safe_to_change(k) and not k.startswith(tuple(unused))}
     if refused:
         listed = "; ".join(f"{k}: {v['old']!r} -> {v['new']!r}" for k, v in list(refused.items())[:8])
         more = f" (and {len(refused) - 8} more)" if len(refused) > 8 else ""

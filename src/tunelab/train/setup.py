@@ -23,12 +23,14 @@ from tunelab.train import checkpoint as ckpt
 from tunelab.train.batching import to_sequences
 from tunelab.train.loss import PEFT_FORWARD_METHODS, CompletionLoss
 from tunelab.train.optim import build_optimizer, build_scheduler
+from tunelab.train.probes import check_packing
 from tunelab.train.progress import Progress
 from tunelab.train.resume import check_resume_config, check_resume_data, data_fingerprint
 from tunelab.train.run import (MetricsLog, RunLock, check_new_run, clear_failed_start, environment, run_dir,
                                run_summary, write_json, write_summary)
 from tunelab.train.state import Counters, TrainState
 from tunelab.train.steps import epoch_plan
+from tunelab.train.trackers import Trackers, check_trackers
 
 HALF_WEIGHT_METHODS = ("lora", "dora", "ia3", "prompt_tuning", "prefix_tuning")
 
@@ -70,13 +72,8 @@ def check_config(cfg) -> None:
     t = cfg.train
     if t.packing and (t.method in PEFT_FORWARD_METHODS or cfg.model.architecture == "seq2seq"):
         raise ConfigError(f"train.packing: not supported with method {t.method} or seq2seq models")
-    if t.tensorboard:
-        try:
-            import torch.utils.tensorboard  # noqa: F401
-        except ImportError:
-            raise ConfigError("train.tensorboard: install the tensorboard package first "
-                              "(pip install tensorboard)") from None
-    if getattr(cfg, "forgetting", None) is not None and cfg.forgetting.tasks:
+    check_trackers(t.report_to)
+    if getattr(cfg, "forgetting", None) is not None and (cfg.forgetting.tasks or cfg.forgetting.lm_eval):
         from tunelab.evaluate.forgetting import check_forgetting_tasks
 
         check_forgetting_tasks(cfg)
@@ -171,11 +168,16 @@ def setup(cfg, resume: bool = False, data=None, on_validation=None) -> TrainStat
                 "emulated and usually slower than fp32 here (train.precision=auto picks fp32)")
         set_seed(seed)
         model, tokenizer, architecture, n_trainable, n_total = build_model(cfg, precision)
+        from tunelab.data import use_chat_template
+
+        # The chosen chat template goes on the tokenizer the run saves with final/ (prepare() does it
+        # too, but continual stages hand their data in).
+        use_chat_template(tokenizer, cfg.data.chat_template, cfg.config_dir)
         if data is None:
             from tunelab.data import prepare
 
             data = prepare(cfg, tokenizer)
-        if getattr(cfg, "forgetting", None) is not None and cfg.forgetting.tasks:
+        if getattr(cfg, "forgetting", None) is not None and (cfg.forgetting.tasks or cfg.forgetting.lm_eval):
             from tunelab.evaluate.forgetting import check_forgetting_tasks
 
             check_forgetting_tasks(cfg, tokenizer, data)  # before any model runs or folder is written
@@ -186,6 +188,8 @@ def setup(cfg, resume: bool = False, data=None, on_validation=None) -> TrainStat
         if steps_per_epoch == 0:
             raise ConfigError("the training split is empty: nothing to train on")
         total_steps = t.max_steps or steps_per_epoch * t.epochs
+        if t.packing:
+            check_packing(model)  # a probe: refused, naming the model type, if packed examples see each other
         loss_model = accelerator.prepare(CompletionLoss(model, architecture, t.method))
         optimizer = build_optimizer(model, t)
         scheduler = build_scheduler(optimizer, t, total_steps)
@@ -232,10 +236,7 @@ def open_run_files(state: TrainState, resume: bool, changes: dict, fingerprint: 
     if state.counters.step == 0 and not state.counters.logged_data:
         state.log.write({"event": "data", "step": 0, "counts": getattr(state.data, "report", None)})
         state.counters.logged_data = True
-    if state.cfg.train.tensorboard and state.main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        state.writer = SummaryWriter(str(run / "tensorboard"))
+    state.trackers = Trackers(run, cfg) if state.main else Trackers()
     state.progress = Progress(state.total_steps, state.counters.step, state.cfg.train.progress, enabled=state.main)
     state.started = time.perf_counter()
     if state.main:  # "running" until the end says otherwise; a kill -9 leaves it so (the lock is free then)

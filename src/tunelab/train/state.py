@@ -100,7 +100,7 @@ class TrainState:
     on_validation: ValidationCallback | None = None
     log: Any = None  # MetricsLog
     lock: Any = None  # RunLock (main process)
-    writer: Any = None  # TensorBoard SummaryWriter
+    trackers: Any = None  # tunelab.train.trackers.Trackers (main process; empty without report_to)
     progress: Any = None  # Progress display
     started: float = 0.0
     saved_step: int | None = None

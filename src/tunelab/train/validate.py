@@ -74,7 +74,7 @@ def _score_validation(state, lm, data_tasks: dict, generation, g) -> dict:
         result, rows = score_examples(lm, spec, examples[: g.limit], split="validation", labels=task.labels,
                                       label_synonyms=getattr(task, "label_synonyms", None), generation=generation,
                                       batch_size=g.batch_size, n_resamples=0, autocast=state.autocast,
-                                      verbose=False)
+                                      verbose=False, chat_template=getattr(task, "chat_template", None))
         for metric, entry in result["metrics"].items():
             if isinstance(entry.get("value"), (int, float)):
                 out[f"val_{metric}/{name}"] = entry["value"]
@@ -112,9 +112,7 @@ def validate(state) -> str | None:
     state.log.write({"step": c.step, "epoch": c.epoch, "split": "validation", **results})
     state.progress.message(f"step {c.step}: " + "  ".join(
         f"{k} {v:.4f}" for k, v in results.items() if isinstance(v, float)))
-    if state.writer:
-        for k, v in results.items():
-            state.writer.add_scalar(k, v, c.step)
+    state.trackers.log_metrics(results, c.step)
     monitor = t.early_stopping.metric if t.early_stopping else "val_loss"
     value = results.get(monitor)
     if value is None:

@@ -1,15 +1,20 @@
-"""Chat messages: a list of {role, content}; the last message (from the assistant) is trained.
+"""Chat conversations: OpenAI `messages` or ShareGPT `conversations` (tunelab.data.messages).
 
-Earlier turns, assistant turns included, are part of the prompt and masked from the loss.
+Every assistant turn is trained by default (`train_on: all`); `train_on: last` trains the final
+one only, and a message's own `weight: 0|1` / `train: true|false` overrides either. User and tool
+turns, role headers and few-shot turns are never trained. Evaluation scores the final assistant
+turn, with everything before it as the prompt.
 """
 
 from __future__ import annotations
 
-from tunelab.data.errors import BadRecord
+from tunelab.data.messages import read_conversation
 from tunelab.data.tasks.fields import Parts, column, strip_suffixes
 
-ROLES = {"messages": "messages"}
-MESSAGE_ROLES = ("system", "user", "assistant")
+# `messages` falls back to ShareGPT's `conversations` when a record has no `messages` column;
+# `tools` (a list of JSON schemas, or its JSON text) and `system` (text) are optional.
+ROLES = {"messages": "messages", "tools": "tools", "system": "system"}
+SHAREGPT_COLUMN = "conversations"
 
 
 def default_instruction(task, labels=None) -> str:
@@ -18,32 +23,20 @@ def default_instruction(task, labels=None) -> str:
 
 def parts(record, task, fields: dict, ctx) -> Parts:
     col = column(fields, "messages", ROLES["messages"])
-    messages = record.data.get(col)
-    if messages is None:
-        known = ", ".join(sorted(map(str, record.data))) or "none"
-        raise BadRecord(record.where, f"missing field '{col}' (record has: {known})")
-    if not isinstance(messages, list) or len(messages) < 2:
-        raise BadRecord(record.where, f"field '{col}' must be a list of at least two messages")
-    clean = []
-    for i, message in enumerate(messages):
-        where = f"field '{col}[{i}]'"
-        if not isinstance(message, dict):
-            raise BadRecord(record.where, f"{where} must be an object with role and content")
-        role, content = message.get("role"), message.get("content")
-        if role not in MESSAGE_ROLES:
-            raise BadRecord(record.where, f"{where}.role must be one of {', '.join(MESSAGE_ROLES)}, got {role!r}")
-        if not isinstance(content, str):
-            raise BadRecord(record.where, f"{where}.content must be text, got {type(content).__name__}")
-        if not content.strip():
-            raise BadRecord(record.where, f"{where}.content is empty")
-        clean.append({"role": role, "content": content})
-    if clean[-1]["role"] != "assistant":
-        raise BadRecord(record.where, f"field '{col}': the last message must be from the assistant")
-    if clean[-2]["role"] != "user":
-        raise BadRecord(record.where, f"field '{col}': the message before the answer must be from the user")
-    target = strip_suffixes(clean[-1]["content"], task.strip_suffix, record, col)
-    user = clean[-2]["content"]
+    if "messages" not in fields and col not in record.data and SHAREGPT_COLUMN in record.data:
+        col = SHAREGPT_COLUMN
+    conv = read_conversation(record, col, task.train_on or "all", column(fields, "tools", ROLES["tools"]),
+                             column(fields, "system", ROLES["system"]))
+    turns = conv.messages
+    for i, message in enumerate(turns):
+        if message["role"] == "assistant" and message["content"].strip():
+            message["content"] = strip_suffixes(message["content"], task.strip_suffix, record, f"{col}[{i}]")
+    user_index = max(i for i, m in enumerate(turns) if m["role"] == "user")
+    user = turns[user_index]["content"]
     if ctx.instruction:
         user = f"{ctx.instruction}\n\n{user}"
-    return Parts(user=user, target=target, references=[target], history=clean[:-2],
-                 variables={"messages": clean, "user": user})
+    target = turns[-1]["content"]
+    history = [m for i, m in enumerate(turns[:-1]) if i != user_index]
+    return Parts(user=user, target=target, references=[target], history=history,
+                 variables={"messages": turns, "user": user}, turns=turns, trained=conv.trained,
+                 tools=conv.tools, user_index=user_index)

@@ -21,6 +21,12 @@ class Parts:
     answer_index: int | None = None
     history: list[dict] | None = None  # chat: earlier messages (system/user/assistant) before `user`
     system: str | None = None  # the task's system prompt as rendered for this record
+    # chat: the whole conversation (ending with the final answer), which assistant turns are
+    # trained, the tool schemas, and where `user` (the last user message) sits in `turns`
+    turns: list[dict] | None = None
+    trained: list[bool] | None = None
+    tools: list[dict] | None = None
+    user_index: int | None = None
 
 
 def column(fields: dict, role: str, default):

@@ -1,6 +1,6 @@
 """LoRA (Hu et al. 2021) through peft: low-rank updates on the target linear layers."""
 
-from tunelab.models.tuners import peft_task_type
+from tunelab.models.tuners import peft_refusals, peft_task_type
 
 
 def lora_config(opts, architecture, use_dora=False):
@@ -19,7 +19,15 @@ def lora_config(opts, architecture, use_dora=False):
     )
 
 
+# peft's all-linear also adapts the fused (3-D) expert weights of mixture-of-experts models, through a
+# wrapper without dropout or DoRA: what to do when peft refuses one of those.
+MOE_HINT = ("; on a mixture-of-experts model all-linear also adapts the fused expert weights, which take "
+            "neither LoRA dropout nor DoRA: set train.lora.dropout: 0 and use method lora, or name the linear "
+            "layers in train.lora.target_modules (e.g. [q_proj, k_proj, v_proj, o_proj])")
+
+
 def apply(model, train_cfg, architecture, model_path):
     from peft import get_peft_model
 
-    return get_peft_model(model, lora_config(train_cfg.lora, architecture))
+    with peft_refusals("lora", model, {"ParamWrapper": MOE_HINT}):
+        return get_peft_model(model, lora_config(train_cfg.lora, architecture))

@@ -1,6 +1,6 @@
 """Prompt tuning (Lester et al. 2021) through peft: trained virtual-token embeddings before the input."""
 
-from tunelab.models.tuners import peft_task_type
+from tunelab.models.tuners import peft_refusals, peft_task_type
 
 
 def apply(model, train_cfg, architecture, model_path):
@@ -13,4 +13,5 @@ def apply(model, train_cfg, architecture, model_path):
                   "tokenizer_name_or_path": model_path}
     config = PromptTuningConfig(task_type=peft_task_type(architecture),
                                 num_virtual_tokens=opts.num_virtual_tokens, **kwargs)
-    return get_peft_model(model, config)
+    with peft_refusals("prompt_tuning", model):
+        return get_peft_model(model, config)
