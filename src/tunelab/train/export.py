@@ -1,7 +1,10 @@
-"""Export a run: the adapter in PEFT format, or the adapter merged into the base weights.
+"""Export a run: the adapter in PEFT format, the adapter merged into the base weights, or a GGUF file.
 
 A merged export is a plain safetensors model folder (config, weights, tokenizer) that
-`AutoModelForCausalLM.from_pretrained` loads without peft or tunelab.
+`AutoModelForCausalLM.from_pretrained` loads without peft or tunelab, in float32 (the default,
+what training used) or cast to bfloat16/float16 after merging, so the merge itself is exact.
+A GGUF export (tunelab.train.gguf) is the same merged model converted by llama.cpp's own
+converter. Every export folder gets a model card (README.md, tunelab.train.model_card).
 """
 
 from __future__ import annotations
@@ -10,8 +13,12 @@ import json
 from pathlib import Path
 
 from tunelab.config.base import ConfigError
+from tunelab.files import write_text
 
 UNMERGEABLE = ("prompt_tuning", "prefix_tuning")
+# --dtype names -> torch dtype names; float32 keeps the weights exactly as trained.
+DTYPES = {"float32": "float32", "fp32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
+          "fp16": "float16", "float16": "float16"}
 
 
 def checkpoint_path(run: Path, checkpoint: str) -> Path:
@@ -68,21 +75,107 @@ def load_run_model(run: str | Path, checkpoint: str = "final"):
     return model, tokenizer, cfg
 
 
-def export_run(run: str | Path, merge: bool = False, checkpoint: str = "final", output: str | None = None) -> Path:
+def run_tokenizer(run: Path, cfg, tokenizer):
+    """The tokenizer the run saved in final/ (it carries the chat template the run trained with,
+    data.chat_template included); the base model's, with that template set, when there is none."""
+    from tunelab.models.load import load_tokenizer
+
+    if (run / "final" / "tokenizer_config.json").exists():
+        return load_tokenizer(str(run / "final"), cfg.model)
+    from tunelab.data.templates import use_chat_template
+
+    use_chat_template(tokenizer, cfg.data.chat_template, cfg.config_dir)
+    return tokenizer
+
+
+def merged_model(model, method: str):
+    """The model with its adapter folded into the base weights (a full model as it is)."""
+    if method in UNMERGEABLE:
+        raise ConfigError(f"a {method} adapter adds virtual tokens and cannot be merged into the weights; "
+                          "export it without --merge or --gguf (PEFT format)")
+    if method == "qlora":
+        raise ConfigError("merging into a quantised base model loses precision; train with method: lora "
+                          "to export a merged model or a GGUF, or export the adapter without --merge")
+    return model.merge_and_unload() if hasattr(model, "peft_config") else model
+
+
+def export_run(run: str | Path, merge: bool = False, checkpoint: str = "final", output: str | None = None,
+               dtype: str | None = None, gguf: str | None = None) -> Path:
+    """Write the export folder and its model card; return the folder.
+
+    gguf: None, or "f16" | "bf16" | "q8_0" (implies merging); dtype: the merged or full model's
+    safetensors dtype (float32 default; bf16 | fp16)."""
+    from tunelab.train.gguf import GGUF_TYPES, converter
+    from tunelab.train.model_card import write_model_card
+
     run = Path(run)
+    if gguf is not None and gguf not in GGUF_TYPES:
+        raise ConfigError(f"--gguf-type {gguf!r}: choose from {', '.join(GGUF_TYPES)}")
+    if dtype is not None and dtype not in DTYPES:
+        raise ConfigError(f"--dtype {dtype!r}: choose from {', '.join(DTYPES)}")
+    if gguf is not None and dtype not in (None, "float32", "fp32"):
+        raise ConfigError("--dtype is for safetensors exports; a GGUF's type is --gguf-type")
+    if gguf is not None:
+        converter()  # found or fetched before the model loads: a missing converter costs no load
     model, tokenizer, cfg = load_run_model(run, checkpoint)
-    method = cfg.train.method
-    is_peft = hasattr(model, "peft_config")
-    out = Path(output) if output else run / ("export-merged" if merge else "export-adapter")
-    if merge:
-        if method in UNMERGEABLE:
-            raise ConfigError(f"a {method} adapter adds virtual tokens and cannot be merged into the weights; "
-                              "export it without --merge (PEFT format)")
-        if method == "qlora":
-            raise ConfigError("merging into a quantised base model loses precision; train with method: lora "
-                              "to export a merged model, or export the adapter without --merge")
-        if is_peft:
-            model = model.merge_and_unload()
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+    tokenizer = run_tokenizer(run, cfg, tokenizer)
+    kind = "gguf" if gguf else "model" if merge or not hasattr(model, "peft_config") else "adapter"
+    if kind == "adapter" and dtype not in (None, "float32", "fp32"):
+        raise ConfigError("--dtype needs --merge: a PEFT adapter is saved as trained (float32)")
+    default = "export-gguf" if kind == "gguf" else "export-merged" if merge else "export-adapter"
+    out = Path(output) if output else run / default
+    info = {"kind": kind, "checkpoint": checkpoint, "dtype": DTYPES[dtype or "float32"], "gguf_type": gguf}
+    if kind != "adapter":
+        model = merged_model(model, cfg.train.method)
+    out.mkdir(parents=True, exist_ok=True)
+    if kind == "gguf":
+        info["gguf_file"] = write_gguf(model, tokenizer, out, cfg, gguf).name
+    else:
+        if kind == "model" and info["dtype"] != "float32":
+            import torch
+
+            model = model.to(getattr(torch, info["dtype"]))
+        model.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+    write_model_card(out, run, cfg, info)
     return out
+
+
+def sentencepiece_model(model_cfg) -> Path | None:
+    """The base model's SentencePiece `tokenizer.model`, when it has one. transformers 5 saves
+    tokenizer.json only, but llama.cpp's converter reads SentencePiece vocabularies (Gemma, Gemma 2,
+    Llama 2, Mistral v0.1) from that file, as it would in the original model folder."""
+    from tunelab.models.resolver import resolve_model
+
+    base = resolve_model(model_cfg.name)
+    if Path(base).is_dir():
+        path = Path(base) / "tokenizer.model"
+        return path if path.is_file() else None
+    try:  # a hub id: from the cache, or downloaded unless offline
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(base, "tokenizer.model", revision=model_cfg.revision))
+    except Exception:  # noqa: BLE001 -- no such file in the repo, or offline: the converter says what it lacks
+        return None
+
+
+def write_gguf(model, tokenizer, out: Path, cfg, gguf_type: str) -> Path:
+    """The merged float32 model, saved to a scratch folder inside `out`, converted by llama.cpp's
+    converter to `<name>-<TYPE>.gguf`, plus an Ollama Modelfile; the scratch folder is removed."""
+    import shutil
+
+    from tunelab.train.gguf import convert_folder
+
+    scratch = out / ".merged-float32"
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        model.save_pretrained(scratch, safe_serialization=True)
+        tokenizer.save_pretrained(scratch)
+        spm = sentencepiece_model(cfg.model)
+        if spm is not None and not (scratch / "tokenizer.model").exists():
+            shutil.copyfile(spm, scratch / "tokenizer.model")
+        path = convert_folder(scratch, out / f"{cfg.name}-{gguf_type.upper()}.gguf", gguf_type, name=cfg.name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    write_text(out / "Modelfile", f"FROM ./{path.name}\n")
+    return path

@@ -1,0 +1,202 @@
+"""The model card (README.md) written into every export folder.
+
+An exported folder travels without its run folder (to a colleague, a model hub, an Ollama host),
+so the card carries what a reader needs to trust and use it: the base model (for the embedded
+alias, that its weights are a de-quantized Q4_1 GGUF, not the original release), the training
+data (tasks, sources, examples per split), the method and its hyperparameters, the run's own
+evaluation numbers when the run has them (eval/results.json, forgetting/forgetting.json: metric,
+value, CI, split, n), and how to load the folder.
+
+Everything is read from the run folder (config.resolved.yaml, summary.json and the result files);
+nothing is re-computed, so the card says only what the run measured.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tunelab.files import write_text
+
+ALIAS_NOTE = ("tunelab's embedded alias: the weights come from `{gguf}` shipped by the `{package}` Python package, "
+              "a Q4_1 GGUF de-quantized to float32 on first use. They are not the original release's weights "
+              "(quantization noise is baked in), and this model was fine-tuned from them.")
+
+
+def _json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _num(x) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+def _ci(ci) -> str:
+    return f"[{_num(ci[0])}, {_num(ci[1])}]" if ci else "n/a"
+
+
+def base_model_lines(name: str) -> list[str]:
+    from tunelab.models.resolver import ALIASES
+
+    alias = ALIASES.get(name)
+    if alias is None:
+        return [f"- Base model: `{name}`"]
+    return [f"- Base model: `{name}` ({alias.description})",
+            "- " + ALIAS_NOTE.format(gguf=alias.gguf_file, package=alias.package)]
+
+
+def _source_text(source) -> str:
+    if source is None:
+        return "-"
+    if isinstance(source, list):
+        return "; ".join(_source_text(s) for s in source)
+    if source.records is not None:
+        return f"{len(source.records)} inline records"
+    if source.hub:
+        return f"hub `{source.hub}`" + (f" ({source.config})" if source.config else "") + \
+            (f" split {source.split}" if source.split else "")
+    return f"`{source.path}`"
+
+
+def data_lines(cfg, summary: dict) -> list[str]:
+    counts = ((summary or {}).get("data_counts") or {}).get("tasks") or {}
+    rows = ["| task | kind | source | train | validation | test | truncated | rejected |",
+            "|---|---|---|---|---|---|---|---|"]
+    for task in cfg.data.tasks:
+        source = task.source if task.source is not None else \
+            "; ".join(f"{split}: {_source_text(s)}" for split, s in (task.splits or {}).items())
+        c = counts.get(task.name) or {}
+        split = c.get("by_split") or {}
+        kept = [_num((split.get(s) or {}).get("kept")) for s in ("train", "validation", "test")]
+        rows.append(f"| {task.name} | {task.kind} | {source if isinstance(source, str) else _source_text(source)} | "
+                    f"{' | '.join(kept)} | {_num(c.get('truncated'))} | {_num(c.get('rejected'))} |")
+    mixture = ((summary or {}).get("data_counts") or {}).get("mixture") or {}
+    lines = ["## Training data", "", *rows, "",
+             f"Examples per split after filtering; max length {cfg.data.max_length} tokens "
+             f"(over-length: {cfg.data.overlength}); mixture: {mixture.get('strategy', cfg.data.mixture.strategy)}"
+             + (f", {mixture['epoch_size']} examples per epoch" if mixture.get("epoch_size") else "") + "."]
+    if not counts:
+        lines.append("The run folder has no data counts (summary.json missing): sizes are unknown.")
+    return lines
+
+
+def method_options(train) -> dict:
+    method = train.method
+    if method in ("lora", "dora", "qlora"):
+        options = train.lora.model_dump()
+        if method == "qlora":
+            options.update(train.qlora.model_dump())
+        return options
+    block = {"freeze": train.freeze, "ia3": train.ia3, "prompt_tuning": train.prompt_tuning,
+             "prefix_tuning": train.prefix_tuning}.get(method)
+    return block.model_dump() if block is not None else {}
+
+
+def training_lines(cfg, summary: dict) -> list[str]:
+    t, s = cfg.train, summary or {}
+    options = ", ".join(f"{k}={v}" for k, v in method_options(t).items() if v not in (None, [], {}))
+    length = f"max_steps {t.max_steps}" if t.max_steps else f"{t.epochs} epoch(s)"
+    rows = [
+        ("method", t.method + (f" ({options})" if options else "")),
+        ("optimizer", f"{t.optimizer}, lr {t.lr:g}, weight decay {t.weight_decay:g}, {t.scheduler} schedule, "
+                      + (f"warmup {t.warmup_steps} steps" if t.warmup_steps else f"warmup ratio {t.warmup_ratio:g}")),
+        ("batch", f"{t.batch_size} per process x {t.grad_accum} accumulation x {s.get('processes', 1)} process(es)"),
+        ("length", f"{length}; steps done: {_num(s.get('steps'))}, status: {s.get('status', 'unknown')}"),
+        ("precision", s.get("precision") or t.precision),
+        ("seed", cfg.seed),
+        ("training tokens", _num(s.get("train_tokens"))),
+        ("trainable / total parameters", f"{_num(s.get('trainable_params'))} / {_num(s.get('total_params'))}"),
+        ("wall time (s)", _num(s.get("wall_s"))),
+        ("best validation", _num((s.get("best") or {}).get("value")) + f" {(s.get('best') or {}).get('metric', '')}"),
+    ]
+    return ["## Method and hyperparameters", "", "| | |", "|---|---|",
+            *(f"| {k} | {v} |" for k, v in rows), "",
+            "The whole resolved config is `config.resolved.yaml` in the run folder."]
+
+
+def evaluation_lines(run: Path, checkpoint: str = "final") -> list[str]:
+    lines = ["## Evaluation (the run's own numbers)", ""]
+    if checkpoint != "final":
+        lines += [f"This export is checkpoint `{checkpoint}`; the numbers below belong to the model each file "
+                  "names (usually the run's final model).", ""]
+    results = _json(run / "eval" / "results.json")
+    if results:
+        level = f"{100 * (results.get('bootstrap') or {}).get('confidence', 0.95):g}%"
+        lines += [f"`eval/results.json`, model evaluated: `{(results.get('model') or {}).get('label', '?')}`. "
+                  "CI: bootstrap confidence interval (n/a where none was computed).", "",
+                  f"| task | metric | value | {level} CI | split | n |", "|---|---|---|---|---|---|"]
+        for task, res in (results.get("tasks") or {}).items():
+            for metric, m in (res.get("metrics") or {}).items():
+                lines.append(f"| {task} | {metric} | {_num(m.get('value'))} | {_ci(m.get('ci'))} | "
+                             f"{res.get('split', '?')} | {_num(m.get('n', res.get('n')))} |")
+        lines.append("")
+    forgetting = _json(run / "forgetting" / "forgetting.json")
+    if forgetting:
+        tuned = _json(Path(forgetting.get("tuned_dir") or run / "forgetting" / "tuned") / "results.json") or {}
+        splits = {name: t.get("split") for name, t in (tuned.get("tasks") or {}).items()}
+        lines += ["`forgetting/forgetting.json`: base model vs this fine-tune on the same examples; "
+                  "difference with its paired-bootstrap CI and p-value.", "",
+                  "| task | metric | base | tuned | difference [95% CI] | p | split | n |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for row in forgetting.get("tasks") or []:
+            lines.append(f"| {row['task']} | {row['metric']} | {_num(row['base']['value'])} {_ci(row['base'].get('ci'))} "
+                         f"| {_num(row['tuned']['value'])} {_ci(row['tuned'].get('ci'))} | {_num(row.get('diff'))} "
+                         f"{_ci(row.get('ci'))} | {_num(row.get('p_value'))} | {splits.get(row['task'], '?')} | "
+                         f"{_num(row.get('n'))} |")
+        lines.append("")
+    if not results and not forgetting:
+        lines += ["The run folder holds no evaluation (no eval/results.json, no forgetting/forgetting.json). "
+                  f"Measure it with `tunelab eval --run {run} --task ... --output {run}/eval`.", ""]
+    return lines
+
+
+def usage_lines(export: dict, base: str) -> list[str]:
+    kind, folder = export["kind"], "path/to/this/folder"
+    lines = ["## How to load it", ""]
+    if kind == "adapter":
+        lines += ["A PEFT adapter: it needs its base model.", "", "```python",
+                  "from peft import AutoPeftModelForCausalLM",
+                  f'model = AutoPeftModelForCausalLM.from_pretrained("{folder}")',
+                  "# or, with tunelab (resolves tunelab's aliases as the base):",
+                  "from tunelab.models import load_model",
+                  f'model, tokenizer = load_model("{base}", adapter="{folder}")', "```"]
+    elif kind == "model":
+        lines += [f"A plain transformers model folder (safetensors, {export['dtype']}); no peft needed.", "",
+                  "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer",
+                  f'model = AutoModelForCausalLM.from_pretrained("{folder}")',
+                  f'tokenizer = AutoTokenizer.from_pretrained("{folder}")', "```"]
+    else:
+        gguf = export["gguf_file"]
+        lines += [f"`{gguf}`: GGUF ({export['gguf_type']}) for llama.cpp, written by llama.cpp's own converter "
+                  "(convert_hf_to_gguf.py); the tokenizer and chat template are inside the file.", "", "```bash",
+                  f"llama-cli -m {gguf} -cnv            # llama.cpp, chat with the model's template",
+                  f"ollama create my-model -f Modelfile  # Ollama (Modelfile: FROM ./{gguf})",
+                  "ollama run my-model", "```", "", "```python",
+                  f'from llama_cpp import Llama; llm = Llama(model_path="{gguf}")   # llama-cpp-python',
+                  "from transformers import AutoModelForCausalLM   # de-quantizes to float32",
+                  f'model = AutoModelForCausalLM.from_pretrained("{folder}", gguf_file="{gguf}")', "```"]
+    return lines
+
+
+def card_text(run: Path, cfg, export: dict) -> str:
+    summary = _json(run / "summary.json") or {}
+    what = {"adapter": "PEFT adapter", "model": f"merged model ({export.get('dtype')})",
+            "gguf": f"GGUF ({export.get('gguf_type')})"}[export["kind"]]
+    library = {"adapter": "peft", "model": "transformers", "gguf": "gguf"}[export["kind"]]
+    lines = ["---", f"library_name: {library}", f"tags: [tunelab, {cfg.train.method}]", "---", "",
+             f"# {cfg.name}: {cfg.train.method} fine-tune of {cfg.model.name}", "",
+             f"Exported by tunelab from run `{run.name}` (checkpoint: {export['checkpoint']}) as a {what}.", "",
+             *base_model_lines(cfg.model.name), "", *data_lines(cfg, summary), "",
+             *training_lines(cfg, summary), "", *evaluation_lines(run, export["checkpoint"]),
+             *usage_lines(export, cfg.model.name)]
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(out: Path, run: Path, cfg, export: dict) -> Path:
+    """README.md in `out`; replaces the blank template peft writes there."""
+    return write_text(Path(out) / "README.md", card_text(Path(run), cfg, export))
