@@ -34,12 +34,18 @@ def test_smollm2_batched_equals_unbatched_on_32(smollm2_dir, tokenizer, shared_d
 
 
 @pytest.mark.slow
-def test_smollm2_sst2_lora_forgetting_report_in_chromium(tmp_path, shared_data, smollm2_dir):
+def test_smollm2_lora_sst2_learns_and_its_forgetting_report_renders(tmp_path, shared_data, smollm2_dir):
+    """One real-model run (SmolLM2-135M LoRA on SST-2, 60 steps): the validation loss falls, the tuned
+    model beats the base model on the run's own test split, and the forgetting: section's report
+    (SST-2 plus three held-out tasks, each with CI and p) renders in Chromium."""
     import torch
 
     from browser_check import render_and_check
 
     from tunelab.config import load_config
+    from tunelab.config.evaluate import GenerationConfig
+    from tunelab.evaluate import evaluate
+    from tunelab.evaluate.harness import training_data
     from tunelab.report import write_report
     from tunelab.train import train
 
@@ -51,10 +57,12 @@ def test_smollm2_sst2_lora_forgetting_report_in_chromium(tmp_path, shared_data, 
         "data": {"max_length": 128, "split": {"train": 0.7, "validation": 0.1, "test": 0.2},
                  "tasks": [{"name": "sst2", "kind": "classification",
                             "source": {"path": str(d / "sst2" / "sst2_glue_validation.tsv")},
-                            "fields": {"text": "sentence", "label": "label"}, "labels": {0: "negative", 1: "positive"}}]},
-        "train": {"method": "lora", "lr": 1e-3, "max_steps": 30, "batch_size": 8, "precision": "auto",
-                  "scheduler": "cosine", "warmup_steps": 4, "eval_every": 15, "eval_limit": 24, "eval_batch_size": 24,
-                  "progress": "plain", "lora": {"r": 8, "alpha": 16}},
+                            "fields": {"text": "sentence", "label": "label"},
+                            "system_prompt": "Classify sentiment.",  # shorter than SmolLM2's default
+                            "labels": {0: "negative", 1: "positive"}}]},
+        "train": {"method": "lora", "lr": 1e-3, "max_steps": 60, "batch_size": 8, "precision": "auto",
+                  "scheduler": "cosine", "warmup_steps": 5, "eval_at_start": True, "eval_every": 30,
+                  "eval_limit": 48, "eval_batch_size": 24, "progress": "plain", "lora": {"r": 8, "alpha": 16}},
         "forgetting": {"tuned_task": "sst2", "limit": 12, "bootstrap_resamples": 500, "tasks": [
             {"name": "sst2", "max_new_tokens": 6},
             f"mmlu={d}/mmlu_subset,subjects=marketing",
@@ -62,6 +70,24 @@ def test_smollm2_sst2_lora_forgetting_report_in_chromium(tmp_path, shared_data, 
             f"t0={d}/t0_multitask_mix/rotten_tomatoes_Movie_Expressed_Sentiment.jsonl,max_new_tokens=6"]},
     })
     run = train(cfg)
+    val = [e["val_loss"] for e in map(json.loads, open(run / "metrics.jsonl")) if e.get("split") == "validation"]
+    assert len(val) == 3 and val[-1] < val[0] * 0.7, val  # steps 0, 30, 60
+
+    # Base and tuned through the evaluation engine on the run's own test split (the bare task name);
+    # bf16 weights where training ran in bf16 (native there), fp32 on AVX2-only CPUs.
+    precision = json.loads((run / "summary.json").read_text())["precision"]
+    kwargs = dict(limit=120, batch_size=24, n_resamples=200, generation=GenerationConfig(max_new_tokens=3),
+                  dtype="bfloat16" if precision == "bf16" else "float32", cache=False)
+    base = evaluate("smollm2-135m-instruct", ["sst2"], output_dir=tmp_path / "base", **training_data(cfg), **kwargs)
+    tuned = evaluate(None, ["sst2"], run=str(run), output_dir=tmp_path / "tuned", **kwargs)
+    b, t = base["tasks"]["sst2"], tuned["tasks"]["sst2"]
+    assert b["split"] == t["split"] == "test" and b["example_keys_sha256"] == t["example_keys_sha256"]
+    assert t["contamination"]["overlap"] == 0
+    b_acc, t_acc = b["metrics"]["accuracy"]["value"], t["metrics"]["accuracy"]["value"]
+    print(f"SST-2 test accuracy (n={t['n']}): base {b_acc:.3f} ({b['metrics']['unmapped']['value']} unmapped), "
+          f"LoRA {t_acc:.3f} ({t['metrics']['unmapped']['value']} unmapped); val_loss {val}")
+    assert t_acc > b_acc + 0.05 and t_acc >= 0.7
+
     report = json.loads((run / "forgetting" / "forgetting.json").read_text())
     rows = {r["task"]: r for r in report["tasks"]}
     assert set(rows) == {"sst2", "mmlu", "dialogsum", "t0_rotten"}
@@ -74,11 +100,9 @@ def test_smollm2_sst2_lora_forgetting_report_in_chromium(tmp_path, shared_data, 
     print("forgetting:", json.dumps({k: (v["base"]["value"], v["tuned"]["value"], v["ci"], v["p_value"])
                                      for k, v in rows.items()}))
     assert summary["gain"]["diff"] > 0  # tuning on SST-2 helps SST-2 (the base model answers in sentences)
-    # every number has its examples behind it
-    for stage in ("base", "tuned"):
+    for stage in ("base", "tuned"):  # every number has its examples behind it
         for task in rows:
-            lines = (run / "forgetting" / stage / f"{task}.examples.jsonl").read_text().splitlines()
-            assert len(lines) == 12
+            assert len((run / "forgetting" / stage / f"{task}.examples.jsonl").read_text().splitlines()) == 12
     html, md = write_report(run)
     render_and_check(html, tmp_path, ["Run and cost", "Loss curves", "Metrics", "Forgetting: base vs tuned",
                                       "Example predictions before vs after"],

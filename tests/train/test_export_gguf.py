@@ -86,18 +86,12 @@ def test_gguf_of_a_lora_run_loads_in_transformers_with_the_merged_weights(lora_r
     assert relative_logit_error(model, merged, ids["input_ids"]) <= LOGIT_TOLERANCE[gguf_type]
     card = (out / "README.md").read_text()
     assert f"GGUF ({gguf_type})" in card and f"llama-cli -m {path.name}" in card
+    if gguf_type == "f16":  # the tokenizer inside the file encodes like the original (any type would do)
+        from transformers import AutoTokenizer
 
-
-def test_tokenizer_inside_the_gguf_encodes_like_the_original(lora_run, tmp_path):
-    from transformers import AutoTokenizer
-
-    from tunelab.train.export import export_run
-
-    run, _, tokenizer, _ = lora_run
-    out = export_run(run, gguf="f16", output=str(tmp_path / "gguf"))
-    restored = AutoTokenizer.from_pretrained(out, gguf_file="gguf-lora-F16.gguf")
-    text = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, tokenize=False) + "négatif 123 !"
-    assert restored(text)["input_ids"] == tokenizer(text)["input_ids"]
+        restored = AutoTokenizer.from_pretrained(out, gguf_file=path.name)
+        text = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, tokenize=False) + "négatif 123 !"
+        assert restored(text)["input_ids"] == tokenizer(text)["input_ids"]
 
 
 def test_merged_safetensors_in_bf16_and_fp16(lora_run, tmp_path):

@@ -63,9 +63,9 @@ def _capture_final_model(monkeypatch):
     captured = {}
     original = loop.write_final
 
-    def capture(model, tokenizer, folder):
+    def capture(model, tokenizer, folder, model_cfg=None):
         captured["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        original(model, tokenizer, folder)
+        original(model, tokenizer, folder, model_cfg)
 
     monkeypatch.setattr(loop, "write_final", capture)
     return captured

@@ -1,4 +1,7 @@
-"""Real-model and multi-process tests (slow): SmolLM2-135M LoRA on SST-2, and DDP with 2 CPU processes."""
+"""Multi-process tests (slow): DDP with 2 CPU processes, continual stages under accelerate launch.
+
+(SmolLM2 LoRA on SST-2 is tests/evaluate/test_slow.py: one real-model run checks training, the
+evaluation of base vs tuned and the forgetting report.)"""
 
 import json
 import os
@@ -12,58 +15,6 @@ import yaml
 from tunelab.config import load_config
 from tunelab.train import train
 from train_helpers import subprocess_env, toy_config, toy_records
-
-
-def sst2_config(tmp_path, shared_data) -> dict:
-    return {
-        "name": "sst2-lora",
-        "seed": 0,
-        "output_dir": str(tmp_path / "runs"),
-        "model": {"name": "smollm2-135m-instruct"},
-        "data": {
-            "max_length": 128,
-            "split": {"train": 0.7, "validation": 0.1, "test": 0.2},
-            "tasks": [{"name": "sst2", "kind": "classification",
-                       "source": {"path": str(shared_data / "sst2" / "sst2_glue_validation.tsv")},
-                       "fields": {"text": "sentence", "label": "label"},
-                       "system_prompt": "Classify sentiment.",  # shorter than SmolLM2's default
-                       "labels": {0: "negative", 1: "positive"}}],
-        },
-        "train": {"method": "lora", "lr": 1e-3, "max_steps": 60, "batch_size": 8, "precision": "auto",
-                  "scheduler": "cosine", "warmup_steps": 5, "eval_at_start": True, "eval_every": 30,
-                  "eval_limit": 48, "eval_batch_size": 24, "progress": "plain", "lora": {"r": 8, "alpha": 16}},
-    }
-
-
-@pytest.mark.slow
-def test_smollm2_lora_sst2_beats_base_model(tmp_path, shared_data, smollm2_dir):
-    import torch
-
-    from tunelab.config.evaluate import GenerationConfig
-    from tunelab.evaluate import evaluate
-    from tunelab.evaluate.harness import training_data
-
-    torch.set_num_threads(1)  # the machine is shared: extra threads spin instead of helping
-    cfg = load_config(data=sst2_config(tmp_path, shared_data))
-    run = train(cfg)
-    val = [e["val_loss"] for e in map(json.loads, open(run / "metrics.jsonl")) if e.get("split") == "validation"]
-    assert len(val) == 3 and val[-1] < val[0] * 0.7, val  # steps 0, 30, 60
-
-    # Both models through the evaluation engine, on the run's own test split (the bare task name).
-    # bf16 weights where training ran in bf16 (native there), fp32 on AVX2-only CPUs.
-    precision = json.loads((run / "summary.json").read_text())["precision"]
-    kwargs = dict(limit=120, batch_size=24, n_resamples=200, generation=GenerationConfig(max_new_tokens=3),
-                  dtype="bfloat16" if precision == "bf16" else "float32", cache=False)
-    base = evaluate("smollm2-135m-instruct", ["sst2"], output_dir=tmp_path / "base", **training_data(cfg), **kwargs)
-    tuned = evaluate(None, ["sst2"], run=str(run), output_dir=tmp_path / "tuned", **kwargs)
-    b, t = base["tasks"]["sst2"], tuned["tasks"]["sst2"]
-    assert b["split"] == t["split"] == "test" and b["example_keys_sha256"] == t["example_keys_sha256"]
-    assert t["contamination"]["overlap"] == 0
-    b_acc, t_acc = b["metrics"]["accuracy"]["value"], t["metrics"]["accuracy"]["value"]
-    print(f"SST-2 test accuracy (n={t['n']}): base {b_acc:.3f} ({b['metrics']['unmapped']['value']} unmapped), "
-          f"LoRA {t_acc:.3f} ({t['metrics']['unmapped']['value']} unmapped); val_loss {val}")
-    assert t_acc > b_acc + 0.05
-    assert t_acc >= 0.7
 
 
 def launch_two_processes(config: Path) -> subprocess.CompletedProcess:

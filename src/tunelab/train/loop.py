@@ -94,7 +94,8 @@ def fit(state: TrainState) -> None:
         validate(state)
     ckpt.save_checkpoint(state)
     if state.main and c.status in ("completed", "early_stopped"):
-        write_final(state.accelerator.unwrap_model(state.loss_model).model, state.tokenizer, state.run / "final")
+        write_final(state.accelerator.unwrap_model(state.loss_model).model, state.tokenizer, state.run / "final",
+                    state.cfg.model)
 
 
 def log_step(state: TrainState, event: dict) -> None:
@@ -102,9 +103,11 @@ def log_step(state: TrainState, event: dict) -> None:
     state.trackers.log_metrics({f"train/{k}": event[k] for k in LOGGED_EACH_STEP}, event["step"])
 
 
-def write_final(model, tokenizer, folder: Path) -> None:
-    """The final adapter (PEFT format) or full model (safetensors), plus the tokenizer, atomically."""
+def write_final(model, tokenizer, folder: Path, model_cfg=None) -> None:
+    """The final adapter (PEFT format) or full model (safetensors), plus the tokenizer, atomically.
+    An adapter names its base portably (models/portable.py), not by the cache path it was loaded from."""
     from tunelab.files import disk_errors
+    from tunelab.models.portable import record_base
 
     tmp = folder.with_name(".tmp-final")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -112,6 +115,8 @@ def write_final(model, tokenizer, folder: Path) -> None:
         with disk_errors(tmp):
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
+            if model_cfg is not None:
+                record_base(tmp, model_cfg)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
