@@ -92,9 +92,10 @@ def score_shared_context(model, groups: list[tuple[list[int], list[list[int]]]],
                          counter: WorkCounter | None = None, progress=None, on_batch=None) -> list[list[dict]]:
     """Multiple choice: [(context_ids, [option_ids, ...])] -> per group, one result per option.
 
-    The context runs once per question (left padded, KV cache); the cache rows are then copied
-    for each option and only the options' tokens run: about n_options times less work than
-    scoring context + option from scratch, with the same log-likelihoods up to float rounding.
+    The context runs once per question (left padded); its last logits give every option's first
+    token, so one-token options (MMLU's " A".." D") cost nothing more. Longer options continue
+    from the context's KV cache, copied per option: about n_options times less work than scoring
+    context + option from scratch, with the same log-likelihoods up to float rounding.
     """
     from tunelab.evaluate.generation import _accepts, _cache_kwarg, _returned_cache
     from tunelab.evaluate.views import as_causal_lm
@@ -115,36 +116,27 @@ def score_shared_context(model, groups: list[tuple[list[int], list[list[int]]]],
             ids[r, width - len(ctx):] = torch.tensor(ctx)
             mask[r, width - len(ctx):] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        owner = [r for r, i in enumerate(batch) for _ in groups[i][1]]
+        options = [opt for i in batch for opt in groups[i][1]]
+        longer = [k for k, o in enumerate(options) if len(o) > 1]
+        cache_kw = {"use_cache": True, cache_arg: DynamicCache()} if longer else {"use_cache": False}
         out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                    use_cache=True, **{cache_arg: DynamicCache()}, **keep1)
+                    **cache_kw, **keep1)
         counter.forward_calls += 1
         counter.prompt_tokens += int(mask.sum())
         first_lp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # predicts each option's first token
-        cache = _returned_cache(out, None)
-        owner = [r for r, i in enumerate(batch) for _ in groups[i][1]]
-        options = [opt for i in batch for opt in groups[i][1]]
-        cache.batch_select_indices(torch.tensor(owner, device=device))
-        cont_width = max(len(o) for o in options)
-        opt_ids = torch.full((len(options), cont_width), pad_id, dtype=torch.long)
-        opt_mask = torch.zeros((len(options), cont_width), dtype=torch.long)
-        for k, o in enumerate(options):
-            opt_ids[k, : len(o)] = torch.tensor(o)
-            opt_mask[k, : len(o)] = 1  # right padding after an option cannot change it (causal)
-        start = positions[owner, -1:] + 1
-        opt_pos = start + torch.arange(cont_width)[None, :]
-        full_mask = torch.cat([mask[owner], opt_mask], dim=1)
-        logits = model(input_ids=opt_ids.to(device), attention_mask=full_mask.to(device),
-                       position_ids=opt_pos.to(device), use_cache=True, **{cache_arg: cache}).logits.float()
-        counter.forward_calls += 1
-        counter.prompt_tokens += int(opt_mask.sum())
-        lp = torch.log_softmax(logits, dim=-1)
+        rest = {}  # option k -> log-probs predicting its tokens 1.. (from its own positions 0..)
+        if longer:
+            lp = _continued_logprobs(model, _returned_cache(out, None), cache_arg, [owner[k] for k in longer],
+                                     [options[k] for k in longer], mask, positions, pad_id, counter)
+            rest = {k: lp[j] for j, k in enumerate(longer)}
         k = 0
         for r, i in enumerate(batch):
             group_out = []
             for o in groups[i][1]:
-                targets = torch.tensor(o, device=lp.device)
+                targets = torch.tensor(o, device=first_lp.device)
                 # token 0 from the context's last logits, token t from the option's logits at t - 1
-                rows = torch.cat([first_lp[r: r + 1], lp[k, : len(o) - 1]], dim=0)
+                rows = torch.cat([first_lp[r: r + 1], rest[k][: len(o) - 1]], dim=0) if k in rest else first_lp[r: r + 1]
                 token_lp = rows.gather(-1, targets[:, None])[:, 0]
                 group_out.append({"logprob": float(token_lp.sum()), "n_tokens": len(o),
                                   "is_greedy": bool((rows.argmax(-1) == targets).all())})
@@ -155,3 +147,23 @@ def score_shared_context(model, groups: list[tuple[list[int], list[list[int]]]],
         if progress is not None:
             progress(len(batch))
     return results  # type: ignore[return-value]
+
+
+def _continued_logprobs(model, cache, cache_arg: str, owner: list[int], options: list[list[int]], mask, positions,
+                        pad_id: int, counter: WorkCounter) -> torch.Tensor:
+    """Log-probs over each option's own positions, continuing its owner row's context cache."""
+    device = next(model.parameters()).device
+    cache.batch_select_indices(torch.tensor(owner, device=device))
+    cont_width = max(len(o) for o in options)
+    opt_ids = torch.full((len(options), cont_width), pad_id, dtype=torch.long)
+    opt_mask = torch.zeros((len(options), cont_width), dtype=torch.long)
+    for k, o in enumerate(options):
+        opt_ids[k, : len(o)] = torch.tensor(o)
+        opt_mask[k, : len(o)] = 1  # right padding after an option cannot change it (causal)
+    opt_pos = positions[owner, -1:] + 1 + torch.arange(cont_width)[None, :]
+    full_mask = torch.cat([mask[owner], opt_mask], dim=1)
+    logits = model(input_ids=opt_ids.to(device), attention_mask=full_mask.to(device),
+                   position_ids=opt_pos.to(device), use_cache=True, **{cache_arg: cache}).logits.float()
+    counter.forward_calls += 1
+    counter.prompt_tokens += int(opt_mask.sum())
+    return torch.log_softmax(logits, dim=-1)
