@@ -122,6 +122,9 @@ class TrainConfig(StrictModel):
     # With gradient_checkpointing: recompute every N-th decoder layer only (1 = all of them).
     # Larger N trades memory back for speed (SmolLM2 LoRA on CPU: see docs/training.md).
     gradient_checkpointing_every: int = Field(1, ge=1)
+    # Without gradient_checkpointing: backward recomputes RMSNorms and the gated MLP's activation
+    # (elementwise ops) instead of keeping their outputs; bit-identical gradients (train/recompute.py).
+    selective_recompute: bool = True
 
     eval_every: int | None = Field(None, ge=1)  # steps; validation also runs at each epoch end
     eval_at_start: bool = False  # validate the untrained model first (a baseline in metrics.jsonl)

@@ -20,11 +20,11 @@ import yaml
 from tunelab.config.base import ConfigError
 
 # Dotted keys (or prefixes ending in '.') that may differ on --resume: how long, how often, where
-# results go. Increasing max_steps or epochs stretches the learning-rate schedule from then on.
+# results go, how memory is spent without changing a number (selective_recompute). Increasing max_steps or epochs stretches the learning-rate schedule from then on.
 SAFE_TO_CHANGE = (
     "train.max_steps", "train.epochs", "train.eval_every", "train.log_every", "train.checkpoint_every",
     "train.keep_last", "train.keep_best", "train.progress", "train.report_to", "train.tracker_project",
-    "train.tracker_uri", "train.eval_batch_size",
+    "train.tracker_uri", "train.eval_batch_size", "train.selective_recompute",
     "forgetting.", "eval.",
 )
 

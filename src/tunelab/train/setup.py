@@ -24,6 +24,7 @@ from tunelab.train.batching import to_sequences
 from tunelab.train.loss import PEFT_FORWARD_METHODS, CompletionLoss
 from tunelab.train.optim import build_optimizer, build_scheduler
 from tunelab.train.probes import check_packing
+from tunelab.train.recompute import enable_selective_recompute
 from tunelab.train.progress import Progress
 from tunelab.train.resume import check_resume_config, check_resume_data, data_fingerprint
 from tunelab.train.run import (MetricsLog, RunLock, check_new_run, clear_failed_start, environment, run_dir,
@@ -99,6 +100,8 @@ def build_model(cfg, precision: str):
     architecture = "seq2seq" if model.config.is_encoder_decoder else "causal"
     if t.gradient_checkpointing:
         enable_gradient_checkpointing(model, t.gradient_checkpointing_every)
+    elif t.selective_recompute:
+        enable_selective_recompute(model)
     model = apply_method(model, t, architecture, resolve_model(cfg.model.name))
     if precision != "fp32":
         keep_adapter_inputs_in_autocast_dtype(model)
