@@ -5,9 +5,17 @@ Compares, in the same run on the same examples:
   tunelab:  tunelab.evaluate.generation.generate (length-sorted batches, left padding, KV cache)
 Outputs must be identical token for token (the script exits 1 otherwise). Then the cache: the
 same tunelab evaluation twice with an empty cache; the second run's model calls and wall time.
-lm-evaluation-harness's hf backend is timed too when `lm_eval` is importable (optional).
+
+Multiple choice (unless --skip-mc): MMLU zero- and 5-shot on ../shared/data/mmlu_subset, tunelab against
+lm-evaluation-harness's hf backend in the same run (lmeval_mmlu_parity.py: lm-eval's own MMLU
+template, float32, the same batch size), identical per-question letters required. Timed: each
+whole command, and its scoring calls alone. Needs `pip install "lm_eval[hf]>=0.4,<0.5"`.
+
+Every section prints model FLOP/s and MFU against the matmul peak measured at the start of the
+run (machine.py: the CPU, its ISA features, fp32 and bf16 peaks); the model runs in float32.
 
     python benchmarks/eval_bench.py [--n 32] [--max-new-tokens 48] [--batch-size 16] [--json OUT]
+                                    [--skip-mc] [--mc-subjects a+b] [--mc-shots 0,5]
 """
 
 from __future__ import annotations
@@ -23,6 +31,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import Shapes, Work, describe, inference_flops, machine_report  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 
@@ -35,10 +46,13 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--data", default=str(DATA), help="folder holding dialogsum/")
     ap.add_argument("--json", help="write {'comparisons': [...]} here")
+    ap.add_argument("--skip-mc", action="store_true", help="no multiple-choice comparison with lm-eval")
+    ap.add_argument("--mc-subjects", help="MMLU subjects a+b (default: every subject in the subset)")
+    ap.add_argument("--mc-shots", default="0,5", help="few-shot settings to compare, comma separated")
     args = ap.parse_args()
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from tunelab.config.evaluate import GenerationConfig
     from tunelab.data import build_task
@@ -48,6 +62,9 @@ def main() -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    machine = machine_report()
+    peak = machine["peak_flops"]["float32"]
+    print(describe(machine), flush=True)
     path = resolve_model("smollm2-135m-instruct")
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
@@ -81,11 +98,18 @@ def main() -> int:
     tokens = sum(len(o.token_ids) for o in ours)
     print(f"per-example generate loop: {baseline_s:.1f}s ({tokens / baseline_s:.1f} new tokens/s)")
     print(f"tunelab batched (bs {args.batch_size}): {ours_s:.1f}s ({tokens / ours_s:.1f} new tokens/s)")
-    print(f"ratio: {baseline_s / ours_s:.2f}x; identical outputs: {identical}/{len(prompts)}")
+    work = Work()
+    for p, o in zip(prompts, ours):
+        work.add_sequence(len(p) + len(o.token_ids), len(o.token_ids))
+    flops = inference_flops(Shapes.of(model.config), work)
+    print(f"ratio: {baseline_s / ours_s:.2f}x; identical outputs: {identical}/{len(prompts)}; model FLOP/s: "
+          f"per-example {flops / baseline_s / 1e9:.1f} G ({flops / baseline_s / peak:.1%} MFU), "
+          f"tunelab {flops / ours_s / 1e9:.1f} G ({flops / ours_s / peak:.1%} MFU, fp32 peak)")
     comparisons = [{"name": f"dialogsum generation, {len(prompts)} examples, greedy {args.max_new_tokens} tokens "
                             f"(per-example HF generate vs tunelab batched)",
                     "baseline_s": round(baseline_s, 3), "ours_s": round(ours_s, 3),
-                    "ratio": round(baseline_s / ours_s, 3), "identical": identical, "n": len(prompts)}]
+                    "ratio": round(baseline_s / ours_s, 3), "identical": identical, "n": len(prompts),
+                    "model_flops": flops, "mfu": {"baseline": flops / baseline_s / peak, "ours": flops / ours_s / peak}}]
 
     # the cache: full evaluation (data, model load, generation, ROUGE, bootstrap) twice
     from tunelab.evaluate.harness import evaluate
@@ -109,16 +133,46 @@ def main() -> int:
                         "baseline_s": round(cold_s, 3), "ours_s": round(warm_s, 3), "ratio": round(cold_s / warm_s, 3),
                         "model_calls": [cold.forward_calls, warm.forward_calls]})
 
-    try:
-        import lm_eval  # noqa: F401
-
-        print("lm_eval is installed, but its DialogSum task needs the hub; not timed in this offline benchmark")
-    except ImportError:
-        print("lm-evaluation-harness not installed: its hf backend is not timed")
-
+    mc_identical = True
+    if not args.skip_mc:
+        del model  # lm-eval and tunelab load their own copies
+        for shots in [int(x) for x in args.mc_shots.split(",")]:
+            mc = multiple_choice(args, Shapes.of(AutoConfig.from_pretrained(path)), peak, shots)
+            comparisons += mc
+            mc_identical = mc_identical and all(c["identical"] == c["n"] for c in mc)
     if args.json:
-        Path(args.json).write_text(json.dumps({"comparisons": comparisons}, indent=1))
-    return 0 if identical == len(prompts) else 1
+        Path(args.json).write_text(json.dumps({"comparisons": comparisons, "machine": machine}, indent=1))
+    return 0 if identical == len(prompts) and mc_identical else 1
+
+
+def multiple_choice(args, shapes: Shapes, peak: float, shots: int) -> list[dict]:
+    """MMLU with `shots` examples, tunelab vs lm-eval's hf backend (lmeval_mmlu_parity.py), same run.
+    Model FLOPs count every question's whole context: a shared few-shot prefix run once is work
+    saved, and shows as MFU above what the matmuls alone could reach."""
+    from lmeval_mmlu_parity import DATA as MMLU, run_parity
+
+    subjects = [s for s in (args.mc_subjects or "").replace("+", " ").split() if s] or None
+    report = run_parity(subjects, MMLU, args.batch_size, shots=shots)
+    work = Work()
+    for n in report["context_tokens"]:  # one forward over the context; its last logits score all four letters
+        work.add_sequence(n, 1)
+    flops = inference_flops(shapes, work)
+    total, wall, scoring = report["total"], report["seconds"], report["scoring_seconds"]
+    print(f"MMLU {shots}-shot multiple choice, {total['questions']} questions, batch {args.batch_size}: identical letters "
+          f"{total['identical_predictions']}/{total['questions']}, max |Δ loglik| {total['max_abs_diff']:.1e}")
+    print(f"  whole command: lm-eval {wall['lm_eval']} s, tunelab {wall['tunelab']} s "
+          f"-> {wall['lm_eval'] / wall['tunelab']:.2f}x")
+    print(f"  scoring alone: lm-eval {scoring['lm_eval']} s ({flops / scoring['lm_eval'] / peak:.1%} MFU), "
+          f"tunelab {scoring['tunelab']} s ({flops / scoring['tunelab'] / peak:.1%} MFU) "
+          f"-> {scoring['lm_eval'] / scoring['tunelab']:.2f}x")
+    n, same = total["questions"], total["identical_predictions"]
+    return [{"name": f"MMLU {shots}-shot multiple choice, {n} questions, whole command (lm-eval hf backend vs tunelab eval)",
+             "baseline_s": wall["lm_eval"], "ours_s": wall["tunelab"], "ratio": round(wall["lm_eval"] / wall["tunelab"], 3),
+             "identical": same, "n": n},
+            {"name": f"MMLU {shots}-shot multiple choice, {n} questions, scoring calls alone", "baseline_s": scoring["lm_eval"],
+             "ours_s": scoring["tunelab"], "ratio": round(scoring["lm_eval"] / scoring["tunelab"], 3),
+             "identical": same, "n": n, "model_flops": flops,
+             "mfu": {"baseline": flops / scoring["lm_eval"] / peak, "ours": flops / scoring["tunelab"] / peak}}]
 
 
 if __name__ == "__main__":

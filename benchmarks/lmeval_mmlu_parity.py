@@ -1,6 +1,6 @@
 """Parity with lm-evaluation-harness on MMLU: the same prompts, letters and log-likelihoods.
 
-Runs, on the same CSVs (../shared/data/mmlu_subset), zero-shot, float32, no chat template:
+Runs, on the same CSVs (../shared/data/mmlu_subset), zero-shot (or --shots N), float32, no chat template:
   lm-eval:  its HF backend on a local copy of its own MMLU task (the template and per-subject
             description are read from the installed lm_eval package; only the dataset is local:
             `dataset_path: csv`, and a process_docs that gives the CSV rows cais/mmlu's shape)
@@ -8,7 +8,7 @@ Runs, on the same CSVs (../shared/data/mmlu_subset), zero-shot, float32, no chat
 and compares per question: the prompt (byte for byte), the continuations (" A".." D"), the
 predicted letter, and each option's log-likelihood (|Δ| <= --tol). Exits 1 on any difference.
 
-    python benchmarks/lmeval_mmlu_parity.py [--subjects a+b] [--batch-size 16] [--json OUT]
+    python benchmarks/lmeval_mmlu_parity.py [--subjects a+b] [--batch-size 16] [--shots N] [--json OUT]
 
 Needs `pip install "lm_eval[hf]>=0.4,<0.5"` (in the `test` extra).
 """
@@ -70,7 +70,7 @@ def write_lm_eval_tasks(folder: Path, data: Path, subjects: list[str]) -> list[s
     return names
 
 
-def run_lm_eval(model_dir: str, data: Path, subjects: list[str], batch_size: int) -> dict[str, list[dict]]:
+def run_lm_eval(model_dir: str, data: Path, subjects: list[str], batch_size: int, shots: int = 0) -> dict[str, list[dict]]:
     """subject -> [{prompt, continuations, logprobs}] in file order."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
@@ -79,7 +79,7 @@ def run_lm_eval(model_dir: str, data: Path, subjects: list[str], batch_size: int
     with tempfile.TemporaryDirectory() as tmp:
         names = write_lm_eval_tasks(Path(tmp), data, subjects)
         lm = HFLM(pretrained=model_dir, dtype="float32", batch_size=batch_size, device="cpu")
-        out = lm_eval.simple_evaluate(model=lm, tasks=names, num_fewshot=0, log_samples=True,
+        out = lm_eval.simple_evaluate(model=lm, tasks=names, num_fewshot=shots, log_samples=True,
                                       apply_chat_template=False, task_manager=TaskManager(include_path=tmp),
                                       bootstrap_iters=0)
     found = {}
@@ -90,13 +90,13 @@ def run_lm_eval(model_dir: str, data: Path, subjects: list[str], batch_size: int
     return found
 
 
-def run_tunelab(data: Path, subjects: list[str], batch_size: int, output: Path) -> dict[str, list[dict]]:
+def run_tunelab(data: Path, subjects: list[str], batch_size: int, output: Path, shots: int = 0) -> dict[str, list[dict]]:
     """subject -> [{prompt, continuations, logprobs}] in file order, from one multi-subject task."""
     from tunelab.evaluate import evaluate
     from tunelab.evaluate.harness import read_examples
 
     task = {"recipe": "mmlu", "path": str(data), "subjects": "+".join(subjects), "style": "lm_eval",
-            "name": "mmlu_lm_eval"}
+            "name": "mmlu_lm_eval", "few_shot": shots}
     evaluate(MODEL, [task], output_dir=output, batch_size=batch_size, dtype="float32", cache=False,
              n_resamples=100)
     found: dict[str, list[dict]] = {s: [] for s in subjects}
@@ -139,20 +139,54 @@ def compare(lm: dict[str, list[dict]], tl: dict[str, list[dict]], tol: float) ->
     return report
 
 
+class Stopwatch:
+    """Adds the time spent in one function (patched in place on its owner) to `seconds`."""
+
+    def __init__(self, owner, name: str):
+        self.owner, self.name, self.original, self.seconds = owner, name, getattr(owner, name), 0.0
+
+    def __enter__(self):
+        original = self.original
+
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - t0
+
+        setattr(self.owner, self.name, timed)
+        return self
+
+    def __exit__(self, *exc):
+        setattr(self.owner, self.name, self.original)
+
+
 def run_parity(subjects: list[str] | None = None, data: Path = DATA, batch_size: int = 16,
-               tol: float = 1e-4) -> dict:
+               tol: float = 1e-4, shots: int = 0) -> dict:
+    """compare()'s report plus wall seconds of each whole command and of its scoring calls alone
+    (lm-eval: HFLM.loglikelihood; tunelab: the engine's score_shared_context)."""
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoTokenizer
+
+    import tunelab.evaluate.engine as engine
     from tunelab.models import resolve_model
 
     subjects = subjects or subjects_in(data)
     model_dir = str(resolve_model(MODEL))
     t0 = time.perf_counter()
-    lm = run_lm_eval(model_dir, data, subjects, batch_size)
+    with Stopwatch(HFLM, "loglikelihood") as lm_scoring:
+        lm = run_lm_eval(model_dir, data, subjects, batch_size, shots)
     t1 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        tl = run_tunelab(data, subjects, batch_size, Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp, Stopwatch(engine, "score_shared_context") as tl_scoring:
+        tl = run_tunelab(data, subjects, batch_size, Path(tmp), shots)
     t2 = time.perf_counter()
     report = compare(lm, tl, tol)
     report["seconds"] = {"lm_eval": round(t1 - t0, 1), "tunelab": round(t2 - t1, 1)}
+    report["scoring_seconds"] = {"lm_eval": round(lm_scoring.seconds, 2), "tunelab": round(tl_scoring.seconds, 2)}
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)  # the contexts' lengths, for model FLOPs
+    report["context_tokens"] = [len(tokenizer(q["prompt"], add_special_tokens=False)["input_ids"])
+                                for subject in subjects for q in tl[subject]]
     return report
 
 
@@ -161,6 +195,7 @@ def main() -> int:
     ap.add_argument("--subjects", help="a+b+c (default: every subject in --data/test)")
     ap.add_argument("--data", default=str(DATA), help="MMLU CSV folder with dev/ and test/")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--shots", type=int, default=0, help="few-shot examples (lm-eval: the subject's first N dev rows)")
     ap.add_argument("--tol", type=float, default=1e-4, help="max |Δ log-likelihood| per option")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--json", help="write the report here")
@@ -170,12 +205,14 @@ def main() -> int:
 
         torch.set_num_threads(args.threads)
     subjects = [s for s in (args.subjects or "").replace("+", " ").split() if s] or None
-    report = run_parity(subjects, Path(args.data), args.batch_size, args.tol)
+    report = run_parity(subjects, Path(args.data), args.batch_size, args.tol, args.shots)
     print(f"{'subject':40} {'questions':>9} {'prompts =':>9} {'letters =':>9} {'max |Δ ll|':>11}")
     for subject, r in {**report["subjects"], "total": report["total"]}.items():
         print(f"{subject:40} {r['questions']:>9} {r['identical_prompts']:>9} {r['identical_predictions']:>9} "
               f"{r['max_abs_diff']:>11.2e}")
-    print(f"wall: lm-eval {report['seconds']['lm_eval']} s, tunelab {report['seconds']['tunelab']} s")
+    print(f"wall: lm-eval {report['seconds']['lm_eval']} s, tunelab {report['seconds']['tunelab']} s; "
+          f"scoring calls alone: lm-eval {report['scoring_seconds']['lm_eval']} s, "
+          f"tunelab {report['scoring_seconds']['tunelab']} s")
     for d in report["differences"][:20]:
         print("difference:", json.dumps(d))
     if args.json:

@@ -11,6 +11,8 @@ is per run. Reported per run:
   real tokens/s  non-padding tokens of steps 2..N over the wall time from the end of step 1 to
                  the end of step N (the first step warms up kernels in both)
   peak RSS       ru_maxrss of the worker after training (model load included, evaluation not)
+  MFU            real tokens/s x LoRA model FLOPs per real token (benchmarks/machine.py, averaged
+                 over the training split) / the bf16 (or fp32) matmul peak measured at the start
   val loss       the same completion-only cross-entropy code on the same 64 validation
                  examples, applied to each trained model
 The best (highest tokens/s) run of each side is compared; all runs are printed. With
@@ -33,6 +35,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import Shapes, Work, describe, machine_report, training_flops  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "instructions" / "llamafactory_alpaca_en_demo.json"
@@ -134,6 +139,20 @@ def worker_trl(args, cfg, data) -> dict:
             "steps": len(ends), "real_tokens": tokens}
 
 
+def flops_per_token(examples) -> float:
+    """LoRA training model FLOPs per real token, averaged over the training split (machine.py):
+    both trainers draw their batches from it, so the same factor turns tokens/s into FLOP/s."""
+    from transformers import AutoConfig
+
+    from tunelab.models import resolve_model
+
+    work = Work()
+    for e in examples:
+        work.add_sequence(len(e.input_ids), sum(1 for t in e.label_ids if t != -100))
+    shapes = Shapes.of(AutoConfig.from_pretrained(resolve_model("smollm2-135m-instruct")))
+    return training_flops(shapes, work, "lora") / work.tokens
+
+
 def worker(args) -> None:
     import torch
     from transformers import AutoTokenizer
@@ -148,6 +167,7 @@ def worker(args) -> None:
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct"))
     data = prepare(cfg, tokenizer)
     result = (worker_trl if args.worker == "trl" else worker_tunelab)(args, cfg, data)
+    result["model_flops_per_token"] = flops_per_token(data.tasks["alpaca"].splits["train"])
     Path(args.result).write_text(json.dumps(result))
 
 
@@ -192,6 +212,13 @@ def main() -> None:
         if args.skip_trl:
             sides.pop("trl")
     results: dict[str, list[dict]] = {side: [] for side in sides}
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    machine = machine_report()  # the peak in this run, before the first worker
+    peak = machine["peak_flops"]["bfloat16" if args.precision == "bf16" else "float32"]
+    print(describe(machine), flush=True)
     print(f"SmolLM2-135M LoRA SFT, {args.precision}, batch {args.batch_size}, {args.steps} steps, max_length "
           f"{args.max_length}, TRL mode {args.trl_mode}; load average at start {load_average()}", flush=True)
     for rep in range(args.reps):
@@ -213,8 +240,11 @@ def main() -> None:
                 sys.exit(f"{side} run failed:\n{done.stderr[-4000:]}")
             r = json.loads(Path(out).read_text())
             os.unlink(out)
+            r["model_flops_per_s"] = r["tokens_per_s"] * r["model_flops_per_token"]
+            r["mfu"] = r["model_flops_per_s"] / peak
             results[side].append(r)
-            print(f"  rep {rep + 1} {side:<16} {r['tokens_per_s']:8.1f} real tok/s  peak RSS {r['peak_rss_mb']:7.0f} MB"
+            print(f"  rep {rep + 1} {side:<16} {r['tokens_per_s']:8.1f} real tok/s  MFU {r['mfu']:6.1%}"
+                  f"  peak RSS {r['peak_rss_mb']:7.0f} MB"
                   f"  val loss {r['val_loss']:.4f}  ({time.perf_counter() - t0:.0f} s, load {load_average()})",
                   flush=True)
     best = {side: max(rs, key=lambda r: r["tokens_per_s"]) for side, rs in results.items()}
@@ -244,10 +274,14 @@ def main() -> None:
     print(f"\n{'':<28}{'baseline':>12}{'tunelab':>12}{'ratio':>9}   (baseline: TRL, or tunelab_ref for *_vs_ref)")
     for c in comparisons:
         print(f"{c['name']:<28}{c['baseline']:12.2f}{c['ours']:12.2f}{c['ratio']:9.3f}")
-    print("targets: tokens/s ratio >= 1.5, peak RSS ratio <= 1.0, val loss within 2%")
+    for side, r in best.items():
+        print(f"{side:<28}{r['model_flops_per_s'] / 1e9:8.1f} model GFLOP/s = {r['mfu']:.1%} MFU "
+              f"({r['model_flops_per_token'] / 1e9:.3f} GFLOP per real token)")
+    print("targets: tokens/s ratio >= 3, peak RSS ratio <= 1.0, val loss within 2%")
     print(f"load average at end {load_average()}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"comparisons": comparisons, "runs": results,
+        Path(args.json).write_text(json.dumps({"comparisons": comparisons, "runs": results, "machine": machine,
+                                               "mfu": {side: r["mfu"] for side, r in best.items()},
                                                "settings": vars(args)}, indent=2))
 
 

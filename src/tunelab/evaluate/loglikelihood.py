@@ -87,66 +87,158 @@ def score_requests(model, requests: list[tuple[list[int], list[int]]], batch_siz
     return results  # type: ignore[return-value]
 
 
+# Contexts that share at least this many leading tokens (few-shot examples, a task description)
+# run that prefix once: below it, the extra forward call and cache copies cost more than they save.
+MIN_SHARED_PREFIX = 32
+
+
 @torch.inference_mode()
 def score_shared_context(model, groups: list[tuple[list[int], list[list[int]]]], batch_size: int = 8, pad_id: int = 0,
                          counter: WorkCounter | None = None, progress=None, on_batch=None) -> list[list[dict]]:
     """Multiple choice: [(context_ids, [option_ids, ...])] -> per group, one result per option.
 
-    The context runs once per question (left padded); its last logits give every option's first
-    token, so one-token options (MMLU's " A".." D") cost nothing more. Longer options continue
-    from the context's KV cache, copied per option: about n_options times less work than scoring
-    context + option from scratch, with the same log-likelihoods up to float rounding.
+    Work is shared three ways, with the same log-likelihoods up to float rounding:
+    - questions whose contexts start with the same >= MIN_SHARED_PREFIX tokens (5-shot MMLU: the
+      five dev examples of a subject) run that prefix once; its KV cache is copied per batch row;
+    - each context runs once per question (left padded); its last logits give every option's first
+      token, so one-token options (MMLU's " A".." D") cost nothing more;
+    - longer options continue from the context's KV cache, copied per option.
     """
-    from tunelab.evaluate.generation import _accepts, _cache_kwarg, _returned_cache
     from tunelab.evaluate.views import as_causal_lm
+
+    causal = as_causal_lm(model)  # encoder-decoders and prompt/prefix tuning: views.py
+    counter = counter or WorkCounter()
+    contexts = [g[0] for g in groups]
+    # A view adds its own inputs (an encoder, virtual tokens) around the context, and a sliding
+    # window counts cache slots, which the padding between prefix and suffix would shift: no sharing.
+    window = sliding_window(model)
+    longest = max((len(ctx) + max(map(len, opts), default=0) for ctx, opts in groups), default=0)
+    share = causal is model and (window is None or longest <= window)
+    runs = shared_prefix_runs(contexts, MIN_SHARED_PREFIX) if share else [(0, list(range(len(groups))))]
+    results: list[list[dict] | None] = [None] * len(groups)
+    for prefix_len, members in runs:
+        prefix_cache = _prefix_cache(causal, contexts[members[0]][:prefix_len], counter) if prefix_len else None
+        for batch in length_sorted_batches([len(contexts[i]) - prefix_len for i in members], max(1, batch_size)):
+            batch = [members[j] for j in batch]
+            for i, out in zip(batch, _score_batch(causal, [groups[i] for i in batch], prefix_len, prefix_cache,
+                                                  pad_id, counter)):
+                results[i] = out
+            if on_batch is not None:
+                on_batch(batch, [results[i] for i in batch])
+            if progress is not None:
+                progress(len(batch))
+    return results  # type: ignore[return-value]
+
+
+def shared_prefix_runs(contexts: list[list[int]], min_shared: int) -> list[tuple[int, list[int]]]:
+    """[(prefix length, indices)]: contexts that share >= min_shared leading tokens (neighbours in
+    sorted order), and one run of prefix length 0 for the rest. Every context keeps at least one
+    token after its prefix (its last logits score the options)."""
+    order = sorted(range(len(contexts)), key=contexts.__getitem__)
+    runs, alone = [], []
+    start, common = 0, None
+    for k in range(1, len(order) + 1):
+        shared = _common_length(contexts[order[k - 1]], contexts[order[k]]) if k < len(order) else 0
+        if k < len(order) and min(shared, common if common is not None else shared) >= min_shared:
+            common = min(shared, common if common is not None else shared)
+            continue
+        members = order[start:k]
+        length = min([common or 0] + [len(contexts[i]) - 1 for i in members])
+        if len(members) > 1 and length >= min_shared:
+            runs.append((length, members))
+        else:
+            alone += members
+        start, common = k, None
+    return runs + ([(0, alone)] if alone else [])
+
+
+def sliding_window(model) -> int | None:
+    """The attention window of a model that uses one in any layer (Mistral, Gemma-2/3), else None."""
+    from tunelab.evaluate.views import inner_model
+
+    config = inner_model(model).config
+    config = getattr(config, "text_config", None) or config
+    window = getattr(config, "sliding_window", None)
+    if not window or getattr(config, "use_sliding_window", True) is False:
+        return None
+    layer_types = getattr(config, "layer_types", None)
+    return window if not layer_types or "sliding_attention" in layer_types else None
+
+
+def _common_length(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _prefix_cache(model, prefix: list[int], counter: WorkCounter):
+    from tunelab.evaluate.generation import _accepts, _cache_kwarg, _returned_cache
     from transformers import DynamicCache
 
-    model = as_causal_lm(model)  # encoder-decoders and prompt/prefix tuning: views.py
-    counter = counter or WorkCounter()
+    device = next(model.parameters()).device
+    ids = torch.tensor([prefix], device=device)
+    keep1 = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    out = model(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=torch.arange(len(prefix),
+                device=device)[None], use_cache=True, **{_cache_kwarg(model): DynamicCache()}, **keep1)
+    counter.forward_calls += 1
+    counter.prompt_tokens += len(prefix)
+    return _returned_cache(out, None)
+
+
+def _score_batch(model, groups, prefix_len: int, prefix_cache, pad_id: int, counter: WorkCounter) -> list[list[dict]]:
+    """One batch of questions: contexts (after the shared prefix, left padded) in one forward pass."""
+    import copy
+
+    from tunelab.evaluate.generation import _accepts, _cache_kwarg, _returned_cache
+    from transformers import DynamicCache
+
     device = next(model.parameters()).device
     cache_arg = _cache_kwarg(model)
-    keep1 = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
-    results: list[list[dict] | None] = [None] * len(groups)
-    for batch in length_sorted_batches([len(g[0]) for g in groups], max(1, batch_size)):
-        width = max(len(groups[i][0]) for i in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for r, i in enumerate(batch):
-            ctx = groups[i][0]
-            ids[r, width - len(ctx):] = torch.tensor(ctx)
-            mask[r, width - len(ctx):] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        owner = [r for r, i in enumerate(batch) for _ in groups[i][1]]
-        options = [opt for i in batch for opt in groups[i][1]]
-        longer = [k for k, o in enumerate(options) if len(o) > 1]
+    suffixes = [ctx[prefix_len:] for ctx, _ in groups]
+    width = max(len(x) for x in suffixes)
+    ids = torch.full((len(groups), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(groups), width), dtype=torch.long)
+    for r, x in enumerate(suffixes):
+        ids[r, width - len(x):] = torch.tensor(x)
+        mask[r, width - len(x):] = 1
+    positions = prefix_len + (mask.cumsum(-1) - 1).clamp(min=0)
+    mask = torch.cat([torch.ones((len(groups), prefix_len), dtype=torch.long), mask], dim=1)
+    owner = [r for r, (_, opts) in enumerate(groups) for _ in opts]
+    options = [o for _, opts in groups for o in opts]
+    longer = [k for k, o in enumerate(options) if len(o) > 1]
+    if prefix_cache is not None:  # the model appends to the cache it is given: a copy per batch
+        cache = copy.deepcopy(prefix_cache)
+        cache.batch_repeat_interleave(len(groups))
+        cache_kw = {"use_cache": True, cache_arg: cache}
+    else:
         cache_kw = {"use_cache": True, cache_arg: DynamicCache()} if longer else {"use_cache": False}
-        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                    **cache_kw, **keep1)
-        counter.forward_calls += 1
-        counter.prompt_tokens += int(mask.sum())
-        first_lp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # predicts each option's first token
-        rest = {}  # option k -> log-probs predicting its tokens 1.. (from its own positions 0..)
-        if longer:
-            lp = _continued_logprobs(model, _returned_cache(out, None), cache_arg, [owner[k] for k in longer],
-                                     [options[k] for k in longer], mask, positions, pad_id, counter)
-            rest = {k: lp[j] for j, k in enumerate(longer)}
-        k = 0
-        for r, i in enumerate(batch):
-            group_out = []
-            for o in groups[i][1]:
-                targets = torch.tensor(o, device=first_lp.device)
-                # token 0 from the context's last logits, token t from the option's logits at t - 1
-                rows = torch.cat([first_lp[r: r + 1], rest[k][: len(o) - 1]], dim=0) if k in rest else first_lp[r: r + 1]
-                token_lp = rows.gather(-1, targets[:, None])[:, 0]
-                group_out.append({"logprob": float(token_lp.sum()), "n_tokens": len(o),
-                                  "is_greedy": bool((rows.argmax(-1) == targets).all())})
-                k += 1
-            results[i] = group_out
-        if on_batch is not None:
-            on_batch(batch, [results[i] for i in batch])
-        if progress is not None:
-            progress(len(batch))
-    return results  # type: ignore[return-value]
+    keep1 = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                **cache_kw, **keep1)
+    counter.forward_calls += 1
+    counter.prompt_tokens += int(sum(len(x) for x in suffixes))
+    first_lp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # predicts each option's first token
+    rest = {}  # option k -> log-probs predicting its tokens 1.. (from its own positions 0..)
+    if longer:
+        lp = _continued_logprobs(model, _returned_cache(out, None), cache_arg, [owner[k] for k in longer],
+                                 [options[k] for k in longer], mask, positions, pad_id, counter)
+        rest = {k: lp[j] for j, k in enumerate(longer)}
+    found, k = [], 0
+    for r, (_, opts) in enumerate(groups):
+        group_out = []
+        for o in opts:
+            targets = torch.tensor(o, device=first_lp.device)
+            # token 0 from the context's last logits, token t from the option's logits at t - 1
+            rows = torch.cat([first_lp[r: r + 1], rest[k][: len(o) - 1]], dim=0) if k in rest else first_lp[r: r + 1]
+            token_lp = rows.gather(-1, targets[:, None])[:, 0]
+            group_out.append({"logprob": float(token_lp.sum()), "n_tokens": len(o),
+                              "is_greedy": bool((rows.argmax(-1) == targets).all())})
+            k += 1
+        found.append(group_out)
+    return found
 
 
 def _continued_logprobs(model, cache, cache_arg: str, owner: list[int], options: list[list[int]], mask, positions,
