@@ -1,4 +1,4 @@
-"""One short LoRA SFT on CUDA in bf16 through tunelab's loop: prints real tokens/s and peak memory.
+"""One short LoRA SFT and batched generation on CUDA in bf16 through tunelab: tokens/s, MFU, memory.
 
     python benchmarks/gpu_lora_check.py                 # on a GPU machine (about a minute)
     python benchmarks/gpu_lora_check.py --tiny --steps 3  # CPU dry check of the same code path
@@ -6,6 +6,7 @@
 Self-contained: a SmolLM2-135M-shaped Llama (random weights unless --model names a folder, hub id or
 the alias smollm2-135m-instruct) and synthetic examples of mixed lengths with completion-only
 labels, so it needs neither ../shared/data nor the hub. Throughput does not depend on the weights.
+MFU: model FLOPs (benchmarks/machine.py) over the bf16 matmul peak measured on the same device first.
 """
 
 from __future__ import annotations
@@ -20,14 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-
-@dataclass
-class Ex:  # the fields of tunelab.data.Example the loop uses
-    input_ids: list[int]
-    labels: list[int]
-    prompt_ids: list[int]
-    label: str | None = None
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import Shapes, Work, inference_flops, matmul_peak, training_flops  # noqa: E402
 
 
 @dataclass
@@ -48,14 +43,21 @@ class Prepared:
         return items
 
 
-def synthetic(n: int, vocab: int, max_len: int, seed: int = 0) -> list[Ex]:
+def synthetic(n: int, vocab: int, max_len: int, seed: int = 0, split: str = "train") -> list:
+    """Random token examples of mixed lengths (tunelab.data.Example), the answer a third or less."""
+    from tunelab.data.example import Example
+
     rng = random.Random(seed)
     out = []
-    for _ in range(n):
+    for i in range(n):
         total = rng.randint(max_len // 8, max_len)
         answer = rng.randint(4, max(5, total // 3))
         ids = [rng.randrange(100, vocab) for _ in range(total)]
-        out.append(Ex(ids, [-100] * (total - answer) + ids[total - answer:], ids[:total - answer]))
+        prompt, target = ids[:total - answer], ids[total - answer:]
+        out.append(Example(task="synthetic", split=split, source_index=i, prompt_text="", target_text="",
+                           prompt_ids=prompt, target_ids=target, input_ids=ids,
+                           label_ids=[-100] * len(prompt) + target, references=[""],
+                           content_key=f"{seed}-{i}"))
     return out
 
 
@@ -79,6 +81,33 @@ def build_model_folder(folder: Path, tiny: bool) -> str:
     return str(folder)
 
 
+def generation_check(model_name: str, run: Path, args, cuda: bool, peak: float) -> dict:
+    """Greedy batched generation (tunelab's engine) with the trained adapter: new tokens/s and MFU."""
+    import torch
+
+    from tunelab.config.evaluate import GenerationConfig
+    from tunelab.evaluate.generation import generate
+    from tunelab.models import load_model
+
+    model, tokenizer = load_model(model_name, adapter=str(run), dtype="bfloat16", device="cuda" if cuda else "cpu")
+    prompts = [e.prompt_ids[-args.max_length // 2:] for e in synthetic(args.batch_size * 2, 49152, args.max_length, 2)]
+    settings = GenerationConfig(max_new_tokens=args.new_tokens)
+    generate(model, tokenizer, prompts[:2], GenerationConfig(max_new_tokens=2), batch_size=2)  # warm-up
+    if cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    outputs = generate(model, tokenizer, prompts, settings, batch_size=args.batch_size)
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    work = Work()
+    for p, o in zip(prompts, outputs):
+        work.add_sequence(len(p) + len(o.token_ids), len(o.token_ids))
+    new = sum(len(o.token_ids) for o in outputs)
+    return {"generated_tokens_per_s": new / seconds,
+            "generation_mfu": inference_flops(Shapes.of(model.config), work) / seconds / peak}
+
+
 def main() -> None:
     import torch
 
@@ -92,16 +121,18 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--packing", action="store_true")
+    p.add_argument("--new-tokens", type=int, default=64, help="tokens generated per prompt")
     p.add_argument("--json", help="write the numbers here")
     args = p.parse_args()
 
     cuda = torch.cuda.is_available()
-    print(f"device: {torch.cuda.get_device_name(0) if cuda else 'CPU (dry check)'}; torch {torch.__version__}",
-          flush=True)
+    peak = matmul_peak("bfloat16", device="cuda" if cuda else "cpu", tokens=8192 if cuda else 2048)
+    print(f"device: {torch.cuda.get_device_name(0) if cuda else 'CPU (dry check)'}; torch {torch.__version__}; "
+          f"bf16 matmul peak {peak / 1e12:.2f} TFLOP/s", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or build_model_folder(Path(tmp) / "model", args.tiny)
         data = Prepared({"synthetic": Task({"train": synthetic(args.batch_size * args.steps, 49152, args.max_length),
-                                            "validation": synthetic(32, 49152, args.max_length, seed=1)})})
+                                            "validation": synthetic(32, 49152, args.max_length, 1, "validation")})})
         cfg = load_config(data={
             "name": "gpu-check", "output_dir": str(Path(tmp) / "runs"), "model": {"name": model},
             "train": {"method": "lora", "lr": 2e-4, "max_steps": args.steps, "batch_size": args.batch_size,
@@ -115,6 +146,10 @@ def main() -> None:
         wall = time.perf_counter() - t0
         steps = [json.loads(line) for line in open(run / "metrics.jsonl") if '"loss"' in line]
         summary = json.loads((run / "summary.json").read_text())
+        generation = generation_check(model, run, args, cuda, peak)
+        from transformers import AutoConfig
+
+        shapes = Shapes.of(AutoConfig.from_pretrained(model))
     later = steps[1:] or steps  # step 1 includes CUDA warm-up
     seconds = later[-1]["elapsed_s"] - (steps[0]["elapsed_s"] if len(steps) > 1 else 0)
     result = {
@@ -125,8 +160,12 @@ def main() -> None:
         / max(1, sum(s["padding_tokens"] + s["real_tokens"] for s in later)),
         "peak_gpu_memory_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
         "peak_rss_mb": summary["peak_rss_mb"], "first_loss": steps[0]["loss"], "last_loss": steps[-1]["loss"],
-        "wall_s": wall,
+        "wall_s": wall, "bf16_matmul_peak_tflops": peak / 1e12, **generation,
     }
+    work = Work()
+    for e in data.tasks["synthetic"].splits["train"]:
+        work.add_sequence(len(e.input_ids), sum(1 for t in e.label_ids if t != -100))
+    result["train_mfu"] = result["real_tokens_per_s"] * training_flops(shapes, work) / work.tokens / peak
     for k, v in result.items():
         print(f"{k:>20}: {v:.3f}" if isinstance(v, float) else f"{k:>20}: {v}")
     if args.json:

@@ -51,23 +51,28 @@ def cpu_info() -> dict:
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
-def matmul_peak(dtype_name: str, seconds: float = 0.6, rounds: int = 5) -> float:
-    """Best FLOP/s of torch.matmul over PEAK_SHAPES in this dtype ("bfloat16" / "float32")."""
+def matmul_peak(dtype_name: str, seconds: float = 0.6, rounds: int = 5, device: str = "cpu",
+                tokens: int = 2048) -> float:
+    """Best FLOP/s of torch.matmul over PEAK_SHAPES (m = `tokens`) in this dtype ("bfloat16" / "float32")."""
     import torch
 
     dtype = getattr(torch, dtype_name)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     best = 0.0
     with torch.inference_mode():
-        for m, k, n in PEAK_SHAPES:
-            a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+        for _, k, n in PEAK_SHAPES:
+            a = torch.randn(tokens, k, device=device).to(dtype)
+            b = torch.randn(k, n, device=device).to(dtype)
             for _ in range(3):  # warm-up: kernel choice, first-touch allocation
                 torch.matmul(a, b)
+            sync()
             for _ in range(rounds):
                 calls, t0 = 0, time.perf_counter()
-                while (elapsed := time.perf_counter() - t0) < seconds / rounds:
+                while time.perf_counter() - t0 < seconds / rounds:
                     torch.matmul(a, b)
                     calls += 1
-                best = max(best, 2 * m * k * n * calls / elapsed)
+                sync()
+                best = max(best, 2 * tokens * k * n * calls / (time.perf_counter() - t0))
     return best
 
 
