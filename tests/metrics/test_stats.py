@@ -181,3 +181,11 @@ def test_corpus_statistic_tests_agree_with_mean_tests(two_systems):
     assert boot["p_value"] == pytest.approx(plain["p_value"])
     ar = approx_randomization_statistic(a[:, None], b[:, None], mean_of, 300, seed=8)
     assert ar["p_value"] == pytest.approx(approx_randomization(a, b, 300, seed=8)["p_value"])
+
+
+def test_p_values_print_the_same_everywhere():
+    from tunelab.metrics.stats import format_p_value, p_clause
+
+    assert [format_p_value(p) for p in (0.0, 0.00099, 0.001, 0.01234, 0.5, None)] == \
+        ["< 0.001", "< 0.001", "0.001", "0.0123", "0.5", "n/a"]
+    assert (p_clause(0.0), p_clause(0.04321)) == ("p < 0.001", "p = 0.0432")

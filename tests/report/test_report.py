@@ -9,6 +9,7 @@ from browser_check import render_and_check
 
 from tunelab.report import write_report
 
+
 def test_report_files_and_content(synthetic_run):
     html_path, md_path = write_report(synthetic_run)
     html = html_path.read_text()
@@ -37,7 +38,11 @@ def test_report_renders_in_chromium(synthetic_run, tmp_path):
     assert len(re.findall(r"<tr>", text.split('id="forgetting-table"')[1].split("</table>")[0])) == 4  # head + 3 tasks
 
 
-def test_report_on_empty_folder(tmp_path):
-    html_path, md_path = write_report(tmp_path)
-    assert "holds no summary" in html_path.read_text()
-    assert md_path.exists()
+def test_report_on_a_folder_with_nothing_to_report_is_one_error_line(tmp_path, capsys):
+    from tunelab.cli.main import main
+
+    rc = main(["report", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc != 0 and "Traceback" not in err
+    assert [line for line in err.splitlines() if line.strip()][-1].startswith(f"tunelab: error: {tmp_path}: nothing to report")
+    assert not (tmp_path / "report.html").exists()  # no page with only a title

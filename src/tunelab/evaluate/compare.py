@@ -15,6 +15,7 @@ from tunelab.config.base import UserError
 from tunelab.evaluate.harness import read_examples
 from tunelab.evaluate.scoring import paired_difference
 from tunelab.files import write_json, write_text
+from tunelab.metrics.stats import p_clause
 
 COST_FIELDS = ("wall_s", "train_tokens", "trainable_params", "total_params", "peak_rss_mb", "steps", "method")
 
@@ -88,7 +89,7 @@ def compare_markdown(table: dict) -> str:
             cell = "n/a" if v is None else f"{v['value']:.4f} [{v['ci'][0]:.4f}, {v['ci'][1]:.4f}]"
             t = row["tests"][i] if i < len(row["tests"]) else None
             if t:
-                cell += f"<br>Δ {t['diff']:+.4f} [{t['ci'][0]:+.4f}, {t['ci'][1]:+.4f}] p={t['p_value']:.3g}"
+                cell += f"<br>Δ {t['diff']:+.4f} [{t['ci'][0]:+.4f}, {t['ci'][1]:+.4f}] {p_clause(t['p_value'])}"
             cells.append(cell)
         lines.append(f"| {row['task']} | {row['metric']}{' *' if row['primary'] else ''} | " + " | ".join(cells) + " |")
     lines += ["", "## Cost", "", "| run | " + " | ".join(COST_FIELDS) + " |", "|" + "---|" * (len(COST_FIELDS) + 1)]

@@ -27,6 +27,7 @@ from tunelab.evaluate.harness import evaluate, read_examples, run_training_data,
 from tunelab.evaluate.loading import model_spec, run_base_model
 from tunelab.evaluate.scoring import paired_difference
 from tunelab.files import write_json, write_text
+from tunelab.metrics.stats import format_p_value, p_clause
 
 
 def paired_task_diff(base_dir: Path, tuned_dir: Path, base_task: dict, tuned_task: dict,
@@ -126,10 +127,6 @@ def guess_tuned_task(run: Path) -> str | None:
     return names[0] if len(names) == 1 else None
 
 
-def p_text(p: float) -> str:
-    return "< 0.001" if p < 0.001 else f"{p:.3g}"
-
-
 def _fmt(x, digits=4) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
@@ -144,12 +141,12 @@ def forgetting_markdown(report: dict) -> str:
         metric = r["metric"] + (" (0-100)" if r.get("scale") == "0-100" else "")
         lines.append(f"| {r['task']}{mark} | {metric} | {r['n']} | {_fmt(r['base']['value'])} | "
                      f"{_fmt(r['tuned']['value'])} | {r['diff']:+.4f} | [{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}] | "
-                     f"{p_text(r['p_value'])} |")
+                     f"{format_p_value(r['p_value'])} |")
     lines.append("")
     if s["gain"]:
         g = s["gain"]
         lines.append(f"Gain on the tuned task ({s['tuned_task']}, {g['metric']}): {g['diff']:+.4f} "
-                     f"(95% CI [{_fmt(g['ci'][0])}, {_fmt(g['ci'][1])}], p {p_text(g['p_value'])}).")
+                     f"(95% CI [{_fmt(g['ci'][0])}, {_fmt(g['ci'][1])}], {p_clause(g['p_value'])}).")
     if s["average_drop"] is not None:
         lines.append(f"Average drop over held-out tasks ({', '.join(s['average_drop_tasks'])}): "
                      f"{s['average_drop']:+.4f} (positive = worse after tuning).")

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tunelab.files import write_json, write_text
+from tunelab.metrics.stats import p_clause
 
 DATA_DIR = Path(__file__).resolve().parent / "demo_data"
 MODEL = "smollm2-135m-instruct"
@@ -311,7 +312,7 @@ def show_forgetting(console, report: dict) -> None:
     for row in report["tasks"]:
         word = "gain" if row["task"] == report["summary"]["tuned_task"] else "change"
         console.print(f"  {row['task']} {row['metric']} {word} vs base: {100 * row['diff']:+.1f} points "
-                      f"(paired 95% CI [{100 * row['ci'][0]:+.1f}, {100 * row['ci'][1]:+.1f}], p = {row['p_value']:.3g})")
+                      f"(paired 95% CI [{100 * row['ci'][0]:+.1f}, {100 * row['ci'][1]:+.1f}], {p_clause(row['p_value'])})")
 
 
 def collect_results(state: DemoState, precision: str, wall_s: float) -> dict:
@@ -351,7 +352,7 @@ def summary_rows(results: dict) -> list[list[str]]:
         change = "-"
         if "vs_base" in s:
             d = s["vs_base"]["qa"]
-            change = f"{100 * d['diff']:+.1f} [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}] (p={d['p_value']:.2g})"
+            change = f"{100 * d['diff']:+.1f} [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}] ({p_clause(d['p_value'])})"
         unmapped = s["sentiment"]["unmapped"]
         rows.append([s["label"], _pct(s["sentiment"]["accuracy"]), f"{100 * s['sentiment']['macro_f1']['value']:.1f}%",
                      f"{int(unmapped['value'])}/{s['n']['sentiment']}", _pct(s["qa"]["token_f1"]), change,

@@ -32,6 +32,20 @@ _BLOCK_ELEMENTS = 4_000_000  # rows x n drawn at a time (~32 MB of int64 indices
 MCNEMAR_EXACT_BELOW = 25
 
 
+def format_p_value(p: float | None) -> str:
+    """A p-value as printed everywhere: three significant digits, "< 0.001" below that (a
+    resampling test cannot resolve smaller values, and "0" would claim certainty)."""
+    if p is None:
+        return "n/a"
+    return "< 0.001" if p < 0.001 else f"{p:.3g}"
+
+
+def p_clause(p: float | None) -> str:
+    """"p = 0.0123" or "p < 0.001", for sentences."""
+    text = format_p_value(p)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
 def _as_array(values, name: str = "values") -> np.ndarray:
     array = np.asarray(values, dtype=float)
     if array.ndim != 1:

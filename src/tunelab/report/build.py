@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tunelab.config.base import UserError
 from tunelab.files import write_text
+from tunelab.metrics.stats import format_p_value, p_clause
 from tunelab.report import experiments, plots
 from tunelab.report.text import fmt as _fmt
 
@@ -59,7 +60,7 @@ def collect(run_dir: str | Path) -> dict:
                                  "after": e.get("prediction"), "metric": row["metric"],
                                  "score_before": (b.get("scores") or {}).get(row["paired_on"]),
                                  "score_after": (e.get("scores") or {}).get(row["paired_on"])})
-    return {
+    parts = {
         "run": run, "name": run.name,
         "summary": _json(run / "summary.json"),
         "events": _jsonl(run / "metrics.jsonl"),
@@ -72,6 +73,10 @@ def collect(run_dir: str | Path) -> dict:
         "search": {"summary": search, "trials": _json(run / "trials.json") or [], "plot": _png(run / "search.png")}
         if search else None,
     }
+    if not any(parts[k] for k in ("summary", "events", "eval", "forgetting", "continual", "search")):
+        raise UserError(f"{run}: nothing to report: no summary.json or metrics.jsonl (a run), eval/results.json, "
+                        "forgetting/forgetting.json, matrix.json (a continual experiment) or search.json (a study)")
+    return parts
 
 
 def _metric_rows(results: dict) -> list[dict]:
@@ -125,7 +130,7 @@ def render_html(parts: dict, figures: dict) -> str:
         if sm.get("gain"):
             g = sm["gain"]
             out.append(f"<p id='gain'>Gain on the tuned task <b>{e(str(sm['tuned_task']))}</b> ({e(g['metric'])}): "
-                       f"<b>{g['diff']:+.4f}</b> (95% CI [{_fmt(g['ci'][0])}, {_fmt(g['ci'][1])}], p = {g['p_value']:.3g})</p>")
+                       f"<b>{g['diff']:+.4f}</b> (95% CI [{_fmt(g['ci'][0])}, {_fmt(g['ci'][1])}], {p_clause(g['p_value'])})</p>")
         if sm.get("average_drop") is not None:
             out.append(f"<p id='drop'>Average drop over held-out tasks: <b>{sm['average_drop']:+.4f}</b> "
                        "(base - tuned; positive = worse after tuning)</p>")
@@ -136,7 +141,7 @@ def render_html(parts: dict, figures: dict) -> str:
             out.append(f"<tr><td>{e(r['task'])}</td><td>{e(r['metric'])}</td><td>{r['n']}</td>"
                        f"<td>{_fmt(r['base']['value'])}</td><td>{_fmt(r['tuned']['value'])}</td>"
                        f"<td class='{cls}'>{r['diff']:+.4f}</td><td>[{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}]</td>"
-                       f"<td>{r['p_value']:.3g}</td></tr>")
+                       f"<td>{format_p_value(r['p_value'])}</td></tr>")
         out.append("</table>")
     if parts["examples"]:
         out.append("<h2 id='examples'>Example predictions before vs after</h2><table id='examples-table'>"
