@@ -20,7 +20,7 @@ from tunelab.config import ConfigError
 from tunelab.config.evaluate import GenerationConfig
 from tunelab.config.train import TrainConfig
 from tunelab.evaluate.generation import WorkCounter, generate
-from tunelab.evaluate.loglikelihood import MIN_SHARED_PREFIX, score_requests, score_shared_context, sliding_window
+from tunelab.evaluate.loglikelihood import MIN_RUN, score_requests, score_shared_context, sliding_window
 from tunelab.models.tuners import apply_method
 from tunelab.train.batching import IGNORE, Sequence, collate, pack_sequences, to_sequences
 from tunelab.train.loss import CompletionLoss
@@ -218,8 +218,8 @@ def test_a_shared_few_shot_prefix_runs_once_with_the_same_loglikelihoods(family_
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
     shots = ids("Q: the sky is\nA: blue\n\n" * 6)
-    assert len(shots) > MIN_SHARED_PREFIX
-    groups = [(shots + ids(ctx), [ids(o) for o in options]) for ctx, options in CHOICES]
+    questions = [(f"Q: what is {i} + {i}?\nA:", [f" {2 * i}", f" {i} and a half"]) for i in range(MIN_RUN - 2)]
+    groups = [(shots + ids(ctx), [ids(o) for o in options]) for ctx, options in CHOICES + questions]
     groups += [(ids(ctx), [ids(o) for o in options]) for ctx, options in CHOICES]  # no shared prefix
     counter = WorkCounter()
     shared = score_shared_context(model, groups, batch_size=3, pad_id=tokenizer.pad_token_id, counter=counter)
@@ -228,10 +228,10 @@ def test_a_shared_few_shot_prefix_runs_once_with_the_same_loglikelihoods(family_
     assert [r["logprob"] for g in shared for r in g] == pytest.approx(direct, abs=1e-4)
     context_tokens = sum(len(ctx) for ctx, _ in groups)
     option_tokens = sum(len(o) for _, opts in groups for o in opts if len(o) > 1)
-    # the shots ran once, not twice; not with a sliding window (module docstring of loglikelihood.py)
+    # the shots ran once, not MIN_RUN times; not under a sliding window (loglikelihood.py)
     longest = max(len(ctx) + max(map(len, opts)) for ctx, opts in groups)
-    shared_once = 0 if (sliding_window(model) or longest) < longest else len(shots)
-    assert counter.prompt_tokens == context_tokens - shared_once + option_tokens
+    saved = 0 if (sliding_window(model) or longest) < longest else (MIN_RUN - 1) * len(shots)
+    assert counter.prompt_tokens == context_tokens - saved + option_tokens
 
 
 MERGE_CASES = [(f, m) for f in FAMILIES for m in ("lora", "dora", "ia3") if (f, m) not in REFUSED]

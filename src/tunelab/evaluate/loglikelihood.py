@@ -87,9 +87,11 @@ def score_requests(model, requests: list[tuple[list[int], list[int]]], batch_siz
     return results  # type: ignore[return-value]
 
 
-# Contexts that share at least this many leading tokens (few-shot examples, a task description)
-# run that prefix once: below it, the extra forward call and cache copies cost more than they save.
-MIN_SHARED_PREFIX = 32
+# Prefix sharing (score_shared_context): a run of contexts that start with the same tokens (a
+# task description, few-shot examples) runs them once. A run needs MIN_SHARED_PREFIX tokens and
+# MIN_RUN questions: smaller ones would cost more in extra calls and half-empty batches than they save.
+MIN_SHARED_PREFIX = 8
+MIN_RUN = 8
 
 
 @torch.inference_mode()
@@ -98,8 +100,9 @@ def score_shared_context(model, groups: list[tuple[list[int], list[list[int]]]],
     """Multiple choice: [(context_ids, [option_ids, ...])] -> per group, one result per option.
 
     Work is shared three ways, with the same log-likelihoods up to float rounding:
-    - questions whose contexts start with the same >= MIN_SHARED_PREFIX tokens (5-shot MMLU: the
-      five dev examples of a subject) run that prefix once; its KV cache is copied per batch row;
+    - runs of questions whose contexts start with the same tokens (a task description; 5-shot
+      MMLU: the five dev examples of a subject) run that prefix once (shared_prefix_runs); its KV
+      cache is copied per batch row;
     - each context runs once per question (left padded); its last logits give every option's first
       token, so one-token options (MMLU's " A".." D") cost nothing more;
     - longer options continue from the context's KV cache, copied per option.
@@ -114,7 +117,7 @@ def score_shared_context(model, groups: list[tuple[list[int], list[list[int]]]],
     window = sliding_window(model)
     longest = max((len(ctx) + max(map(len, opts), default=0) for ctx, opts in groups), default=0)
     share = causal is model and (window is None or longest <= window)
-    runs = shared_prefix_runs(contexts, MIN_SHARED_PREFIX) if share else [(0, list(range(len(groups))))]
+    runs = shared_prefix_runs(contexts) if share else [(0, list(range(len(groups))))]
     results: list[list[dict] | None] = [None] * len(groups)
     for prefix_len, members in runs:
         prefix_cache = _prefix_cache(causal, contexts[members[0]][:prefix_len], counter) if prefix_len else None
@@ -130,25 +133,41 @@ def score_shared_context(model, groups: list[tuple[list[int], list[list[int]]]],
     return results  # type: ignore[return-value]
 
 
-def shared_prefix_runs(contexts: list[list[int]], min_shared: int) -> list[tuple[int, list[int]]]:
-    """[(prefix length, indices)]: contexts that share >= min_shared leading tokens (neighbours in
-    sorted order), and one run of prefix length 0 for the rest. Every context keeps at least one
-    token after its prefix (its last logits score the options)."""
+def shared_prefix_runs(contexts: list[list[int]], min_shared: int = MIN_SHARED_PREFIX,
+                       min_run: int = MIN_RUN) -> list[tuple[int, list[int]]]:
+    """[(prefix length, indices)]: the runs of contexts that share a prefix, chosen to save the most
+    prefix tokens, and one run of prefix length 0 for the rest; every index exactly once.
+
+    In sorted order, a run's shared prefix is its weakest neighbour link. A range either stays one
+    run (saving (n - 1) x prefix) or splits at its weakest links into ranges that share more (5-shot
+    MMLU: every subject starts with the same 11 tokens, each subject's questions with the same ~500),
+    whichever saves more. Every context keeps at least one token after its prefix (its last logits
+    score the options). Iterative, not recursive: a chain of nested prefixes can be deep."""
     order = sorted(range(len(contexts)), key=contexts.__getitem__)
-    runs, alone = [], []
-    start, common = 0, None
-    for k in range(1, len(order) + 1):
-        shared = _common_length(contexts[order[k - 1]], contexts[order[k]]) if k < len(order) else 0
-        if k < len(order) and min(shared, common if common is not None else shared) >= min_shared:
-            common = min(shared, common if common is not None else shared)
+    links = [_common_length(contexts[a], contexts[b]) for a, b in zip(order, order[1:])]
+    best: dict[tuple[int, int], tuple[int, list]] = {}  # (lo, hi) of order -> (tokens saved, runs)
+    stack = [(0, len(order), False)]
+    while stack:
+        lo, hi, parts_done = stack.pop()
+        if hi - lo < min_run:
+            best[lo, hi] = (0, [])
             continue
-        members = order[start:k]
-        length = min([common or 0] + [len(contexts[i]) - 1 for i in members])
-        if len(members) > 1 and length >= min_shared:
-            runs.append((length, members))
-        else:
-            alone += members
-        start, common = k, None
+        weakest = min(links[lo:hi - 1])
+        cuts = [lo] + [k + 1 for k in range(lo, hi - 1) if links[k] == weakest] + [hi]
+        parts = list(zip(cuts, cuts[1:]))
+        if not parts_done:
+            stack.append((lo, hi, True))
+            stack.extend((a, b, False) for a, b in parts)
+            continue
+        members = order[lo:hi]
+        prefix = min(weakest, min(len(contexts[i]) for i in members) - 1)
+        whole = (hi - lo - 1) * prefix if prefix >= min_shared else 0
+        split = sum(best[part][0] for part in parts)
+        best[lo, hi] = (whole, [(prefix, members)]) if whole and whole >= split else \
+            (split, [run for part in parts for run in best[part][1]])
+    runs = best[0, len(order)][1] if order else []
+    shared = {i for _, members in runs for i in members}
+    alone = [i for i in range(len(contexts)) if i not in shared]
     return runs + ([(0, alone)] if alone else [])
 
 
