@@ -33,13 +33,24 @@ def test_smollm2_batched_equals_unbatched_on_32(smollm2_dir, tokenizer, shared_d
     assert len({o.text for o in single}) > 3
 
 
+@pytest.fixture
+def all_cores():
+    """Every core for the one long real-model test (it runs alone); the thread count restored after."""
+    import os
+
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.slow
-def test_smollm2_lora_sst2_learns_and_its_forgetting_report_renders(tmp_path, shared_data, smollm2_dir):
+def test_smollm2_lora_sst2_learns_and_its_forgetting_report_renders(tmp_path, shared_data, smollm2_dir, all_cores):
     """One real-model run (SmolLM2-135M LoRA on SST-2, 60 steps): the validation loss falls, the tuned
     model beats the base model on the run's own test split, and the forgetting: section's report
     (SST-2 plus three held-out tasks, each with CI and p) renders in Chromium."""
-    import torch
-
     from browser_check import render_and_check
 
     from tunelab.config import load_config
@@ -49,7 +60,6 @@ def test_smollm2_lora_sst2_learns_and_its_forgetting_report_renders(tmp_path, sh
     from tunelab.report import write_report
     from tunelab.train import train
 
-    torch.set_num_threads(1)  # the machine is shared: extra threads spin instead of helping
     d = shared_data
     cfg = load_config(data={
         "name": "sst2-lora", "seed": 0, "output_dir": str(tmp_path / "runs"),
