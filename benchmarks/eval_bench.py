@@ -141,8 +141,9 @@ def main() -> int:
     mc_identical = True
     if not args.skip_mc:
         del model  # lm-eval and tunelab load their own copies
+        shapes = Shapes.of(AutoConfig.from_pretrained(path))
         for shots in [int(x) for x in args.mc_shots.split(",")]:
-            mc = multiple_choice(args, Shapes.of(AutoConfig.from_pretrained(path)), peak, shots)
+            mc = multiple_choice(args, shapes, peak, shots)
             comparisons += mc
             mc_identical = mc_identical and all(c["identical"] == c["n"] for c in mc)
     if args.json:

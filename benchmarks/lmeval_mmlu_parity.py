@@ -47,18 +47,20 @@ def subjects_in(data: Path) -> list[str]:
     return sorted(f.name[: -len("_test.csv")] for f in (data / "test").glob("*_test.csv"))
 
 
-def write_lm_eval_tasks(folder: Path, data: Path, subjects: list[str]) -> list[str]:
-    """One lm-eval task per subject: lm-eval's MMLU template and description over the local CSVs."""
+def write_lm_eval_tasks(folder: Path, data: Path, subjects: list[str], prefix: str = "tunelab_parity_mmlu_") -> list[str]:
+    """One lm-eval task per subject, named prefix + subject: lm-eval's MMLU template and the
+    subject's description over the local CSVs (also the tests' local lm-eval task)."""
     import yaml
     from lm_eval import tasks as lm_tasks
 
     mmlu_dir = Path(lm_tasks.__file__).parent / "mmlu" / "default"
     template = yaml.safe_load((mmlu_dir / "_default_template_yaml").read_text())
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "tunelab_parity_utils.py").write_text(PROCESS_DOCS)
     names = []
     for subject in subjects:
         own = yaml.safe_load((mmlu_dir / f"mmlu_{subject}.yaml").read_text())
-        cfg = {**template, "task": f"tunelab_parity_mmlu_{subject}", "description": own["description"],
+        cfg = {**template, "task": f"{prefix}{subject}", "description": own["description"],
                "dataset_path": "csv",
                "dataset_kwargs": {"data_files": {"test": str(data / "test" / f"{subject}_test.csv"),
                                                  "dev": str(data / "dev" / f"{subject}_dev.csv")},

@@ -19,16 +19,8 @@ import yaml
 from tunelab.cli.main import main
 from tunelab.config.base import UserError
 
-COLUMNS = ["question", "A", "B", "C", "D", "answer"]
-# CSV rows -> cais/mmlu's shape (choices, integer answer). The letter column is renamed first: a
-# map that writes a new value into the existing string column would keep it a string ("2").
-PROCESS_DOCS = '''
-def process_docs(dataset):
-    dataset = dataset.rename_column("answer", "letter")
-    return dataset.map(lambda d: {"choices": [d["A"], d["B"], d["C"], d["D"]],
-                                  "answer": "ABCD".index(d["letter"].strip())},
-                       remove_columns=["A", "B", "C", "D", "letter"])
-'''
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from lmeval_mmlu_parity import write_lm_eval_tasks  # noqa: E402
 
 
 def need_lm_eval() -> None:
@@ -40,22 +32,9 @@ def need_lm_eval() -> None:
 
 
 def write_mmlu_task(folder: Path, data: Path, subject: str = "anatomy") -> str:
-    """A local lm-eval task: lm-eval's MMLU template and the subject's description over the CSVs."""
-    from lm_eval import tasks as lm_tasks
-
-    mmlu_dir = Path(lm_tasks.__file__).parent / "mmlu" / "default"
-    template = yaml.safe_load((mmlu_dir / "_default_template_yaml").read_text())
-    own = yaml.safe_load((mmlu_dir / f"mmlu_{subject}.yaml").read_text())
-    name = f"mmlu_local_{subject}"
-    cfg = {**template, "task": name, "description": own["description"], "dataset_path": "csv",
-           "dataset_kwargs": {"data_files": {"test": str(data / "test" / f"{subject}_test.csv"),
-                                             "dev": str(data / "dev" / f"{subject}_dev.csv")},
-                              "column_names": COLUMNS, "keep_default_na": False, "na_filter": False}}
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "tunelab_bridge_utils.py").write_text(PROCESS_DOCS)
-    (folder / f"{name}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True)
-                                         + "process_docs: !function tunelab_bridge_utils.process_docs\n")
-    return name
+    """A local lm-eval task `mmlu_local_<subject>`: lm-eval's MMLU template over the CSVs, written
+    as the parity benchmark writes its own."""
+    return write_lm_eval_tasks(folder, data, [subject], prefix="mmlu_local_")[0]
 
 
 def rows_of(folder: Path, task: str) -> list[dict]:

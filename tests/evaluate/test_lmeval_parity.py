@@ -6,18 +6,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "lmeval_mmlu_parity.py"
-
-
-def _parity_module():
-    spec = importlib.util.spec_from_file_location("lmeval_mmlu_parity", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from lmeval_mmlu_parity import run_parity  # noqa: E402
 
 
 @pytest.mark.slow
@@ -32,7 +27,7 @@ def test_mmlu_lm_eval_style_matches_lm_eval_on_abstract_algebra(shared_data, smo
     threads = torch.get_num_threads()
     torch.set_num_threads(2)  # two full model passes over 100 questions: ~2 minutes on 2 cores
     try:
-        report = _parity_module().run_parity(["abstract_algebra"], shared_data / "mmlu_subset", batch_size=16)
+        report = run_parity(["abstract_algebra"], shared_data / "mmlu_subset", batch_size=16)
     finally:
         torch.set_num_threads(threads)
     r = report["subjects"]["abstract_algebra"]

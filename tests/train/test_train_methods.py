@@ -63,7 +63,7 @@ def _capture_final_model(monkeypatch):
     captured = {}
     original = loop.write_final
 
-    def capture(model, tokenizer, folder, model_cfg=None):
+    def capture(model, tokenizer, folder, model_cfg):
         captured["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         original(model, tokenizer, folder, model_cfg)
 

@@ -107,10 +107,13 @@ def score_shared_context(model, groups: list[tuple[list[int], list[list[int]]]],
       token, so one-token options (MMLU's " A".." D") cost nothing more;
     - longer options continue from the context's KV cache, copied per option.
     """
+    from tunelab.evaluate.generation import _accepts, _cache_kwarg
     from tunelab.evaluate.views import as_causal_lm
 
     causal = as_causal_lm(model)  # encoder-decoders and prompt/prefix tuning: views.py
     counter = counter or WorkCounter()
+    cache_arg = _cache_kwarg(causal)
+    keep1 = {"logits_to_keep": 1} if _accepts(causal, "logits_to_keep") else {}
     contexts = [g[0] for g in groups]
     # A view adds its own inputs (an encoder, virtual tokens) around the context, and a sliding
     # window counts cache slots, which the padding between prefix and suffix would shift: no sharing.
@@ -120,11 +123,13 @@ def score_shared_context(model, groups: list[tuple[list[int], list[list[int]]]],
     runs = shared_prefix_runs(contexts) if share else [(0, list(range(len(groups))))]
     results: list[list[dict] | None] = [None] * len(groups)
     for prefix_len, members in runs:
-        prefix_cache = _prefix_cache(causal, contexts[members[0]][:prefix_len], counter) if prefix_len else None
+        prefix_cache = _prefix_cache(causal, contexts[members[0]][:prefix_len], cache_arg, keep1, counter) \
+            if prefix_len else None
         for batch in length_sorted_batches([len(contexts[i]) - prefix_len for i in members], max(1, batch_size)):
             batch = [members[j] for j in batch]
-            for i, out in zip(batch, _score_batch(causal, [groups[i] for i in batch], prefix_len, prefix_cache,
-                                                  pad_id, counter)):
+            found = _score_batch(causal, [groups[i] for i in batch], prefix_len, prefix_cache, cache_arg, keep1,
+                                 pad_id, counter)
+            for i, out in zip(batch, found):
                 results[i] = out
             if on_batch is not None:
                 on_batch(batch, [results[i] for i in batch])
@@ -193,29 +198,28 @@ def _common_length(a: list[int], b: list[int]) -> int:
     return n
 
 
-def _prefix_cache(model, prefix: list[int], counter: WorkCounter):
-    from tunelab.evaluate.generation import _accepts, _cache_kwarg, _returned_cache
+def _prefix_cache(model, prefix: list[int], cache_arg: str, keep1: dict, counter: WorkCounter):
+    from tunelab.evaluate.generation import _returned_cache
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
     ids = torch.tensor([prefix], device=device)
-    keep1 = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
     out = model(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=torch.arange(len(prefix),
-                device=device)[None], use_cache=True, **{_cache_kwarg(model): DynamicCache()}, **keep1)
+                device=device)[None], use_cache=True, **{cache_arg: DynamicCache()}, **keep1)
     counter.forward_calls += 1
     counter.prompt_tokens += len(prefix)
     return _returned_cache(out, None)
 
 
-def _score_batch(model, groups, prefix_len: int, prefix_cache, pad_id: int, counter: WorkCounter) -> list[list[dict]]:
+def _score_batch(model, groups, prefix_len: int, prefix_cache, cache_arg: str, keep1: dict, pad_id: int,
+                 counter: WorkCounter) -> list[list[dict]]:
     """One batch of questions: contexts (after the shared prefix, left padded) in one forward pass."""
     import copy
 
-    from tunelab.evaluate.generation import _accepts, _cache_kwarg, _returned_cache
+    from tunelab.evaluate.generation import _returned_cache
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
-    cache_arg = _cache_kwarg(model)
     suffixes = [ctx[prefix_len:] for ctx, _ in groups]
     width = max(len(x) for x in suffixes)
     ids = torch.full((len(groups), width), pad_id, dtype=torch.long)
@@ -234,7 +238,6 @@ def _score_batch(model, groups, prefix_len: int, prefix_cache, pad_id: int, coun
         cache_kw = {"use_cache": True, cache_arg: cache}
     else:
         cache_kw = {"use_cache": True, cache_arg: DynamicCache()} if longer else {"use_cache": False}
-    keep1 = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
     out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
                 **cache_kw, **keep1)
     counter.forward_calls += 1

@@ -103,7 +103,7 @@ def log_step(state: TrainState, event: dict) -> None:
     state.trackers.log_metrics({f"train/{k}": event[k] for k in LOGGED_EACH_STEP}, event["step"])
 
 
-def write_final(model, tokenizer, folder: Path, model_cfg=None) -> None:
+def write_final(model, tokenizer, folder: Path, model_cfg) -> None:
     """The final adapter (PEFT format) or full model (safetensors), plus the tokenizer, atomically.
     An adapter names its base portably (models/portable.py), not by the cache path it was loaded from."""
     from tunelab.files import disk_errors
@@ -115,8 +115,7 @@ def write_final(model, tokenizer, folder: Path, model_cfg=None) -> None:
         with disk_errors(tmp):
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
-            if model_cfg is not None:
-                record_base(tmp, model_cfg)
+            record_base(tmp, model_cfg)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
