@@ -63,9 +63,9 @@ def _capture_final_model(monkeypatch):
     captured = {}
     original = loop.write_final
 
-    def capture(model, tokenizer, folder, model_cfg):
+    def capture(model, tokenizer, folder, model_cfg, state_dict=None):
         captured["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        original(model, tokenizer, folder, model_cfg)
+        original(model, tokenizer, folder, model_cfg, state_dict)
 
     monkeypatch.setattr(loop, "write_final", capture)
     return captured

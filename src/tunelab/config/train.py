@@ -76,6 +76,19 @@ class EarlyStopping(StrictModel):
     min_delta: float = 0.0
 
 
+class DistributedOptions(StrictModel):
+    """How several processes (accelerate launch, torchrun) share a run (train/distributed.py)."""
+
+    # ddp: a whole replica per process, gradients averaged. fsdp: parameters, gradients and
+    # optimizer state sharded across processes (FSDP2, one unit per decoder layer); checkpoints
+    # are sharded too and resume on any number of processes.
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    # fsdp: free each layer's gathered parameters after its forward (gathered again in backward).
+    reshard_after_forward: bool = True
+    # fsdp on CUDA: keep the shards of parameters, gradients and optimizer state in CPU memory.
+    cpu_offload: bool = False
+
+
 class TrainConfig(StrictModel):
     method: Literal[METHODS] = "lora"  # type: ignore[valid-type]
     lora: LoraOptions = Field(default_factory=LoraOptions)
@@ -125,6 +138,7 @@ class TrainConfig(StrictModel):
     # Without gradient_checkpointing: backward recomputes RMSNorms and the gated MLP's activation
     # (elementwise ops) instead of keeping their outputs; bit-identical gradients (train/recompute.py).
     selective_recompute: bool = True
+    distributed: DistributedOptions = Field(default_factory=DistributedOptions)
 
     eval_every: int | None = Field(None, ge=1)  # steps; validation also runs at each epoch end
     eval_at_start: bool = False  # validate the untrained model first (a baseline in metrics.jsonl)

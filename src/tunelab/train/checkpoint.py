@@ -9,6 +9,11 @@ Layout of `checkpoints/step-N/`:
                           optimizer hyperparameters and scalar state
   manifest.json           SHA-256 and size of every other file; written last
 
+Under FSDP (train.distributed.strategy=fsdp) trainable.safetensors and optimizer.safetensors are
+replaced by `sharded/`: each process's shards of both, written by every process at once through
+torch.distributed.checkpoint (train/distributed.py); optimizer.json is keyed by parameter name.
+Such a checkpoint resumes on any number of processes, with or without FSDP.
+
 A checkpoint is written under a temporary name and renamed into place, so a run killed while
 saving leaves only a `.tmp-*` folder behind (ignored and removed on resume) and the previous
 checkpoint intact. `--resume` verifies the manifest of the newest checkpoint; a damaged one (a
@@ -113,22 +118,30 @@ def write_rng(tmp: Path, rank: int) -> None:
         _write_json(tmp / f"rng-rank{rank}.json", meta)
 
 
-def write_checkpoint(folder: Path, step: int, model, optimizer, state: dict) -> Path:
+def files_of(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.rglob("*") if f.is_file())
+
+
+def write_checkpoint(folder: Path, step: int, model, optimizer, state: dict, sharded_meta: dict | None = None) -> Path:
     """Main process: weights, optimizer, state.json, the manifest, then the atomic rename to step-N.
+    With `sharded_meta` (FSDP) the shards are already in the temporary folder: only the optimizer's
+    non-tensor state is written beside them.
 
     A full disk raises DiskFull naming the file; the half-written temporary folder is removed and
     every earlier checkpoint stays as it was."""
     tmp = temp_dir(folder, step)
     try:
         with disk_errors(tmp):
-            save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-            opt_tensors, opt_meta = optimizer_to_files(optimizer)
-            save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-            _write_json(tmp / "optimizer.json", opt_meta)
+            if sharded_meta is None:
+                save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+                opt_tensors, opt_meta = optimizer_to_files(optimizer)
+                save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+            _write_json(tmp / "optimizer.json", opt_meta if sharded_meta is None else sharded_meta)
             _write_json(tmp / "state.json", state)
-            for f in tmp.iterdir():
+            for f in files_of(tmp):
                 _fsync(f)
-            _write_json(tmp / MANIFEST, {"files": {f.name: file_digest(f) for f in sorted(tmp.iterdir())}})
+            _write_json(tmp / MANIFEST, {"files": {f.relative_to(tmp).as_posix(): file_digest(f)
+                                                   for f in files_of(tmp)}})
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -199,8 +212,32 @@ def remove_temp_dirs(folder: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def load_checkpoint(path: Path, model, optimizer, rank: int) -> dict:
+def load_checkpoint(path: Path, loss_model, model, optimizer, rank: int, seed: int) -> dict:
     """Restore weights, optimizer and this process's RNG; return state.json."""
+    from tunelab.train.distributed import SHARDED_DIR, is_sharded, load_sharded
+
+    if (path / SHARDED_DIR).exists():
+        load_sharded(path, loss_model, optimizer)
+    elif is_sharded(loss_model):
+        raise ConfigError(f"{path} was written without FSDP; resume it with train.distributed.strategy=ddp")
+    else:
+        load_whole(path, model, optimizer)
+    state = json.loads((path / "state.json").read_text())
+    rng_file = path / f"rng-rank{rank}.safetensors"
+    if rng_file.exists():
+        restore_rng(load_file(str(rng_file)), json.loads((path / f"rng-rank{rank}.json").read_text()))
+    else:  # more processes than the run had: a new process starts its generators from the seed
+        set_all_seeds(seed + 1_000_003 * state["step"] + rank)
+    return state
+
+
+def set_all_seeds(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def load_whole(path: Path, model, optimizer) -> None:
     weights = load_file(str(path / "trainable.safetensors"))
     params = dict(model.named_parameters())
     missing = [n for n in weights if n not in params]
@@ -212,12 +249,6 @@ def load_checkpoint(path: Path, model, optimizer, rank: int) -> dict:
             params[name].copy_(value)
     meta = json.loads((path / "optimizer.json").read_text())
     optimizer.load_state_dict(optimizer_from_files(load_file(str(path / "optimizer.safetensors")), meta))
-    rng_file = path / f"rng-rank{rank}.safetensors"
-    if not rng_file.exists():
-        raise ConfigError(f"{path}: no RNG state for process {rank}; resume with the same number of processes "
-                          f"as the run was started with")
-    restore_rng(load_file(str(rng_file)), json.loads((path / f"rng-rank{rank}.json").read_text()))
-    return json.loads((path / "state.json").read_text())
 
 
 def prune(folder: Path, keep_last: int, keep_steps: set[int]) -> None:
@@ -231,7 +262,10 @@ def prune(folder: Path, keep_last: int, keep_steps: set[int]) -> None:
 
 def save_checkpoint(state) -> None:
     """Checkpoint the run at its current step (once per step): every process writes its RNG state
-    into the folder being built, then the main process writes the rest and renames it into place."""
+    into the folder being built (and, under FSDP, its shards), then the main process writes the rest
+    and renames it into place."""
+    from tunelab.train.distributed import save_sharded
+
     step = state.counters.step
     if state.saved_step == step:
         return
@@ -246,13 +280,20 @@ def save_checkpoint(state) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    sharded_meta = None
+    if state.sharded_checkpoints:
+        try:
+            sharded_meta = save_sharded(tmp, state.loss_model, state.optimizer)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     state.accelerator.wait_for_everyone()
     if state.main:
         payload = {**state.counters.__dict__, "scheduler": state.scheduler.state_dict(),
-                   "total_steps": state.total_steps}
+                   "total_steps": state.total_steps, "processes": state.world}
         if state.scaler is not None:
             payload["scaler"] = state.scaler.state_dict()
-        write_checkpoint(state.ckpt_dir, step, state.model, state.optimizer, payload)
+        write_checkpoint(state.ckpt_dir, step, state.model, state.optimizer, payload, sharded_meta)
         best = state.counters.best
         keep = {best["step"]} if best and state.cfg.train.keep_best else set()
         prune(state.ckpt_dir, state.cfg.train.keep_last, keep)

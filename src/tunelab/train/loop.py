@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tunelab.files import DiskFull
 from tunelab.train import checkpoint as ckpt
+from tunelab.train.distributed import full_model_state, is_sharded
 from tunelab.train.run import run_summary, write_summary
 from tunelab.train.setup import resolve_precision, say, setup  # noqa: F401  (resolve_precision: public)
 from tunelab.train.state import TrainState, ValidationCallback, stop_on_signals
@@ -93,9 +94,12 @@ def fit(state: TrainState) -> None:
         c.status = "completed"
         validate(state)
     ckpt.save_checkpoint(state)
-    if state.main and c.status in ("completed", "early_stopped"):
-        write_final(state.accelerator.unwrap_model(state.loss_model).model, state.tokenizer, state.run / "final",
-                    state.cfg.model)
+    if c.status in ("completed", "early_stopped"):
+        # Under FSDP every process sends its shards to the main process, which writes one model.
+        whole = full_model_state(state.loss_model) if is_sharded(state.loss_model) else None
+        if state.main:
+            write_final(state.accelerator.unwrap_model(state.loss_model).model, state.tokenizer,
+                        state.run / "final", state.cfg.model, whole)
 
 
 def log_step(state: TrainState, event: dict) -> None:
@@ -103,9 +107,10 @@ def log_step(state: TrainState, event: dict) -> None:
     state.trackers.log_metrics({f"train/{k}": event[k] for k in LOGGED_EACH_STEP}, event["step"])
 
 
-def write_final(model, tokenizer, folder: Path, model_cfg) -> None:
+def write_final(model, tokenizer, folder: Path, model_cfg, state_dict: dict | None = None) -> None:
     """The final adapter (PEFT format) or full model (safetensors), plus the tokenizer, atomically.
-    An adapter names its base portably (models/portable.py), not by the cache path it was loaded from."""
+    An adapter names its base portably (models/portable.py), not by the cache path it was loaded from.
+    `state_dict`: the whole model's tensors when the model itself holds only shards (FSDP)."""
     from tunelab.files import disk_errors
     from tunelab.models.portable import record_base
 
@@ -113,7 +118,7 @@ def write_final(model, tokenizer, folder: Path, model_cfg) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         with disk_errors(tmp):
-            model.save_pretrained(tmp, safe_serialization=True)
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
             tokenizer.save_pretrained(tmp)
             record_base(tmp, model_cfg)
     except BaseException:

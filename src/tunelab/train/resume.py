@@ -6,7 +6,8 @@ the run's config.resolved.yaml: a difference in anything that shapes the steps a
 that only say how long to go on, or how often to log, validate and checkpoint, may change; each
 change is logged in metrics.jsonl as an event with the old and new values (docs/training.md).
 The training data is compared too, by a hash of the training examples' token ids: a data file
-edited since the start is refused.
+edited since the start is refused. The number of processes may change when the global batch
+(batch_size x grad_accum x processes) stays the same.
 """
 
 from __future__ import annotations
@@ -58,12 +59,15 @@ def config_changes(run: Path, cfg) -> dict[str, dict]:
     return {k: {"old": saved.get(k), "new": current.get(k)} for k in keys if saved.get(k) != current.get(k)}
 
 
-def check_resume_config(run: Path, cfg, step: int | None = None) -> dict[str, dict]:
-    """Refuse a --resume whose config differs in keys that shaped the run; return the safe changes."""
+def check_resume_config(run: Path, cfg, step: int | None = None, world: int | None = None) -> dict[str, dict]:
+    """Refuse a --resume whose config differs in keys that shaped the run; return the safe changes.
+    `world`: the number of processes resuming (None: not checked)."""
     changes = config_changes(run, cfg)
     # Options of a method the run does not use shaped nothing (e.g. train.ia3.* in a LoRA run).
     unused = [f"train.{o}." for o in METHOD_OPTIONS if cfg.train.method not in METHOD_OPTIONS[o]]
-    refused = {k: v for k, v in changes.items() if not safe_to_change(k) and not k.startswith(tuple(unused))}
+    reshaped = check_global_batch(run, cfg, changes, world) if world is not None else ()
+    refused = {k: v for k, v in changes.items()
+               if not safe_to_change(k) and not k.startswith(tuple(unused)) and k not in reshaped}
     if refused:
         listed = "; ".join(f"{k}: {v['old']!r} -> {v['new']!r}" for k, v in list(refused.items())[:8])
         more = f" (and {len(refused) - 8} more)" if len(refused) > 8 else ""
@@ -74,6 +78,34 @@ def check_resume_config(run: Path, cfg, step: int | None = None) -> dict[str, di
     if step is not None and new_max is not None and new_max < step:
         raise ConfigError(f"--resume: train.max_steps={new_max} is below the step the run has reached ({step})")
     return changes
+
+
+BATCH_SHAPE = ("train.batch_size", "train.grad_accum")
+
+
+def check_global_batch(run: Path, cfg, changes: dict, world: int) -> tuple[str, ...]:
+    """A run may resume on another number of processes when its global batch (batch_size x
+    grad_accum x processes) stays the same: the steps then see the same examples (batching.py
+    plans global batches first). Returns the batch-shape keys that may differ; refuses otherwise."""
+    env_file = run / "env.json"
+    if not env_file.exists():
+        return ()
+    old_world = json.loads(env_file.read_text(encoding="utf-8")).get("processes", 1)
+    if old_world == world and not any(k in changes for k in BATCH_SHAPE):
+        return ()
+    t = cfg.train
+    old = {k: changes[k]["old"] if k in changes else getattr(t, k.split(".")[1]) for k in BATCH_SHAPE}
+    old_global = old["train.batch_size"] * old["train.grad_accum"] * old_world
+    new_global = t.batch_size * t.grad_accum * world
+    if old_global != new_global and any(k in changes for k in BATCH_SHAPE):
+        return ()  # refused with the other changed keys
+    if old_global != new_global:
+        raise ConfigError(
+            f"--resume: the global batch would change from {old_global} (batch_size {old['train.batch_size']} x "
+            f"grad_accum {old['train.grad_accum']} x {old_world} processes) to {new_global} (batch_size "
+            f"{t.batch_size} x grad_accum {t.grad_accum} x {world} processes); keep it at {old_global}, e.g. "
+            f"train.batch_size and train.grad_accum with a product of {old_global / world:g} on {world} processes")
+    return BATCH_SHAPE
 
 
 def data_fingerprint(data) -> str:

@@ -10,17 +10,16 @@ restores the newest checkpoint that verifies.
 from __future__ import annotations
 
 import contextlib
-import random
 import sys
 import time
 
-import numpy as np
 import torch
 
 from tunelab.config.base import ConfigError
 from tunelab.config.load import write_resolved
 from tunelab.train import checkpoint as ckpt
 from tunelab.train.batching import to_sequences
+from tunelab.train.distributed import shard_model
 from tunelab.train.loss import PEFT_FORWARD_METHODS, CompletionLoss
 from tunelab.train.optim import build_optimizer, build_scheduler
 from tunelab.train.probes import check_packing
@@ -38,12 +37,6 @@ HALF_WEIGHT_METHODS = ("lora", "dora", "ia3", "prompt_tuning", "prefix_tuning")
 
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def native_bf16(device_type: str) -> bool:
@@ -78,6 +71,20 @@ def check_config(cfg) -> None:
         from tunelab.evaluate.forgetting import check_forgetting_tasks
 
         check_forgetting_tasks(cfg)
+
+
+def check_launch() -> None:
+    """accelerate's FSDP and DeepSpeed plugins take over backward and the optimizer, which this
+    loop drives itself: refused, pointing to train.distributed (docs/training.md). `accelerate
+    launch` tells its processes through these variables."""
+    import os
+
+    for kind in ("FSDP", "DEEPSPEED"):
+        if os.environ.get(f"ACCELERATE_USE_{kind}", "").lower() not in ("true", "1"):
+            continue
+        raise ConfigError(f"accelerate's {kind} plugin is not used by tunelab: launch without it (no --use_fsdp / "
+                          f"--use_deepspeed, or an `accelerate config` without them) and set "
+                          f"train.distributed.strategy=fsdp for sharded training (docs/training.md)")
 
 
 def build_model(cfg, precision: str):
@@ -156,20 +163,22 @@ def setup(cfg, resume: bool = False, data=None, on_validation=None) -> TrainStat
 
     t = cfg.train
     seed = t.seed if t.seed is not None else cfg.seed
+    check_launch()
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process
     check_config(cfg)
     run = run_dir(cfg)
     lock = RunLock(run) if resume and main else None  # a live run is refused before any work
     try:
-        changes = check_resume_config(run, cfg) if resume and (run / "config.resolved.yaml").exists() else {}
+        changes = check_resume_config(run, cfg, world=accelerator.num_processes) \
+            if resume and (run / "config.resolved.yaml").exists() else {}
         if not resume:
             check_new_run(run)
         precision = resolve_precision(t.precision, accelerator.device.type)
         if precision == "bf16" and not native_bf16(accelerator.device.type):
             say("tunelab: warning: this processor has no native bf16 (AVX512-BF16/AMX); bf16 autocast is "
                 "emulated and usually slower than fp32 here (train.precision=auto picks fp32)")
-        set_seed(seed)
+        ckpt.set_all_seeds(seed)
         model, tokenizer, architecture, n_trainable, n_total = build_model(cfg, precision)
         from tunelab.data import use_chat_template
 
@@ -193,7 +202,11 @@ def setup(cfg, resume: bool = False, data=None, on_validation=None) -> TrainStat
         total_steps = t.max_steps or steps_per_epoch * t.epochs
         if t.packing:
             check_packing(model)  # a probe: refused, naming the model type, if packed examples see each other
-        loss_model = accelerator.prepare(CompletionLoss(model, architecture, t.method))
+        loss_model = CompletionLoss(model, architecture, t.method)
+        if t.distributed.strategy == "fsdp" and accelerator.num_processes > 1:
+            loss_model = shard_model(loss_model, t.distributed, precision, accelerator.device.type)
+        else:
+            loss_model = accelerator.prepare(loss_model)  # DDP with several processes
         optimizer = build_optimizer(model, t)
         scheduler = build_scheduler(optimizer, t, total_steps)
         if main and not resume:
@@ -211,7 +224,8 @@ def setup(cfg, resume: bool = False, data=None, on_validation=None) -> TrainStat
                        n_total=n_total, run=run, lock=lock, on_validation=on_validation,
                        autocast=autocast_for(precision, accelerator.device.type),
                        trainable=[p for p in model.parameters() if p.requires_grad],
-                       scaler=torch.amp.GradScaler(accelerator.device.type) if precision == "fp16" else None)
+                       scaler=torch.amp.GradScaler(accelerator.device.type) if precision == "fp16" else None,
+                       sharded_checkpoints=t.distributed.strategy == "fsdp")
     state.val_sets, state.val_examples = validation_sets(data, architecture, t.eval_limit)
     state.log = MetricsLog(run / "metrics.jsonl", enabled=main)
     open_run_files(state, resume, changes, fingerprint)
@@ -229,6 +243,8 @@ def open_run_files(state: TrainState, resume: bool, changes: dict, fingerprint: 
             write_json(run / "env.json", {**environment(cfg, state.seed, state.world), "data_fingerprint": fingerprint,
                                           "config_dir": str(cfg.config_dir)})
             write_train_keys(state)
+        elif resume:
+            record_processes(state)
     state.accelerator.wait_for_everyone()
     if resume:
         restore(state)
@@ -244,6 +260,18 @@ def open_run_files(state: TrainState, resume: bool, changes: dict, fingerprint: 
     state.started = time.perf_counter()
     if state.main:  # "running" until the end says otherwise; a kill -9 leaves it so (the lock is free then)
         write_summary(run, run_summary(state))
+
+
+def record_processes(state: TrainState) -> None:
+    """A resume on another number of processes (same global batch, resume.py): env.json says how
+    many processes the run now has, so that the next resume compares with these."""
+    import json
+
+    env_file = state.run / "env.json"
+    env = json.loads(env_file.read_text(encoding="utf-8"))
+    if env.get("processes") != state.world:
+        say(f"tunelab: resuming {state.run} on {state.world} processes (it ran on {env.get('processes')})")
+        write_json(env_file, {**env, "processes": state.world})
 
 
 def write_train_keys(state: TrainState) -> None:
@@ -268,7 +296,8 @@ def restore(state: TrainState) -> None:
         say(f"tunelab: {state.run} has no checkpoint to resume from; starting from step 0")
         state.log.recover(0, say)
         return
-    payload = ckpt.load_checkpoint(state.ckpt_dir / chosen[0], state.model, state.optimizer, state.rank)
+    payload = ckpt.load_checkpoint(state.ckpt_dir / chosen[0], state.loss_model, state.model, state.optimizer,
+                                   state.rank, state.seed)
     state.scheduler.load_state_dict(payload.pop("scheduler"))
     if state.scaler is not None:
         state.scaler.load_state_dict(payload.pop("scaler"))

@@ -83,7 +83,7 @@ class TrainState:
     tokenizer: Any
     architecture: str
     data: Any  # tunelab.data.PreparedData
-    loss_model: Any  # CompletionLoss, wrapped by accelerate (DDP) when several processes
+    loss_model: Any  # CompletionLoss; DDP-wrapped by accelerate, or FSDP-sharded, with several processes
     optimizer: Any
     scheduler: Any
     total_steps: int
@@ -93,6 +93,7 @@ class TrainState:
     autocast: Any = contextlib.nullcontext  # a context-manager factory (training precision)
     trainable: list = field(default_factory=list)  # parameters with requires_grad (clipped each step)
     scaler: Any = None
+    sharded_checkpoints: bool = False  # FSDP: checkpoints through torch.distributed.checkpoint
     val_sets: dict = field(default_factory=dict)  # task -> list[Sequence] (validation loss)
     val_examples: dict = field(default_factory=dict)  # task -> list[Example] (validation generation)
     counters: Counters = field(default_factory=Counters)

@@ -8,7 +8,6 @@ the world_size factor below).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 
@@ -17,6 +16,7 @@ import torch
 from tunelab.config.base import ConfigError
 from tunelab.train import checkpoint as ckpt
 from tunelab.train.batching import collate, pack_sequences, plan_steps, seq_length, to_sequences
+from tunelab.train.distributed import gradient_sync, to_float
 
 
 class TrainingDiverged(ConfigError):
@@ -57,7 +57,7 @@ def forward_backward(state, batches, n_global: float) -> torch.Tensor:
     loss_sum_local = torch.zeros((), dtype=torch.float64, device=state.device)
     for m, batch in enumerate(batches):
         last = m == t.grad_accum - 1 or world == 1
-        with contextlib.nullcontext() if last else state.accelerator.no_sync(state.loss_model):
+        with gradient_sync(state.loss_model, state.accelerator, enabled=last):
             with autocast():
                 loss_sum, _ = state.loss_model(**{k: v.to(state.device) for k, v in batch.tensors.items()})
             if not batch.n_examples:  # an empty part of the last, short batch
@@ -78,13 +78,13 @@ def train_step(state, seqs, parts) -> dict:
     loss_sum_local = forward_backward(state, batches, n_global)
     if state.scaler:
         state.scaler.unscale_(state.optimizer)
-    grad_norm = torch.nn.utils.clip_grad_norm_(state.trainable, t.max_grad_norm or float("inf"))
+    grad_norm = to_float(torch.nn.utils.clip_grad_norm_(state.trainable, t.max_grad_norm or float("inf")))
     stats = all_reduce(torch.tensor([float(loss_sum_local), sum(b.real_tokens for b in batches),
                                      sum(b.padded_tokens for b in batches), sum(b.n_examples for b in batches),
                                      1.0 if state.stop.reason else 0.0], dtype=torch.float64, device=state.device),
                        state.world)
     loss = float(stats[0]) / max(n_global, 1.0)
-    if not math.isfinite(loss) or (state.scaler is None and not math.isfinite(float(grad_norm))):
+    if not math.isfinite(loss) or (state.scaler is None and not math.isfinite(grad_norm)):
         c.status = "diverged"
         raise TrainingDiverged(
             f"training diverged: the loss is {loss} at step {c.step + 1}. Last good checkpoint: "
@@ -102,7 +102,7 @@ def train_step(state, seqs, parts) -> dict:
     c.step_in_epoch += 1
     c.train_tokens += int(stats[1])
     dt = time.perf_counter() - t0
-    return {"step": c.step, "epoch": c.epoch, "loss": loss, "lr": lr, "grad_norm": float(grad_norm),
+    return {"step": c.step, "epoch": c.epoch, "loss": loss, "lr": lr, "grad_norm": grad_norm,
             "tokens_per_s": float(stats[1]) / dt, "real_tokens": int(stats[1]),
             "padding_tokens": int(stats[2] - stats[1]), "label_tokens": int(n_global), "examples": int(stats[3]),
             "step_s": dt, "elapsed_s": time.perf_counter() - state.started, "stop_requested": bool(stats[4] > 0)}

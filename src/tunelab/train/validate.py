@@ -1,7 +1,7 @@
 """Validation: loss on each task's validation split, generation metrics, early stopping.
 
 Loss: each process takes every world_size-th example; sums are all-reduced, so the numbers are
-the same for any number of processes. Generation metrics come from the evaluation engine
+the same for any number of processes (and every process runs as many batches, as FSDP needs). Generation metrics come from the evaluation engine
 (tunelab.evaluate.engine) with the task's own metrics and generation settings: the same numbers
 `tunelab eval` gives for the same model, task and split (under the training precision; with
 fp32 training they are identical). Every process scores the same subset, so early-stopping
@@ -28,11 +28,16 @@ def validation_loss(state) -> dict:
     for task, seqs in state.val_sets.items():
         mine = sorted(seqs[state.rank::state.world], key=seq_length)
         sums = torch.zeros(2, dtype=torch.float64, device=state.device)
-        for s in range(0, len(mine), t.eval_batch_size):
-            batch = collate(mine[s:s + t.eval_batch_size], state.pad_id)
+        # Every process runs the same number of batches: under FSDP each forward gathers parameters
+        # from all processes. A process with fewer examples runs a stand-in batch that counts zero.
+        most = -(-len(seqs) // state.world)
+        for s in range(0, most, t.eval_batch_size):
+            part = mine[s:s + t.eval_batch_size]
+            batch = collate(part or seqs[:1], state.pad_id)
             with state.autocast():
                 loss_sum, n = state.loss_model(**{k: v.to(state.device) for k, v in batch.tensors.items()})
-            sums += torch.stack([loss_sum.double(), n.double()])
+            if part:
+                sums += torch.stack([loss_sum.double(), n.double()])
         sums = all_reduce(sums, state.world)
         if sums[1] > 0:
             out[f"val_loss/{task}"] = float(sums[0] / sums[1])
