@@ -137,9 +137,15 @@ def print_results(results: dict) -> None:
 
 def run(args) -> int:
     from tunelab.evaluate.harness import evaluate
+    from tunelab.evaluate.shard import launched_world
 
     tasks, kwargs = eval_settings(args)
-    results = evaluate(args.model, tasks, adapter=args.adapter, run=args.run, output_dir=args.output, **kwargs)
-    print_results(results)
-    print(f"results: {args.output}/results.json (per-example: <task>.examples.jsonl)")
+    # Under `accelerate launch --num_processes N` the processes split the examples (data parallel,
+    # docs/evaluation.md); the main one writes and prints what one process would.
+    world = launched_world()
+    results = evaluate(args.model, tasks, adapter=args.adapter, run=args.run, output_dir=args.output, world=world,
+                       **kwargs)
+    if world.main:
+        print_results(results)
+        print(f"results: {args.output}/results.json (per-example: <task>.examples.jsonl)")
     return 0

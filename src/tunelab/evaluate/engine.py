@@ -10,6 +10,10 @@ predictions and the same metric values whichever command asks.
 
 Model calls go through the result cache (cache.py) when a cache key is given: each batch is
 written as it finishes, so an interrupted evaluation resumes where it stopped.
+
+Several processes (`world`, shard.py): each scores its share of the batches, the outputs are
+gathered on every process before anything is scored, so rows and metrics are the one-process ones;
+the main process alone writes the cache (the others' batches once gathered) and prints progress.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from tunelab.evaluate.cache import ResultCache, digest
 from tunelab.evaluate.generation import WorkCounter, generate
 from tunelab.evaluate.loglikelihood import continuation_ids, score_requests, score_shared_context
 from tunelab.evaluate.scoring import score_choices, score_generations, score_perplexity
+from tunelab.evaluate.shard import ONE, World, from_main, gather
 
 
 @dataclass
@@ -77,11 +82,23 @@ def example_rows(examples, split: str) -> list[dict]:
             for i, ex in enumerate(examples)]
 
 
-def _cached(cache: ResultCache, keys: list[str], run_missing) -> tuple[list[dict], set[int]]:
-    """Values for `keys`, computing the missing ones with run_missing(indices, store)."""
+def _cached(cache: ResultCache, keys: list[str], run_missing, world: World = ONE) -> tuple[list[dict], set[int]]:
+    """Values for `keys`, computing the missing ones with run_missing(indices, store). Several
+    processes: the main process's cache entries are handed to the others first, so they agree on
+    what is missing and plan the same batches; each computes its batches of it, and the outputs are
+    gathered so that every process holds them all (the main process writes the others' to the file)."""
+    if world.size > 1:
+        cache.data.update(from_main({k: cache.data[k] for k in set(keys) if k in cache.data}, world))
     missing = sorted({k: i for i, k in enumerate(keys) if cache.get(k) is None}.values())
     if missing:
-        run_missing(missing, lambda idx, outs: cache.put_many({keys[i]: o for i, o in zip(idx, outs)}))
+        found: dict[int, dict] = {}
+
+        def store(idx, outs):
+            found.update(zip(idx, outs))
+            cache.put_many({keys[i]: o for i, o in zip(idx, outs)})
+
+        run_missing(missing, store)
+        cache.put_many({keys[i]: o for i, o in gather(found, world).items() if i not in found})
     return [cache.data[k] for k in keys], set(missing)
 
 
@@ -92,20 +109,20 @@ def end_of_turn_ids(tokenizer, chat_template: dict | None) -> set[int]:
     return {token} if isinstance(token, int) and token != tokenizer.unk_token_id else set()
 
 
-def _generate(lm, examples, settings, cache, batch_size, counter, label, verbose, extra_eos) -> list[dict]:
+def _generate(lm, examples, settings, cache, batch_size, counter, label, verbose, extra_eos, world) -> list[dict]:
     keys = [digest(ex.prompt_ids) for ex in examples]
 
     def run(missing, store):
         generate(lm.model, lm.tokenizer, [examples[i].prompt_ids for i in missing], settings, batch_size,
                  keys=[keys[i] for i in missing], counter=counter,
                  progress=BatchProgress(len(missing), f"{label} generate", verbose), extra_eos=extra_eos,
-                 on_batch=lambda idx, outs: store([missing[j] for j in idx], [asdict(o) for o in outs]))
+                 on_batch=lambda idx, outs: store([missing[j] for j in idx], [asdict(o) for o in outs]), world=world)
 
-    outs, computed = _cached(cache, keys, run)
+    outs, computed = _cached(cache, keys, run, world)
     return [dict(o, cached=i not in computed) for i, o in enumerate(outs)]
 
 
-def _choices(lm, examples, cache, batch_size, counter, label, verbose) -> list[list[dict]]:
+def _choices(lm, examples, cache, batch_size, counter, label, verbose, world) -> list[list[dict]]:
     """Multiple choice: one cache entry per question (its context and all its options)."""
     groups = [(ex.prompt_ids, [continuation_ids(lm.tokenizer, ex.prompt_text, c) for c in ex.choices])
               for ex in examples]
@@ -116,13 +133,13 @@ def _choices(lm, examples, cache, batch_size, counter, label, verbose) -> list[l
         score_shared_context(lm.model, [groups[i] for i in missing], batch_size, pad, counter,
                              progress=BatchProgress(len(missing), f"{label} log-likelihood", verbose),
                              on_batch=lambda idx, outs: store([missing[j] for j in idx],
-                                                              [{"options": o} for o in outs]))
+                                                              [{"options": o} for o in outs]), world=world)
 
-    outs, _ = _cached(cache, keys, run)
+    outs, _ = _cached(cache, keys, run, world)
     return [o["options"] for o in outs]
 
 
-def _answer_logprobs(lm, examples, cache, batch_size, counter, label, verbose) -> list[dict]:
+def _answer_logprobs(lm, examples, cache, batch_size, counter, label, verbose, world) -> list[dict]:
     requests = [(ex.prompt_ids, ex.target_ids) for ex in examples]
     keys = [digest([ctx, cont]) for ctx, cont in requests]
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
@@ -130,9 +147,9 @@ def _answer_logprobs(lm, examples, cache, batch_size, counter, label, verbose) -
     def run(missing, store):
         score_requests(lm.model, [requests[i] for i in missing], batch_size, pad, counter,
                        progress=BatchProgress(len(missing), f"{label} log-likelihood", verbose),
-                       on_batch=lambda idx, outs: store([missing[j] for j in idx], outs))
+                       on_batch=lambda idx, outs: store([missing[j] for j in idx], outs), world=world)
 
-    outs, _ = _cached(cache, keys, run)
+    outs, _ = _cached(cache, keys, run, world)
     return outs
 
 
@@ -140,11 +157,14 @@ def score_examples(lm, spec: dict, examples: list, *, split: str = "test", label
                    label_synonyms: dict | None = None, generation: GenerationConfig | None = None,
                    batch_size: int = 8, cache_key: dict | None = None, n_resamples: int = 1000,
                    confidence: float = 0.95, counter: WorkCounter | None = None, autocast=None,
-                   verbose: bool = True, chat_template: dict | None = None) -> tuple[dict, list[dict]]:
+                   verbose: bool = True, chat_template: dict | None = None,
+                   world: World = ONE) -> tuple[dict, list[dict]]:
     """Score one task's examples with `lm` (.model, .tokenizer): (result, per-example rows).
 
     result: {"eval_kind", "metrics": {name: {value, ci, n, ...}}, "primary_metric", "generation",
-    "cache"}. cache_key: the model's identity (harness.evaluate); None keeps results in memory only."""
+    "cache"}. cache_key: the model's identity (harness.evaluate); None keeps results in memory only.
+    world: the processes sharing this evaluation (shard.py); every one of them must call this, and
+    every one gets the whole result and rows."""
     counter = counter or WorkCounter()
     scoring = scoring_of(spec)
     name, kind = spec["name"], scoring.eval_kind
@@ -156,10 +176,14 @@ def score_examples(lm, spec: dict, examples: list, *, split: str = "test", label
         cache_id["settings"] = settings.model_dump()
         if extra_eos:  # another stopping token is another generation
             cache_id["end_of_turn"] = sorted(extra_eos)
-    cache = ResultCache(cache_id, enabled=cache_key is not None)
+    # The main process alone reads and writes the cache file (one writer; the others may not even
+    # share its disk); the others hold what it hands them in memory (_cached).
+    cache = ResultCache(cache_id, enabled=cache_key is not None and world.main)
+    verbose = verbose and world.main
+    label = name if world.size == 1 else f"{name} [process 1 of {world.size}]"
     with (autocast or contextlib.nullcontext)():
         if kind == "generate":
-            outs = _generate(lm, examples, settings, cache, batch_size, counter, name, verbose, extra_eos)
+            outs = _generate(lm, examples, settings, cache, batch_size, counter, label, verbose, extra_eos, world)
             records = [{"prediction": o["text"], "references": ex.references, "label": ex.label}
                        for o, ex in zip(outs, examples)]
             corpus, per = score_generations(records, scoring.metrics, labels, label_synonyms, n_resamples, confidence)
@@ -169,7 +193,7 @@ def score_examples(lm, spec: dict, examples: list, *, split: str = "test", label
         elif kind == "loglikelihood":
             if not all(ex.choices for ex in examples):
                 raise UserError(f"task '{name}': log-likelihood scoring needs a multiple_choice task (choices)")
-            outs = _choices(lm, examples, cache, batch_size, counter, name, verbose)
+            outs = _choices(lm, examples, cache, batch_size, counter, label, verbose, world)
             records = [{"logprobs": [o["logprob"] for o in group], "choices": ex.choices,
                         "answer_index": ex.answer_index} for group, ex in zip(outs, examples)]
             corpus, per = score_choices(records, scoring.metrics, n_resamples, confidence)
@@ -177,7 +201,7 @@ def score_examples(lm, spec: dict, examples: list, *, split: str = "test", label
                 row.update(choices=ex.choices, answer_index=ex.answer_index, logprobs=r["logprobs"],
                            prediction=ex.choices[p["predicted_index"]], scores=p)
         else:
-            outs = _answer_logprobs(lm, examples, cache, batch_size, counter, name, verbose)
+            outs = _answer_logprobs(lm, examples, cache, batch_size, counter, label, verbose, world)
             records = [{"logprob": o["logprob"], "n_tokens": o["n_tokens"],
                         "n_bytes": len(ex.target_text.encode("utf-8"))} for o, ex in zip(outs, examples)]
             corpus, per = score_perplexity(records, scoring.metrics, n_resamples, confidence)

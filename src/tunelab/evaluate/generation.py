@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tunelab.evaluate.shard import ONE, World, mine
+
 
 @dataclass
 class GenerationOutput:
@@ -212,14 +214,15 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]
 
 def generate(model, tokenizer, prompts: list[list[int]], settings, batch_size: int = 8, keys: list[str] | None = None,
              counter: WorkCounter | None = None, max_prompt_tokens: int | None = None, progress=None,
-             on_batch=None, extra_eos: set[int] | None = None) -> list[GenerationOutput]:
+             on_batch=None, extra_eos: set[int] | None = None, world: World = ONE) -> list[GenerationOutput]:
     """Generate for all prompts in length-sorted batches; outputs come back in input order.
 
     on_batch(indices, outputs), when given, is called as each batch finishes (the evaluation cache
-    writes them at once, so an interrupted evaluation keeps its finished batches)."""
+    writes them at once, so an interrupted evaluation keeps its finished batches). Several
+    processes (world, shard.py): only this process's batches are run; the others' outputs are None."""
     keys = keys or [str(i) for i in range(len(prompts))]
     results: list[GenerationOutput | None] = [None] * len(prompts)
-    for batch in length_sorted_batches([len(p) for p in prompts], max(1, batch_size)):
+    for batch in mine(length_sorted_batches([len(p) for p in prompts], max(1, batch_size)), world, progress):
         outs = generate_batch(model, tokenizer, [list(prompts[i]) for i in batch], settings, [keys[i] for i in batch],
                               counter, max_prompt_tokens, extra_eos=extra_eos)
         for i, o in zip(batch, outs):

@@ -9,6 +9,11 @@ model's training examples before any model runs, so a typo in the last task or a
 split costs nothing. A run's model (`run=` or a folder inside a run) is evaluated with the run's
 own resolved config: its data tasks by bare name, its split ratios and seed. Then each task is
 scored by the engine (engine.score_examples) and its files written at once, atomically.
+
+Under several processes (`world`, shard.py; `tunelab eval` under `accelerate launch`) every
+process builds the same examples and loads its own copy of the model, the engine splits each
+task's batches among them and gathers the rows, and the main process alone writes and logs: the
+files are the ones one process writes (`work` sums every process's work and says how many).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from tunelab.evaluate.loading import LazyModel, ModelSpec, model_spec, spec_fing
 from tunelab.evaluate.provenance import (enclosing_run, keys_digest, model_identity, overlap_report,
                                          refuse_overlap, training_keys, training_runs)
 from tunelab.evaluate.recipes import data_task_config, expand_task
+from tunelab.evaluate.shard import ONE, World, total_work
 from tunelab.files import write_json, write_jsonl
 
 DEFAULT_SEED = 42  # the data pipeline's default split seed, for data outside any run
@@ -146,12 +152,16 @@ def evaluate(model_ref: str | None, tasks: list, adapter: str | None = None, run
              seed: int | None = None, counter: WorkCounter | None = None, spec: ModelSpec | None = None,
              data_tasks: dict | None = None, data_split=None, max_length: int = 4096,
              data_settings: dict | None = None, allow_train_overlap: bool = False, verbose: bool = True,
-             model_options: dict | None = None, chat_template: str | None = None, lm_eval=None) -> dict:
+             model_options: dict | None = None, chat_template: str | None = None, lm_eval=None,
+             world: World = ONE) -> dict:
     """Evaluate one model on tasks. Returns the results dict (also written to output_dir/results.json).
     chat_template: a data.chat_template choice for every task (a run's model: the run's own);
-    lm_eval: {tasks, include, num_fewshot}, lm-evaluation-harness tasks scored after these (lmeval.py)."""
+    lm_eval: {tasks, include, num_fewshot}, lm-evaluation-harness tasks scored after these (lmeval.py);
+    world: the processes sharing this evaluation (shard.launched_world()); each must call this."""
     if not tasks and not lm_eval:
         raise UserError("no tasks given: name at least one (e.g. --task sst2=../shared/data/sst2)")
+    if lm_eval and world.size > 1:  # lm-eval's own wrapper would score everything in every process
+        raise UserError("lm-eval tasks (--lm-eval) run in one process: evaluate them without accelerate launch")
     counter = counter or WorkCounter()
     spec = spec or model_spec(model_ref, adapter, run, dtype, model_options)
     own = run_training_data(spec) if data_tasks is None else None
@@ -181,14 +191,14 @@ def evaluate(model_ref: str | None, tasks: list, adapter: str | None = None, run
                "generation": (generation or GenerationConfig()).model_dump(), "batch_size": batch_size,
                "bootstrap": {"n_resamples": n_resamples, "confidence": confidence, "seed": 0},
                "allow_train_overlap": allow_train_overlap, "tasks": {}}
-    out = Path(output_dir) if output_dir is not None else None
+    out = Path(output_dir) if output_dir is not None and world.main else None  # one writer: the main process
     cache_key = spec_fingerprint(spec) if cache else None
     for s, (data, task_split, examples) in zip(specs, built):
         result, rows = score_examples(lm, s, examples, split=task_split, labels=data.labels,
                                       label_synonyms=getattr(data, "label_synonyms", None), generation=generation,
                                       batch_size=batch_size, cache_key=cache_key, n_resamples=n_resamples,
                                       confidence=confidence, counter=counter, verbose=verbose,
-                                      chat_template=getattr(data, "chat_template", None))
+                                      chat_template=getattr(data, "chat_template", None), world=world)
         name = s["name"]
         result = {"task": name, "kind": result["eval_kind"], "data_kind": s["kind"], "split": task_split,
                   "n": len(examples), **result, "labels": data.labels,
@@ -202,11 +212,9 @@ def evaluate(model_ref: str | None, tasks: list, adapter: str | None = None, run
         if out is not None:
             write_jsonl(out / f"{name}.examples.jsonl", rows)
             result["examples_file"] = f"{name}.examples.jsonl"
-        summary = ", ".join(f"{m}={e['value']:.4g}" for m, e in result["metrics"].items() if e.get("ci"))
-        overlap = result["contamination"].get("overlap")
-        log(f"{name}: n={result['n']} ({task_split} split) {summary}"
-            + (f"; {overlap} training examples of the model included (allowed)" if overlap else ""))
-        results["work"] = {**asdict(counter), "wall_s": round(time.perf_counter() - t0, 3)}
+        if world.main:
+            log_task(result)
+        results["work"] = work(counter, t0, world)
         if out is not None:
             write_json(out / "results.json", results)  # after every task: an interrupted run keeps the rest
     if bridge is not None:
@@ -214,10 +222,23 @@ def evaluate(model_ref: str | None, tasks: list, adapter: str | None = None, run
 
         score_lm_eval_tasks(bridge, lm, results, out, limit=limit, batch_size=batch_size, n_resamples=n_resamples,
                             confidence=confidence)
-        results["work"] = {**asdict(counter), "wall_s": round(time.perf_counter() - t0, 3)}
+        results["work"] = work(counter, t0)
         if out is not None:
             write_json(out / "results.json", results)
     return results
+
+
+def log_task(result: dict) -> None:
+    summary = ", ".join(f"{m}={e['value']:.4g}" for m, e in result["metrics"].items() if e.get("ci"))
+    overlap = result["contamination"].get("overlap")
+    log(f"{result['task']}: n={result['n']} ({result['split']} split) {summary}"
+        + (f"; {overlap} training examples of the model included (allowed)" if overlap else ""))
+
+
+def work(counter: WorkCounter, t0: float, world: World = ONE) -> dict:
+    """results.json's `work`: what the model did, summed over the processes, and the wall time so far."""
+    return {**total_work(asdict(counter), world), "processes": world.size,
+            "wall_s": round(time.perf_counter() - t0, 3)}
 
 
 def read_examples(output_dir: str | Path, task: str) -> list[dict]:

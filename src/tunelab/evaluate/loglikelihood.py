@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from tunelab.evaluate.generation import WorkCounter, length_sorted_batches
+from tunelab.evaluate.shard import ONE, World, mine
 
 
 def continuation_ids(tokenizer, context_text: str, continuation: str) -> list[int]:
@@ -35,15 +36,17 @@ def _logits_to_keep_supported(model) -> bool:
 @torch.inference_mode()
 def score_requests(model, requests: list[tuple[list[int], list[int]]], batch_size: int = 8, pad_id: int = 0,
                    counter: WorkCounter | None = None, max_length: int | None = None, progress=None,
-                   on_batch=None) -> list[dict]:
+                   on_batch=None, world: World = ONE) -> list[dict]:
     """[(context_ids, cont_ids)] -> [{"logprob", "is_greedy", "n_tokens"}] in input order.
-    on_batch(indices, results) is called as each batch finishes."""
+    on_batch(indices, results) is called as each batch finishes. Several processes (world,
+    shard.py): only this process's batches are scored; the others' results are None."""
     from tunelab.evaluate.views import as_causal_lm, is_encoder_decoder
 
     if is_encoder_decoder(model):  # the context is the encoder's input: one group of one option each
         done = on_batch and (lambda idx, outs: on_batch(idx, [o[0] for o in outs]))
         groups = [(list(ctx), [list(cont)]) for ctx, cont in requests]
-        return [g[0] for g in score_shared_context(model, groups, batch_size, pad_id, counter, progress, done)]
+        found = score_shared_context(model, groups, batch_size, pad_id, counter, progress, done, world)
+        return [g[0] if g is not None else None for g in found]
     model = as_causal_lm(model)  # prompt/prefix tuning: views.py
     counter = counter or WorkCounter()
     device = next(model.parameters()).device
@@ -57,7 +60,7 @@ def score_requests(model, requests: list[tuple[list[int], list[int]]], batch_siz
         seqs.append(seq)
     results: list[dict | None] = [None] * len(requests)
     keep_kw = _logits_to_keep_supported(model)
-    for batch in length_sorted_batches([len(s) for s in seqs], max(1, batch_size)):
+    for batch in mine(length_sorted_batches([len(s) for s in seqs], max(1, batch_size)), world, progress):
         width = max(len(seqs[i]) for i in batch)
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -96,7 +99,8 @@ MIN_RUN = 8
 
 @torch.inference_mode()
 def score_shared_context(model, groups: list[tuple[list[int], list[list[int]]]], batch_size: int = 8, pad_id: int = 0,
-                         counter: WorkCounter | None = None, progress=None, on_batch=None) -> list[list[dict]]:
+                         counter: WorkCounter | None = None, progress=None, on_batch=None,
+                         world: World = ONE) -> list[list[dict]]:
     """Multiple choice: [(context_ids, [option_ids, ...])] -> per group, one result per option.
 
     Work is shared three ways, with the same log-likelihoods up to float rounding:
@@ -106,6 +110,8 @@ def score_shared_context(model, groups: list[tuple[list[int], list[list[int]]]],
     - each context runs once per question (left padded); its last logits give every option's first
       token, so one-token options (MMLU's " A".." D") cost nothing more;
     - longer options continue from the context's KV cache, copied per option.
+    Several processes (world, shard.py): the runs and batches are planned over every group, then
+    only this process's batches are scored (the others' results are None).
     """
     from tunelab.evaluate.generation import _accepts, _cache_kwarg
     from tunelab.evaluate.views import as_causal_lm
@@ -121,20 +127,23 @@ def score_shared_context(model, groups: list[tuple[list[int], list[list[int]]]],
     longest = max((len(ctx) + max(map(len, opts), default=0) for ctx, opts in groups), default=0)
     share = causal is model and (window is None or longest <= window)
     runs = shared_prefix_runs(contexts) if share else [(0, list(range(len(groups))))]
+    # The whole plan first (each batch with its run), so several processes split the same batches.
+    plan = [(r, [members[j] for j in batch]) for r, (prefix_len, members) in enumerate(runs)
+            for batch in length_sorted_batches([len(contexts[i]) - prefix_len for i in members], max(1, batch_size))]
     results: list[list[dict] | None] = [None] * len(groups)
-    for prefix_len, members in runs:
-        prefix_cache = _prefix_cache(causal, contexts[members[0]][:prefix_len], cache_arg, keep1, counter) \
-            if prefix_len else None
-        for batch in length_sorted_batches([len(contexts[i]) - prefix_len for i in members], max(1, batch_size)):
-            batch = [members[j] for j in batch]
-            found = _score_batch(causal, [groups[i] for i in batch], prefix_len, prefix_cache, cache_arg, keep1,
-                                 pad_id, counter)
-            for i, out in zip(batch, found):
-                results[i] = out
-            if on_batch is not None:
-                on_batch(batch, [results[i] for i in batch])
-            if progress is not None:
-                progress(len(batch))
+    prefix_of = (None, None)  # (run, its prefix's KV cache): a run's batches come one after another
+    for r, batch in mine(plan, world, progress, items=lambda entry: len(entry[1])):
+        prefix_len, members = runs[r]
+        if prefix_len and prefix_of[0] != r:
+            prefix_of = (r, _prefix_cache(causal, contexts[members[0]][:prefix_len], cache_arg, keep1, counter))
+        found = _score_batch(causal, [groups[i] for i in batch], prefix_len, prefix_of[1] if prefix_len else None,
+                             cache_arg, keep1, pad_id, counter)
+        for i, out in zip(batch, found):
+            results[i] = out
+        if on_batch is not None:
+            on_batch(batch, [results[i] for i in batch])
+        if progress is not None:
+            progress(len(batch))
     return results  # type: ignore[return-value]
 
 
