@@ -26,7 +26,9 @@ STEPS = 12
 def fsdp_config(tmp_path, model_dir, name, batch_size, **extra):
     return toy_config(tmp_path, model_dir, name=name, n=40, method="full", lr=1e-3, max_steps=STEPS,
                       batch_size=batch_size, checkpoint_every=4, eval_every=4, keep_last=3, keep_best=False,
-                      distributed={"strategy": "fsdp"}, **extra)
+                      distributed={"strategy": "fsdp"}, **extra,
+                      # under FSDP every process generates for every batch, in step (each forward gathers)
+                      eval_generation={"enabled": True, "limit": 5, "max_new_tokens": 2, "batch_size": 2})
 
 
 def launcher(name: str) -> str:
@@ -94,8 +96,8 @@ def test_fsdp_matches_one_process_and_resumes_after_sigkill(tmp_path, tiny_model
     before_kill = curve(run)
     checkpoints = sorted(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("step-*"))
     assert checkpoints and checkpoints[-1] >= 4, checkpoints
-    shards = sorted(p.name for p in (run / "checkpoints" / f"step-{checkpoints[-1]}" / "sharded").iterdir())
-    assert len(shards) == 2, shards  # each process wrote its own shard
+    shards = {p.name.split("-model-")[0] for p in (run / "checkpoints" / f"step-{checkpoints[-1]}" / "sharded").iterdir()}
+    assert shards == {"shard-00001", "shard-00002"}, shards  # each process wrote its own shard
     redone = {k: v for k, v in before_kill.items() if k[0] > checkpoints[-1]}
     assert redone, "the kill came before any step past the last checkpoint"
     killed = tmp_path / "killed"
@@ -116,6 +118,8 @@ def test_fsdp_matches_one_process_and_resumes_after_sigkill(tmp_path, tiny_model
     assert_close(curve(reference), resumed)  # and the whole curve is one process's, to float tolerance
     summary = json.loads((run / "summary.json").read_text())
     assert (summary["status"], summary["steps"], summary["processes"]) == ("completed", STEPS, 2)
+    validations = [e for e in map(json.loads, open(run / "metrics.jsonl")) if e.get("split") == "validation"]
+    assert [e["step"] for e in validations] == [4, 8, 12] and all("val_accuracy" in e for e in validations)
 
     # 3) The consolidated model: one safetensors folder that plain transformers loads, with the
     #    one-process run's logits.

@@ -30,25 +30,52 @@ def launch_two_processes(config: Path) -> subprocess.CompletedProcess:
                            str(config)], env=subprocess_env(), capture_output=True, text=True, timeout=600)
 
 
+def ddp_config(tmp_path, model_dir, name, batch_size):
+    """Validation with generation metrics and a forgetting section: under DDP both are scored by
+    every process, each a share of the batches (evaluate/shard.py)."""
+    raw = toy_config(tmp_path, model_dir, name=name, batch_size=batch_size, n=40, max_steps=4, lr=1e-2,
+                     eval_every=2, grad_accum=1, eval_generation={"enabled": True, "limit": 7, "max_new_tokens": 2,
+                                                                  "batch_size": 2})
+    raw["forgetting"] = {"tasks": ["toy"], "limit": 7, "bootstrap_resamples": 50, "batch_size": 2,
+                         "generation": {"max_new_tokens": 2}}
+    return raw
+
+
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_match_one_process(tmp_path, tiny_model_dir):
-    common = {"n": 40, "max_steps": 4, "lr": 1e-2, "eval_every": 2, "grad_accum": 1}
-    one = train(load_config(data=toy_config(tmp_path, tiny_model_dir, name="one", batch_size=8, **common)))
+    one = train(load_config(data=ddp_config(tmp_path, tiny_model_dir, "one", batch_size=8)))
     config = tmp_path / "two.yaml"
-    config.write_text(yaml.safe_dump(toy_config(tmp_path, tiny_model_dir, name="two", batch_size=4, **common)))
+    config.write_text(yaml.safe_dump(ddp_config(tmp_path, tiny_model_dir, "two", batch_size=4)))
     done = launch_two_processes(config)
     assert done.returncode == 0, done.stderr[-3000:]
     two = tmp_path / "runs" / "two"
-    assert json.loads((two / "summary.json").read_text())["processes"] == 2
+    summary = json.loads((two / "summary.json").read_text())
+    assert summary["processes"] == 2 and len(summary["peak_rss_mb_per_process"]) == 2
 
     def curve(run):
         return [(e["step"], e.get("loss", e.get("val_loss"))) for e in map(json.loads, open(run / "metrics.jsonl"))
                 if "loss" in e or "val_loss" in e]
 
+    def generated(run):  # validation generation metrics, by step
+        return [{k: v for k, v in e.items() if k.startswith("val_") and "loss" not in k}
+                for e in map(json.loads, open(run / "metrics.jsonl")) if e.get("split") == "validation"]
+
     a, b = curve(one), curve(two)
     assert [s for s, _ in a] == [s for s, _ in b] == [1, 2, 2, 3, 4, 4]
     for (_, x), (_, y) in zip(a, b):
         assert abs(x - y) <= 1e-5 * abs(x), (a, b)
+    # Validation generation and the forgetting scores: every row, in order, scored once across
+    # the two processes (the weights differ from one process's in the last bits only).
+    assert [g.keys() for g in generated(one)] == [g.keys() for g in generated(two)] and generated(two)[0]
+
+    def rows(path):
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    for part in ("validation/toy.examples.jsonl", "forgetting/tuned/toy.examples.jsonl"):
+        assert [r["source_index"] for r in rows(one / part)] == [r["source_index"] for r in rows(two / part)], part
+    tuned = json.loads((two / "forgetting" / "tuned" / "results.json").read_text())
+    assert tuned["work"]["processes"] == 2
+    assert (two / "forgetting" / "forgetting.json").exists()
 
 
 @pytest.mark.slow

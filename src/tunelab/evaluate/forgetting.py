@@ -26,6 +26,7 @@ from tunelab.config.scoring import PERCENT_SCALE, higher_is_better
 from tunelab.evaluate.harness import evaluate, read_examples, run_training_data, training_data
 from tunelab.evaluate.loading import model_spec, run_base_model
 from tunelab.evaluate.scoring import paired_difference
+from tunelab.evaluate.shard import ONE, World
 from tunelab.files import write_json, write_text
 from tunelab.metrics.stats import format_p_value, p_clause
 
@@ -203,9 +204,10 @@ def check_forgetting_tasks(cfg, tokenizer=None, data=None) -> None:
                               f"{split} {why}, e.g. {hits[0].source}; or set forgetting.allow_train_overlap: true")
 
 
-def forgetting_during_training(cfg, run_dir: str | Path, stage: str = "before") -> dict | None:
+def forgetting_during_training(cfg, run_dir: str | Path, stage: str = "before", world: World = ONE) -> dict | None:
     """The training loop's hook: score cfg.forgetting tasks on the base model ("before", at the
     start) or on the run's final/ ("after", at the end), then write the forgetting report.
+    world: the processes sharing the scoring (data parallel, shard.py); the main one writes.
 
     Results: <run>/forgetting/base/, <run>/forgetting/tuned/, <run>/forgetting/forgetting.json."""
     section = _section(cfg)
@@ -218,14 +220,18 @@ def forgetting_during_training(cfg, run_dir: str | Path, stage: str = "before") 
     folder = Path(run_dir) / "forgetting"
     kwargs = _eval_kwargs(cfg, section)
     if stage == "before":
-        return evaluate(cfg.model.name, section.tasks, output_dir=folder / "base", dtype=section.dtype, **kwargs)
+        return evaluate(cfg.model.name, section.tasks, output_dir=folder / "base", dtype=section.dtype,
+                        world=world, **kwargs)
     tuned = evaluate(None, section.tasks, output_dir=folder / "tuned",
                      spec=model_spec(cfg.model.name, run=str(run_dir), dtype=section.dtype,
-                                     options=kwargs["model_options"]), **kwargs)
+                                     options=kwargs["model_options"]), world=world, **kwargs)
     base_file = folder / "base" / "results.json"
     base = json.loads(base_file.read_text(encoding="utf-8")) if base_file.exists() else {"tasks": {}}
     if not set(tuned["tasks"]) <= set(base["tasks"]):  # forgetting.before was off, or other tasks then
-        base = evaluate(cfg.model.name, section.tasks, output_dir=folder / "base", dtype=section.dtype, **kwargs)
+        base = evaluate(cfg.model.name, section.tasks, output_dir=folder / "base", dtype=section.dtype,
+                        world=world, **kwargs)
+    if not world.main:
+        return None
     return write_forgetting(base, tuned, folder / "base", folder / "tuned", folder,
                             section.tuned_task or guess_tuned_task(Path(run_dir)), section.bootstrap_resamples,
                             base_label=cfg.model.name, tuned_label=str(run_dir))

@@ -129,7 +129,7 @@ class LazyModel:
 
             name = self.spec.full_model or self.spec.base
             model, tok = load_model(ModelConfig(name=name, dtype=self.spec.dtype, **self.spec.options),
-                                    adapter=self.spec.adapter)
+                                    adapter=self.spec.adapter, device=scoring_device())
             if self.spec.adapter is not None:
                 peft_type = str(getattr(model.peft_config.get("default"), "peft_type", ""))
                 if not any(t in peft_type for t in ("PROMPT", "PREFIX", "P_TUNING")):
@@ -145,3 +145,14 @@ class LazyModel:
     def max_positions(self) -> int | None:
         cfg = getattr(self._model, "config", None)
         return getattr(cfg, "max_position_embeddings", None) if cfg is not None else None
+
+
+def scoring_device() -> str | None:
+    """This process's GPU when there is one (LOCAL_RANK's under a launcher), else None: the CPU."""
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"

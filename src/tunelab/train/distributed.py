@@ -27,6 +27,7 @@ import torch
 from tunelab.config.base import ConfigError
 
 SHARDED_DIR = "sharded"
+FILE_BYTES = 128 * 1024 * 1024  # whole-tensor bytes per checkpoint file (each process writes its part)
 
 
 def decoder_layers(model) -> list[torch.nn.Module]:
@@ -82,6 +83,21 @@ def _fsdp_no_sync(loss_model):
         yield
     finally:
         loss_model.set_requires_gradient_sync(True)
+
+
+@contextlib.contextmanager
+def root_gathered(loss_model):
+    """The root unit's parameters (embeddings, final norm, head) gathered, for code that calls the
+    inner model directly (generation), which skips the root's own forward hook. The decoder
+    layers gather theirs in their forward as always."""
+    if not is_sharded(loss_model):
+        yield
+        return
+    loss_model.unshard()
+    try:
+        yield
+    finally:
+        loss_model.reshard()
 
 
 def to_float(x) -> float:
@@ -144,9 +160,25 @@ def save_sharded(folder: Path, loss_model, optimizer) -> None:
 
     model_sd, optim_sd = get_state_dict(loss_model, optimizer, options=_options())
     tensors, meta = _flatten(model_sd, optim_sd, tied_names(loss_model))
-    dcp.save(tensors, storage_writer=HuggingFaceStorageWriter(str(folder / SHARDED_DIR), save_distributed=True),
-             no_dist=not distributed())
+    writer = HuggingFaceStorageWriter(str(folder / SHARDED_DIR), save_distributed=True,
+                                      fqn_to_index_mapping=file_groups(tensors))
+    dcp.save(tensors, storage_writer=writer, no_dist=not distributed())
     return meta
+
+
+def file_groups(tensors: dict, budget: int = FILE_BYTES) -> dict[str, int]:
+    """{name: file number}: consecutive tensors in files of about `budget` bytes (whole tensors,
+    the same on every process). safetensors builds each file in memory before writing it, so one
+    file per process would cost a copy of the whole shard at every checkpoint (measured: +0.9 GB
+    per process on SmolLM2 full fine-tuning)."""
+    groups, index, size = {}, 1, 0
+    for name, t in tensors.items():
+        nbytes = t.numel() * t.element_size()  # a DTensor's numel is the whole tensor's
+        if size and size + nbytes > budget:
+            index, size = index + 1, 0
+        groups[name] = index
+        size += nbytes
+    return groups
 
 
 def load_sharded(path: Path, loss_model, optimizer) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from tunelab.files import DiskFull
 from tunelab.train import checkpoint as ckpt
 from tunelab.train.distributed import full_model_state, is_sharded
-from tunelab.train.run import run_summary, write_summary
+from tunelab.train.run import peak_rss_mb, run_summary, write_summary
 from tunelab.train.setup import resolve_precision, say, setup  # noqa: F401  (resolve_precision: public)
 from tunelab.train.state import TrainState, ValidationCallback, stop_on_signals
 from tunelab.train.steps import epoch_plan, train_step
@@ -33,11 +33,12 @@ def train(cfg, resume: bool = False, data=None, *, on_validation: ValidationCall
           handle_signals: bool = False) -> Path:
     """Fine-tune per cfg; returns the run folder. `data`: a PreparedData (default: tunelab.data.prepare)."""
     state = setup(cfg, resume, data, on_validation)
+    scorers = forgetting_world(state)
     try:
-        if state.main and getattr(cfg, "forgetting", None) is not None:
+        if scorers is not None:
             from tunelab.evaluate.forgetting import forgetting_during_training
 
-            forgetting_during_training(cfg, state.run, "before")  # the base model's scores first
+            forgetting_during_training(cfg, state.run, "before", scorers)  # the base model's scores first
         with stop_on_signals(state.stop, handle_signals):
             fit(state)
     except BaseException as exc:
@@ -47,15 +48,39 @@ def train(cfg, resume: bool = False, data=None, *, on_validation: ValidationCall
     finally:
         finish(state)
     try:
-        if state.main and getattr(cfg, "forgetting", None) is not None and (state.run / "final").exists():
+        if scorers is not None and final_written(state, scorers):
             from tunelab.evaluate.forgetting import forgetting_during_training
 
-            forgetting_during_training(cfg, state.run, "after")  # scores final/, writes forgetting.json
+            forgetting_during_training(cfg, state.run, "after", scorers)  # scores final/, writes forgetting.json
         if state.main and state.trackers.items:
             send_results(state)
     finally:
         state.trackers.close(state.counters.status)
     return state.run
+
+
+def forgetting_world(state: TrainState):
+    """Which processes score the `forgetting:` tasks (None: not this one). Every process, each a
+    share of the batches (evaluate/shard.py), unless lm-eval tasks are among them: lm-eval runs
+    in the main process alone."""
+    section = getattr(state.cfg, "forgetting", None)
+    if section is None:
+        return None
+    from tunelab.evaluate.shard import ONE, World
+
+    if state.world > 1 and not (section.lm_eval and section.lm_eval.tasks):
+        return World(state.rank, state.world)
+    return ONE if state.main else None
+
+
+def final_written(state: TrainState, scorers) -> bool:
+    """Whether final/ exists, as the main process sees it (the scoring processes must agree)."""
+    found = [(state.run / "final").exists()]
+    if scorers.size > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(found, from_process=0)
+    return found[0]
 
 
 def fit(state: TrainState) -> None:
@@ -100,6 +125,10 @@ def fit(state: TrainState) -> None:
         if state.main:
             write_final(state.accelerator.unwrap_model(state.loss_model).model, state.tokenizer,
                         state.run / "final", state.cfg.model, whole)
+    if state.world > 1:  # each process's peak memory, for summary.json (sharding shows here)
+        from accelerate.utils import gather_object
+
+        state.process_rss_mb = [round(mb, 1) for mb in gather_object([peak_rss_mb()])]
 
 
 def log_step(state: TrainState, event: dict) -> None:

@@ -201,7 +201,7 @@ def run_summary(state, status: str | None = None) -> dict:
         "total_steps": state.total_steps, "epochs_completed": c.epoch,
         "wall_s": round(time.perf_counter() - state.started, 3) if state.started else 0.0,
         "train_tokens": c.train_tokens, "trainable_params": state.n_trainable, "total_params": state.n_total,
-        "peak_rss_mb": round(peak_rss_mb(), 1), "best": best,
+        "peak_rss_mb": round(peak_rss_mb(), 1), "peak_rss_mb_per_process": state.process_rss_mb, "best": best,
         "best_val_loss": best["value"] if best and best["metric"] == "val_loss" else None,
         "best_checkpoint": f"checkpoints/step-{best['step']}" if best else None,
         "processes": state.world, "data_counts": getattr(state.data, "report", None),

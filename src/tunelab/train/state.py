@@ -106,6 +106,7 @@ class TrainState:
     started: float = 0.0
     saved_step: int | None = None
     error: str | None = None
+    process_rss_mb: list | None = None  # peak RSS of each process (several processes, at the end)
 
     @property
     def rank(self) -> int:

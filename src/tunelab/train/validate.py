@@ -4,8 +4,10 @@ Loss: each process takes every world_size-th example; sums are all-reduced, so t
 the same for any number of processes (and every process runs as many batches, as FSDP needs). Generation metrics come from the evaluation engine
 (tunelab.evaluate.engine) with the task's own metrics and generation settings: the same numbers
 `tunelab eval` gives for the same model, task and split (under the training precision; with
-fp32 training they are identical). Every process scores the same subset, so early-stopping
-decisions agree. The per-example rows of the latest validation are in <run>/validation/.
+fp32 training they are identical). Under DDP the processes share the generation batches and
+gather the rows; under FSDP every process runs every batch (each forward gathers parameters from
+all of them). Either way every process ends with the same numbers, so early-stopping decisions
+agree. The per-example rows of the latest validation are in <run>/validation/.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 
 from tunelab.config.base import ConfigError
 from tunelab.train.batching import collate, seq_length
+from tunelab.train.distributed import root_gathered
 from tunelab.train.steps import all_reduce
 
 
@@ -61,7 +64,8 @@ def generation_metrics(state) -> dict:
     lm = LoadedModel(model, state.tokenizer)
     model.eval()  # no dropout while scoring: the numbers eval gives for these weights
     try:
-        out = _score_validation(state, lm, data_tasks, generation, g)
+        with root_gathered(state.loss_model):
+            out = _score_validation(state, lm, data_tasks, generation, g)
     finally:
         model.train()
     return out
@@ -72,6 +76,12 @@ def _score_validation(state, lm, data_tasks: dict, generation, g) -> dict:
     from tunelab.evaluate.recipes import expand_task
     from tunelab.files import write_jsonl
 
+    from tunelab.evaluate.shard import ONE, World
+    from tunelab.train.distributed import is_sharded
+
+    # Under DDP each process generates for a share of the batches (gathered: every process gets
+    # every row); under FSDP every forward needs every process, so all of them run every batch.
+    world = World(state.rank, state.world) if state.world > 1 and not is_sharded(state.loss_model) else ONE
     out = {}
     for name, examples in state.val_examples.items():
         spec = expand_task(name, state.cfg.config_dir, data_tasks)
@@ -79,7 +89,8 @@ def _score_validation(state, lm, data_tasks: dict, generation, g) -> dict:
         result, rows = score_examples(lm, spec, examples[: g.limit], split="validation", labels=task.labels,
                                       label_synonyms=getattr(task, "label_synonyms", None), generation=generation,
                                       batch_size=g.batch_size, n_resamples=0, autocast=state.autocast,
-                                      verbose=False, chat_template=getattr(task, "chat_template", None))
+                                      verbose=False, chat_template=getattr(task, "chat_template", None),
+                                      world=world)
         for metric, entry in result["metrics"].items():
             if isinstance(entry.get("value"), (int, float)):
                 out[f"val_{metric}/{name}"] = entry["value"]
