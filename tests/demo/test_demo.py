@@ -7,6 +7,7 @@ three training runs, forgetting reports, results JSON, report.html) must run and
 from __future__ import annotations
 
 import json
+import sys
 import re
 from collections import Counter
 from pathlib import Path
@@ -84,8 +85,32 @@ def test_quick_demo_runs_every_phase(tiny_model_dir, tmp_path, capsys):
     mix_cfg = (folder / "lora-mixture" / "config.resolved.yaml").read_text()
     single_cfg = (folder / "lora-sentiment" / "config.resolved.yaml").read_text()
     assert "name: qa" in mix_cfg and "name: qa" not in single_cfg
-    html = (folder / "report.html").read_text()
-    assert "forgetting-table" in html and "<img" in html
+    # The demo's report: every system side by side, rendered in Chromium (screenshot checked):
+    # metric bars, the gain-vs-forgetting plot, per-task and cost tables, a link to each run's report.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
+    from browser_check import render_and_check
+
+    text = render_and_check(folder / "report.html", tmp_path, ["Systems side by side", "Learning vs forgetting",
+                                                               "Per task", "Costs"], {"plot-systems", "plot-trade-off"})
+    systems_rows = text.split('id="systems-table"')[1].split("</table>")[0]
+    assert all(label in systems_rows for label in ("base model (no tuning)", "LoRA, sentiment only",
+                                                   "LoRA, sentiment + QA mixture", "full fine-tuning, sentiment only"))
+    for run in ("lora-sentiment", "lora-mixture", "full-sentiment"):
+        assert f'href="{run}/report.html"' in systems_rows and (folder / run / "report.html").exists()
+    # One number, whichever command computed it: the report's paired QA change is the forgetting report's.
+    compared = json.loads((folder / "compare.json").read_text())
+    for point in compared["trade_off"]:
+        vs_base = results["systems"][point["system"]]["vs_base"]
+        assert point["others"][0]["diff"] == vs_base["qa"]["diff"] and point["others"][0]["ci"] == vs_base["qa"]["ci"]
+        assert point["gain"]["diff"] == vs_base["sentiment"]["diff"]
+    # `tunelab compare` reads the demo folder (its four systems), and its own output folder again.
+    assert main(["compare", str(folder), "--output", str(tmp_path / "cmp")]) == 0
+    again = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert again["runs"] == compared["runs"] and again["tuned_task"] == "sentiment"  # guessed from what they trained
+    assert main(["compare", str(tmp_path / "cmp"), str(folder / "lora-sentiment"), "--output", str(tmp_path / "cmp2")]) == 0
+    names = json.loads((tmp_path / "cmp2" / "compare.json").read_text())["runs"]
+    assert len(names) == 5 and names[-1].endswith("/lora-sentiment")  # a name that is there twice says its folder
+    assert 'id="plot-trade-off"' in (tmp_path / "cmp" / "report.html").read_text().replace("'", '"')
     assert [p["name"] for p in results["phases"]][:2] == ["setup: resolve model", "1. evaluate the base model"]
     # The report's path is the last thing printed.
     assert out.strip().splitlines()[-1].endswith("report.html")

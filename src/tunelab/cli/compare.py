@@ -1,4 +1,5 @@
-"""`tunelab compare RUN_A RUN_B ...`: one table of metrics with CIs, paired tests and run costs."""
+"""`tunelab compare RUN_A RUN_B ...`: one table of metrics with CIs, paired tests and run costs;
+with --output, also report.html (every system side by side, the gain-vs-forgetting plot)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ from tunelab.cli.eval import add_common
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("runs", nargs="+", help="run folders (or eval output folders with results.json)")
+    parser.add_argument("runs", nargs="+", help="run folders, eval output folders (results.json), or folders holding "
+                        "several systems: a demo folder or an earlier compare --output folder")
     add_common(parser)
-    parser.add_argument("--output", "-o", help="write compare.json and compare.md here")
+    parser.add_argument("--output", "-o", help="write compare.json, compare.md and report.html here")
+    parser.add_argument("--tuned-task", help="the task the runs were tuned for: the others are the held-out side of "
+                        "the gain-vs-forgetting trade-off (default: the one task every tuned run trained on)")
 
 
 def run(args) -> int:
@@ -20,6 +24,11 @@ def run(args) -> int:
         from tunelab.cli.eval import eval_settings
 
         tasks, kwargs = eval_settings(args)
-    table = compare_runs(args.runs, tasks=tasks or None, output_dir=args.output, **kwargs)
+    table = compare_runs(args.runs, tasks=tasks or None, output_dir=args.output, tuned_task=args.tuned_task, **kwargs)
     print(compare_markdown(table))
+    if args.output:
+        from tunelab.report import write_report
+
+        html, _ = write_report(args.output)
+        print(f"report: {html}")
     return 0

@@ -4,6 +4,12 @@ Each run's evaluation is read from <run>/eval/results.json (written by `tunelab 
 --output RUN/eval`), or <run>/forgetting/tuned, or a folder holding results.json itself; with
 `tasks` given, every run is evaluated first (cached, so re-running compare is cheap). Paired
 tests use the same statistic as the number they test (scoring.paired_difference).
+
+A folder that holds several systems stands for them: a demo folder (results.json with
+"systems": its base evaluation and each training run) or an earlier comparison (compare.json).
+With a tuned task (given, or the one task every tuned run trained on) the table also holds the
+trade-off: for each system after the first, its gain on the tuned task and its change on the
+other tasks, each a paired difference against the first system with its CI and p.
 """
 
 from __future__ import annotations
@@ -36,9 +42,72 @@ def run_cost(run: Path) -> dict:
     return {k: data.get(k) for k in COST_FIELDS}
 
 
+def expand_folders(folders: list[str]) -> tuple[list[Path], list[str]]:
+    """(paths, labels): a demo or comparison folder becomes the systems it holds; a run stays itself."""
+    paths, labels = [], []
+    for folder in map(Path, folders):
+        demo = _read(folder / "results.json")
+        earlier = _read(folder / "compare.json")
+        if demo and isinstance(demo.get("systems"), dict):
+            for name, system in demo["systems"].items():
+                paths.append(Path(system["run"]) if system.get("run") else folder / name)
+                labels.append(system.get("label") or name)
+        elif earlier and earlier.get("paths"):
+            paths += [Path(p) for p in earlier["paths"]]
+            labels += earlier.get("labels") or earlier["runs"]
+        else:
+            paths.append(folder)
+            labels.append(folder.name)
+    return paths, labels
+
+
+def _read(path: Path):
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def trained_tasks(run: Path) -> set[str] | None:
+    keys = _read(run / "train_keys.json")
+    return set(keys["tasks"]) if keys else None
+
+
+def guess_tuned_task(paths: list[Path], common: list[str]) -> str | None:
+    """The one compared task every tuned run (after the first system) trained on, if there is one."""
+    sets = [trained_tasks(p) for p in paths[1:]]
+    sets = [s & set(common) for s in sets if s is not None]
+    if not sets:
+        return None
+    shared = set.intersection(*sets)
+    return shared.pop() if len(shared) == 1 else None
+
+
+def trade_off(table: dict, tuned_task: str) -> list[dict]:
+    """Per system after the first: gain on the tuned task's primary metric, and the change on each
+    other task's primary metric (paired differences against the first system); `held_out` says
+    whether that system trained on the task."""
+    primary = {r["task"]: r for r in table["rows"] if r["primary"]}
+    points = []
+    for i, (name, path) in enumerate(zip(table["runs"][1:], table["paths"][1:]), start=1):
+        gain = primary[tuned_task]["tests"][i] if tuned_task in primary else None
+        trained = trained_tasks(Path(path)) or set()
+        others = [{"task": t, "metric": r["metric"], "held_out": t not in trained, **better(r["tests"][i])}
+                  for t, r in primary.items() if t != tuned_task and r["tests"][i]]
+        points.append({"system": name, "label": table["labels"][i],
+                       "gain": gain and {"metric": primary[tuned_task]["metric"], **better(gain)},
+                       "others": others,
+                       "change": sum(o["diff"] for o in others) / len(others) if others else None})
+    return points
+
+
+def better(test: dict) -> dict:
+    """A paired test as an improvement: diff and CI with the sign flipped for lower-is-better metrics."""
+    sign = 1.0 if test.get("higher_is_better", True) else -1.0
+    lo, hi = sorted(sign * x for x in test["ci"])
+    return {"diff": sign * test["diff"], "ci": [lo, hi], "p_value": test["p_value"], "n": test.get("n")}
+
+
 def compare_runs(runs: list[str], tasks: list | None = None, output_dir: str | None = None,
-                 n_resamples: int = 1000, **eval_kwargs) -> dict:
-    paths = [Path(r) for r in runs]
+                 n_resamples: int = 1000, tuned_task: str | None = None, **eval_kwargs) -> dict:
+    paths, labels = expand_folders(runs)
     if tasks or eval_kwargs.get("lm_eval"):
         from tunelab.evaluate.harness import evaluate
 
@@ -48,7 +117,7 @@ def compare_runs(runs: list[str], tasks: list | None = None, output_dir: str | N
                      n_resamples=n_resamples, **eval_kwargs)
     dirs = [results_dir(p) for p in paths]
     results = [json.loads((d / "results.json").read_text(encoding="utf-8")) for d in dirs]
-    names = [p.name for p in paths]
+    names = unique_names(paths)
     rows = []
     common = [t for t in results[0]["tasks"] if all(t in r["tasks"] for r in results)]
     for task in common:
@@ -69,13 +138,25 @@ def compare_runs(runs: list[str], tasks: list | None = None, output_dir: str | N
                     test["against"] = names[0]
                 row["tests"].append(test)
             rows.append(row)
-    table = {"runs": names, "paths": [str(p) for p in paths], "rows": rows,
+    table = {"runs": names, "labels": labels, "paths": [str(p) for p in paths], "rows": rows,
              "costs": [run_cost(p) for p in paths]}
+    tuned_task = tuned_task or guess_tuned_task(paths, common)
+    if tuned_task is not None and tuned_task not in common:
+        raise UserError(f"--tuned-task {tuned_task}: not among the tasks every run was scored on ({', '.join(common)})")
+    if tuned_task is not None and len(paths) > 1:
+        table["tuned_task"] = tuned_task
+        table["trade_off"] = trade_off(table, tuned_task)
     if output_dir:
         out = Path(output_dir)
         write_json(out / "compare.json", table)
         write_text(out / "compare.md", compare_markdown(table))
     return table
+
+
+def unique_names(paths: list[Path]) -> list[str]:
+    """Folder names, with the parent's name added where two are alike (run-a/final, run-b/final)."""
+    names = [p.name for p in paths]
+    return [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
 
 
 def compare_markdown(table: dict) -> str:
@@ -92,7 +173,21 @@ def compare_markdown(table: dict) -> str:
                 cell += f"<br>Δ {t['diff']:+.4f} [{t['ci'][0]:+.4f}, {t['ci'][1]:+.4f}] {p_clause(t['p_value'])}"
             cells.append(cell)
         lines.append(f"| {row['task']} | {row['metric']}{' *' if row['primary'] else ''} | " + " | ".join(cells) + " |")
+    if table.get("trade_off"):
+        lines += ["", f"## Gain on {table['tuned_task']} vs change on the other tasks", "",
+                  f"Each against {names[0]} on the same examples, higher = better (paired bootstrap: diff, 95% CI, p).",
+                  "", "| system | gain | change on the other tasks (average) | per task |", "|---|---|---|---|"]
+        for point in table["trade_off"]:
+            g = point["gain"]
+            per_task = "; ".join(f"{o['task']}{'' if o['held_out'] else ' (trained on)'} {_diff(o)}"
+                                 for o in point["others"])
+            change = "n/a" if point["change"] is None else f"{point['change']:+.4f}"
+            lines.append(f"| {point['label']} | {_diff(g) if g else 'n/a'} | {change} | {per_task} |")
     lines += ["", "## Cost", "", "| run | " + " | ".join(COST_FIELDS) + " |", "|" + "---|" * (len(COST_FIELDS) + 1)]
     for name, cost in zip(names, table["costs"]):
         lines.append(f"| {name} | " + " | ".join("n/a" if cost.get(k) is None else str(cost.get(k)) for k in COST_FIELDS) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _diff(d: dict) -> str:
+    return f"{d['diff']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}] ({p_clause(d['p_value'])})"

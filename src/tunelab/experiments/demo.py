@@ -6,8 +6,9 @@
   3. forget   the factual QA measured before and after: whatever happens is reported;
   4. remedy   a LoRA run on a sentiment + QA mixture, and full fine-tuning on sentiment only,
               in one forgetting table with paired-bootstrap CIs;
-  5. report   results.json, report.html (tunelab.report) and a summary table; the report's path
-              is printed last.
+  5. report   results.json, compare.json, report.html (every system side by side: metric bars,
+              the gain-vs-forgetting plot, per-task tables, costs, links to each run's report)
+              and a summary table; the report's path is printed last.
 
 Everything goes through the public APIs of the pipeline (tunelab.data, tunelab.train,
 tunelab.evaluate, tunelab.metrics, tunelab.report); this module only decides what to run and
@@ -253,12 +254,15 @@ def run_demo(seed: int = 0, output: str | Path = "runs", quick: bool = False, mo
         results = collect_results(state, precision, time.perf_counter() - started)
         write_json(folder / "results.json", results)
         write_text(folder / "results.md", results_markdown(results))
+        from tunelab.evaluate.compare import compare_runs
         from tunelab.report import write_report
 
         for run in state.runs.values():
-            write_report(run)
-        # The demo folder's report.html is the headline run's: gain, forgetting, before vs after.
-        html, _md = write_report(state.runs["lora-sentiment"], output_dir=folder)
+            write_report(run)  # each run's own: loss curves, forgetting, predictions before vs after
+        # The demo folder's report.html: every system side by side (compare.json), the trade-off
+        # of gain on sentiment against the change on QA, and links to each run's report.
+        compare_runs([str(folder)], output_dir=folder, tuned_task="sentiment", n_resamples=plan.bootstrap)
+        html, _md = write_report(folder)
     results["phases"] = [asdict(p) for p in state.phases]
     results["wall_s"] = round(time.perf_counter() - started, 1)
     write_json(folder / "results.json", results)

@@ -10,7 +10,7 @@ from pathlib import Path
 from tunelab.config.base import UserError
 from tunelab.files import write_text
 from tunelab.metrics.stats import format_p_value, p_clause
-from tunelab.report import experiments, plots
+from tunelab.report import experiments, plots, systems
 from tunelab.report.text import fmt as _fmt
 
 COST_ROWS = [("method", "method"), ("base_model", "base model"), ("status", "status"), ("steps", "steps"),
@@ -48,6 +48,7 @@ def collect(run_dir: str | Path) -> dict:
     eval_dir = next((d for d in (run / "eval", run / "forgetting" / "tuned")
                      if (d / "results.json").exists()), None)
     matrix, search = _json(run / "matrix.json"), _json(run / "search.json")
+    compared = _json(run / "compare.json")  # several systems side by side (compare, demo, study)
     examples = []
     if forgetting:
         for row in forgetting["tasks"]:
@@ -72,10 +73,12 @@ def collect(run_dir: str | Path) -> dict:
         "continual": {"matrix": matrix, "heatmap": _png(run / "matrix.png")} if matrix else None,
         "search": {"summary": search, "trials": _json(run / "trials.json") or [], "plot": _png(run / "search.png")}
         if search else None,
+        "systems": compared,
     }
-    if not any(parts[k] for k in ("summary", "events", "eval", "forgetting", "continual", "search")):
+    if not any(parts[k] for k in ("summary", "events", "eval", "forgetting", "continual", "search", "systems")):
         raise UserError(f"{run}: nothing to report: no summary.json or metrics.jsonl (a run), eval/results.json, "
-                        "forgetting/forgetting.json, matrix.json (a continual experiment) or search.json (a study)")
+                        "forgetting/forgetting.json, matrix.json (a continual experiment), search.json (a study) "
+                        "or compare.json (tunelab compare --output, a demo)")
     return parts
 
 
@@ -94,7 +97,8 @@ def _short(text: str | None, n: int = 400) -> str:
     return text if len(text) <= n else "…" + text[-n:]
 
 
-def render_html(parts: dict, figures: dict) -> str:
+def render_html(parts: dict, figures: dict, folder: Path) -> str:
+    """folder: where report.html goes (links to other reports are relative to it)."""
     e = html.escape
     out = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
            f"<title>tunelab report: {e(parts['name'])}</title>",
@@ -103,6 +107,8 @@ def render_html(parts: dict, figures: dict) -> str:
            "vertical-align:top}th{background:#f3f3f3}img{max-width:100%;display:block;margin:1em 0}"
            ".pred{white-space:pre-wrap;font-family:monospace;font-size:90%}.bad{color:#b00}.good{color:#070}</style>",
            "</head><body>", f"<h1>tunelab report: {e(parts['name'])}</h1>"]
+    if parts["systems"]:
+        out += systems.systems_html(parts["systems"], figures, folder)
     s = parts["summary"]
     if s:
         out.append("<h2 id='cost'>Run and cost</h2><table id='cost-table'>")
@@ -157,10 +163,7 @@ def render_html(parts: dict, figures: dict) -> str:
         out += experiments.continual_html(parts["continual"])
     if parts["search"]:
         out += experiments.search_html(parts["search"])
-    if not (s or parts["events"] or parts["eval"] or f or parts["continual"] or parts["search"]):
-        out.append("<p>This folder holds no summary, metrics log, evaluation, forgetting, matrix or search "
-                   "results yet.</p>")
-    if parts["eval"] or f:
+    if parts["eval"] or f or parts["systems"]:
         out.append("<p><small>Every number above is computed from per-example files next to it "
                    "(eval/*.examples.jsonl, forgetting/*/*.examples.jsonl); CIs are percentile bootstrap intervals "
                    "(docs/evaluation.md).</small></p>")
@@ -170,6 +173,8 @@ def render_html(parts: dict, figures: dict) -> str:
 
 def render_md(parts: dict, figure_files: dict) -> str:
     lines = [f"# tunelab report: {parts['name']}", ""]
+    if parts["systems"]:
+        lines += systems.systems_md(parts["systems"], figure_files)
     s = parts["summary"]
     if s:
         lines += ["## Run and cost", "", "| | |", "|---|---|"]
@@ -218,6 +223,12 @@ def write_report(run_dir: str | Path, output_dir: str | Path | None = None) -> l
         figures["matrix"] = parts["continual"]["heatmap"]
     if parts["search"]:
         figures["search"] = parts["search"]["plot"]
+    if parts["systems"]:
+        table = parts["systems"]
+        figures["systems"] = plots.system_bars(table)
+        if table.get("trade_off"):
+            figures["trade_off"] = plots.gain_vs_change(table["trade_off"], table["tuned_task"],
+                                                        (table.get("labels") or table["runs"])[0])
     figures = {k: v for k, v in figures.items() if v}
     # report.md links PNG files (markdown viewers rarely show data URIs); report.html inlines them.
     figure_files = {}
@@ -227,6 +238,6 @@ def write_report(run_dir: str | Path, output_dir: str | Path | None = None) -> l
             (out / "report_files" / f"{key}.png").write_bytes(base64.b64decode(b64))
             figure_files[key] = f"report_files/{key}.png"
     html_path, md_path = out / "report.html", out / "report.md"
-    write_text(html_path, render_html(parts, figures))
+    write_text(html_path, render_html(parts, figures, out))
     write_text(md_path, render_md(parts, figure_files))
     return [html_path, md_path]

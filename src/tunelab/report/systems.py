@@ -1,0 +1,104 @@
+"""Report sections for a folder holding several systems side by side: compare.json, written by
+`tunelab compare --output DIR`, by the demo (its base model and training runs) and by a study.
+
+Metric bars with CIs, the gain-vs-forgetting plot, the per-task table with paired tests against
+the first system, the trade-off table, each system's cost, and a link to each run's own report.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+from tunelab.metrics.stats import format_p_value
+from tunelab.report.text import fmt
+
+COSTS = [("method", "method"), ("steps", "steps"), ("wall_s", "wall time (s)"), ("train_tokens", "training tokens"),
+         ("trainable_params", "trainable parameters"), ("peak_rss_mb", "peak memory (RSS, MB)")]
+
+
+def _value(v: dict | None) -> str:
+    if v is None:
+        return "n/a"
+    ci = v.get("ci")
+    return fmt(v["value"]) + (f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "")
+
+
+def _test(t: dict | None) -> str:
+    if not t:
+        return ""
+    return f"Δ {t['diff']:+.4f} [{t['ci'][0]:+.4f}, {t['ci'][1]:+.4f}], p {format_p_value(t['p_value'])}"
+
+
+def report_link(run_path: str, out: Path) -> str | None:
+    """A relative link from the report being written to a system's own report.html, if it has one."""
+    target = Path(run_path) / "report.html"
+    return os.path.relpath(target, out) if target.exists() else None
+
+
+def systems_html(table: dict, figures: dict, out: Path) -> list[str]:
+    e = html.escape
+    labels = table.get("labels") or table["runs"]
+    first = labels[0]
+    res = ["<h2 id='systems'>Systems side by side</h2>",
+           f"<p>{len(labels)} systems, each scored on the same examples; paired tests are against "
+           f"<b>{e(first)}</b>.</p>", "<table id='systems-table'><tr><th>system</th><th>folder</th><th>report</th></tr>"]
+    for label, name, path in zip(labels, table["runs"], table["paths"]):
+        link = report_link(path, out)
+        res.append(f"<tr><td>{e(label)}</td><td>{e(name)}</td><td>"
+                   + (f"<a href='{e(link)}'>report</a>" if link else "") + "</td></tr>")
+    res.append("</table>")
+    if figures.get("systems"):
+        res.append(f"<img id='plot-systems' alt='metrics per system' src='data:image/png;base64,{figures['systems']}'>")
+    if table.get("trade_off"):
+        res += trade_off_html(table, figures)
+    res += ["<h2 id='per-task'>Per task</h2>", "<table id='per-task-table'><tr><th>task</th><th>metric</th>"
+            + "".join(f"<th>{e(x)}</th>" for x in labels) + "</tr>"]
+    for row in table["rows"]:
+        cells = "".join(f"<td>{_value(v)}<br><small>{e(_test(t))}</small></td>"
+                        for v, t in zip(row["values"], row["tests"] + [None] * len(labels)))
+        res.append(f"<tr><td>{e(row['task'])}</td><td>{e(row['metric'])}{' *' if row['primary'] else ''}</td>{cells}</tr>")
+    res.append("</table><p><small>* the task's primary metric.</small></p>")
+    res += ["<h2 id='costs'>Costs</h2>", "<table id='costs-table'><tr><th>system</th>"
+            + "".join(f"<th>{e(label)}</th>" for _, label in COSTS) + "</tr>"]
+    for label, cost in zip(labels, table["costs"]):
+        res.append(f"<tr><td>{e(label)}</td>" + "".join(f"<td>{e(fmt(cost.get(k), 1))}</td>" for k, _ in COSTS) + "</tr>")
+    res.append("</table>")
+    return res
+
+
+def trade_off_html(table: dict, figures: dict) -> list[str]:
+    e = html.escape
+    first = (table.get("labels") or table["runs"])[0]
+    res = [f"<h2 id='trade-off'>Learning vs forgetting</h2>",
+           f"<p>Gain on the tuned task <b>{e(table['tuned_task'])}</b> against the change on the other tasks, "
+           f"each a paired difference against <b>{e(first)}</b> on the same examples (higher = better; a change "
+           "below 0 is forgetting). Systems marked * are on the Pareto front: none of the others is better on both.</p>"]
+    if figures.get("trade_off"):
+        res.append(f"<img id='plot-trade-off' alt='gain vs forgetting' src='data:image/png;base64,{figures['trade_off']}'>")
+    res.append("<table id='trade-off-table'><tr><th>system</th><th>gain [95% CI], p</th><th>task</th>"
+               "<th>change [95% CI], p</th><th>trained on it</th></tr>")
+    for point in table["trade_off"]:
+        g = point["gain"]
+        gain = f"{g['diff']:+.4f} [{g['ci'][0]:+.4f}, {g['ci'][1]:+.4f}], p {format_p_value(g['p_value'])}" if g else "n/a"
+        for j, o in enumerate(point["others"] or [None]):
+            change = (f"{o['diff']:+.4f} [{o['ci'][0]:+.4f}, {o['ci'][1]:+.4f}], p {format_p_value(o['p_value'])}"
+                      if o else "n/a")
+            cls = "" if not o else (" class='bad'" if o["ci"][1] < 0 else " class='good'" if o["ci"][0] > 0 else "")
+            res.append(f"<tr><td>{e(point['label']) if j == 0 else ''}</td><td>{gain if j == 0 else ''}</td>"
+                       f"<td>{e(o['task'] + ' (' + o['metric'] + ')') if o else ''}</td><td{cls}>{change}</td>"
+                       f"<td>{'' if not o else ('no' if o['held_out'] else 'yes')}</td></tr>")
+    res.append("</table>")
+    return res
+
+
+def systems_md(table: dict, figure_files: dict) -> list[str]:
+    from tunelab.evaluate.compare import compare_markdown
+
+    lines = ["## Systems side by side", ""]
+    for key, title in (("systems", "Metrics per system"), ("trade_off", "Learning vs forgetting")):
+        if key in figure_files:
+            lines += [f"![{title}]({figure_files[key]})", ""]
+    body = compare_markdown(table).split("\n", 2)[2]  # without its own title
+    return lines + [body.replace("\n## ", "\n### ")]
