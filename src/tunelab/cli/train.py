@@ -22,6 +22,11 @@ def run(args) -> int:
     from tunelab.train import train
 
     cfg = load_config(args.config, args.overrides)
+    if cfg.study:  # a trade-off study: one run per system, then all of them side by side
+        from tunelab.experiments.study import run_study
+
+        print(run_study(cfg, resume=args.resume, log=lambda m: print(m, file=sys.stderr)))
+        return 0
     if cfg.stages:  # continual fine-tuning: one run per stage, then the task x stage matrix
         from tunelab.experiments import run_continual
 

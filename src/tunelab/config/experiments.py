@@ -149,3 +149,26 @@ class SearchConfig(StrictModel):
             if not key or key.startswith(".") or key.endswith("."):
                 raise ValueError(f"search.space key '{key}' is not a dotted config key like 'train.lr'")
         return space
+
+
+class StudyConfig(StrictModel):
+    """A trade-off study (tunelab.experiments.study): the same data trained several ways, each
+    system scored before and after on the tuned task and the `forgetting:` section's held-out
+    tasks, then all of them side by side with the gain-vs-forgetting plot."""
+
+    # Method -> learning rates: one system per pair (method and lr set, everything else as the
+    # config says), e.g. {"lora": [1e-4, 3e-4, 1e-3], "full": [1e-5, 3e-5, 1e-4]}.
+    methods: dict[str, list[float]] = {}
+    # Further systems by name: `key.sub=value` overrides of the config, e.g. a mixture remedy
+    # {"lora-mixture": {"data.tasks": [...], "train.lr": 3e-4}}.
+    systems: dict[str, dict[str, Any]] = {}
+    # The task whose gain is measured (a name in data.tasks); default: the first data task.
+    tuned_task: str | None = None
+
+    @model_validator(mode="after")
+    def _some_system(self):
+        if not self.methods and not self.systems:
+            raise ValueError("study: give 'methods' (method -> learning rates) and/or 'systems' (name -> overrides)")
+        for name in self.systems:
+            check_path_name(name, "study system name")
+        return self

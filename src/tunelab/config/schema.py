@@ -7,7 +7,7 @@ from pydantic import Field, PrivateAttr, field_validator
 from tunelab.config.base import StrictModel, check_path_name
 from tunelab.config.data import DataConfig
 from tunelab.config.evaluate import EvalConfig, ForgettingConfig
-from tunelab.config.experiments import ContinualConfig, SearchConfig, StageConfig
+from tunelab.config.experiments import ContinualConfig, SearchConfig, StageConfig, StudyConfig
 from tunelab.config.model import ModelConfig
 from tunelab.config.train import TrainConfig
 
@@ -27,6 +27,8 @@ class ExperimentConfig(StrictModel):
     stages: list[StageConfig] | None = None
     continual: ContinualConfig | None = None
     search: SearchConfig | None = None
+    # A trade-off study: several methods and learning rates on the same data (tunelab.experiments.study).
+    study: StudyConfig | None = None
 
     # Folder of the YAML file: relative data paths resolve against it. Not part of the config.
     _config_dir: str = PrivateAttr(default=".")

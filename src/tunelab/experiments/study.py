@@ -1,0 +1,115 @@
+"""Trade-off study: the same data trained several ways, and what each gained and what it cost.
+
+    study:
+      methods: {lora: [1e-4, 3e-4, 1e-3], full: [1e-5, 3e-5, 1e-4]}   # one system per (method, lr)
+      systems: {lora-mixture: {data.tasks: [...]}}                    # more systems as overrides
+      tuned_task: sentiment
+    forgetting:
+      tasks: [sentiment, qa, topic]    # the tuned task (its test split) and held-out tasks
+
+Each system is one ordinary training run (`<output_dir>/<name>/runs/<system>/`) of the config
+with its overrides, with the `forgetting:` section on: the base model is scored before (cached:
+scored once for all systems) and the final model after, on the same examples. Then every system
+is compared with the base model (evaluate/compare.py: paired differences, the trade-off of gain
+on the tuned task against the change on the others) and the study folder gets compare.json,
+compare.md and report.html (report/systems.py: the gain-vs-forgetting plot with paired CIs and the
+Pareto front, metric bars, per-task tables, costs, links to each run's report).
+
+Running the same config again continues the study: finished systems are kept, an interrupted
+one resumes from its checkpoint, the comparison is redone over all of them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tunelab.config import ConfigError
+from tunelab.config.load import write_resolved
+from tunelab.experiments.search import set_dotted
+
+
+def study_systems(cfg) -> list[tuple[str, dict]]:
+    """(name, overrides) of every system, in the order they run and are shown."""
+    systems = [(f"{method}-lr{lr:g}", {"train.method": method, "train.lr": lr})
+               for method, lrs in cfg.study.methods.items() for lr in lrs]
+    systems += list(cfg.study.systems.items())
+    names = [n for n, _ in systems]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"study: two systems have one name ({', '.join(names)})")
+    return systems
+
+
+def system_config(cfg, name: str, overrides: dict, root: Path):
+    """The experiment config of one system: its overrides applied, its own run folder, no study."""
+    from tunelab.config.schema import ExperimentConfig
+
+    raw = json.loads(cfg.model_dump_json())
+    raw.pop("study", None)
+    for key, value in overrides.items():
+        set_dotted(raw, key, value)
+    raw["name"] = name
+    raw["output_dir"] = str(root / "runs")
+    try:
+        new = ExperimentConfig.model_validate(raw)
+    except Exception as err:  # pydantic's ValidationError: say which system
+        raise ConfigError(f"study system '{name}' ({overrides}) gives an invalid config: {err}") from None
+    new.config_dir = cfg.config_dir
+    return new
+
+
+def tuned_task_of(cfg) -> str:
+    names = [t.name for t in cfg.data.tasks]
+    tuned = cfg.study.tuned_task or (names[0] if names else None)
+    if tuned not in names:
+        raise ConfigError(f"study.tuned_task: '{tuned}' is not a task in data.tasks ({', '.join(names)})")
+    return tuned
+
+
+def check_study(cfg) -> None:
+    """Before any training: the forgetting section scores the tuned task and at least one other."""
+    tuned = tuned_task_of(cfg)
+    section = cfg.forgetting
+    refs = [t if isinstance(t, str) else t.get("name") for t in (section.tasks if section else [])]
+    if tuned not in refs or len(refs) < 2:
+        raise ConfigError(f"study: forgetting.tasks must list the tuned task '{tuned}' (its test split) and at least "
+                          f"one held-out task, e.g. forgetting: {{tasks: [{tuned}, mmlu]}}")
+
+
+def finished(run: Path) -> bool:
+    return (run / "forgetting" / "forgetting.json").exists()
+
+
+def run_study(cfg, resume: bool = False, log=print) -> Path:
+    """Train and score every system, then compare them; returns the study folder."""
+    from tunelab.evaluate.compare import compare_runs
+    from tunelab.report import write_report
+    from tunelab.train import train
+
+    if cfg.study is None:
+        raise ConfigError("the config has no 'study:' section")
+    check_study(cfg)
+    systems = study_systems(cfg)
+    configs = [(name, system_config(cfg, name, overrides, Path(cfg.output_dir) / cfg.name))
+               for name, overrides in systems]  # every system's config checked before any training
+    root = Path(cfg.output_dir)
+    root = (root if root.is_absolute() else Path(cfg.config_dir) / root) / cfg.name
+    if (root / "runs").exists() and any((root / "runs").iterdir()) and not resume:
+        raise ConfigError(f"{root} already holds a study; pass --resume to continue it, or choose another name")
+    root.mkdir(parents=True, exist_ok=True)
+    write_resolved(cfg, root)
+    runs = []
+    for i, (name, system_cfg) in enumerate(configs, start=1):
+        run = root / "runs" / name
+        runs.append(run)
+        if finished(run):
+            log(f"study: system {i}/{len(configs)} {name}: done earlier, kept")
+            continue
+        log(f"study: system {i}/{len(configs)} {name}")
+        train(system_cfg, resume=(run / "config.resolved.yaml").exists(), handle_signals=True)
+    base = runs[0] / "forgetting" / "base"  # the base model's scores, the same for every system
+    compare_runs([str(base)] + [str(r) for r in runs], output_dir=root, tuned_task=tuned_task_of(cfg),
+                 n_resamples=cfg.forgetting.bootstrap_resamples)
+    html, _ = write_report(root)
+    log(f"study: {root / 'compare.md'}\nreport: {html}")
+    return root

@@ -1,0 +1,52 @@
+"""A trade-off study on the tiny model: several methods and learning rates plus a remedy system,
+each a real training run scored before and after, then one comparison and its report."""
+
+import json
+
+import pytest
+
+from tunelab.config import ConfigError, load_config
+from tunelab.experiments.study import run_study
+
+
+def study_config(two_tasks):
+    raw = dict(two_tasks(), name="tradeoff")
+    sentiment, colour = raw["data"]["tasks"]
+    raw["data"] = dict(raw["data"], tasks=[sentiment])  # tuned on sentiment; colour is held out
+    raw["train"] = dict(raw["train"], max_steps=3)
+    raw["forgetting"] = {"tasks": ["sentiment", {**colour, "ratios": {"train": 0, "validation": 0, "test": 1}}],
+                         "limit": 8, "bootstrap_resamples": 50, "generation": {"max_new_tokens": 3}}
+    # The mixture remedy trains on other colour items than the ones scored (the guard refuses overlap).
+    other = [{"prompt": f"Item {i} is painted {c}. What colour is item {i}?", "completion": c}
+             for i, c in enumerate(["red", "blue", "green", "yellow"] * 10, start=100)]
+    raw["study"] = {"methods": {"lora": [1e-3, 3e-2], "full": [1e-3]},
+                    "systems": {"lora-mixture": {"data.tasks": [sentiment, {**colour, "source": {"records": other}}],
+                                                 "train.lr": 3e-2}}}
+    return raw
+
+
+def test_study_trains_every_system_and_compares_them(two_tasks, tmp_path):
+    raw = study_config(two_tasks)
+    root = run_study(load_config(data=raw), log=lambda m: None)
+    systems = ["lora-lr0.001", "lora-lr0.03", "full-lr0.001", "lora-mixture"]
+    assert sorted(p.name for p in (root / "runs").iterdir()) == sorted(systems)
+    table = json.loads((root / "compare.json").read_text())
+    assert table["runs"] == ["base"] + systems and table["tuned_task"] == "sentiment"
+    for point, name in zip(table["trade_off"], systems):
+        report = json.loads((root / "runs" / name / "forgetting" / "forgetting.json").read_text())
+        rows = {r["task"]: r for r in report["tasks"]}
+        # the study's numbers are each run's own forgetting report's
+        assert point["gain"]["diff"] == pytest.approx(rows["sentiment"]["diff"])
+        assert point["others"][0]["diff"] == pytest.approx(rows["colour"]["diff"])
+        assert point["others"][0]["held_out"] == (name != "lora-mixture")  # the mixture trained on colour
+    summaries = {n: json.loads((root / "runs" / n / "summary.json").read_text()) for n in systems}
+    assert summaries["full-lr0.001"]["method"] == "full" and summaries["lora-lr0.03"]["method"] == "lora"
+    html = (root / "report.html").read_text()
+    assert "plot-trade-off" in html
+    # Again: every system is kept, the comparison redone.
+    assert run_study(load_config(data=raw), resume=True, log=lambda m: None) == root
+    # A study without held-out tasks to measure is refused before any training.
+    bad = dict(raw, name="bad", forgetting={"tasks": ["sentiment"]})
+    with pytest.raises(ConfigError, match="at least one held-out task"):
+        run_study(load_config(data=bad), log=lambda m: None)
+    assert not (tmp_path / "runs" / "bad").exists()
