@@ -68,6 +68,8 @@ def tuned_task_of(cfg) -> str:
 
 def check_study(cfg) -> None:
     """Before any training: the forgetting section scores the tuned task and at least one other."""
+    if cfg.stages or cfg.search:
+        raise ConfigError("study: a study's systems are single runs; remove 'stages:' / 'search:' from its config")
     tuned = tuned_task_of(cfg)
     section = cfg.forgetting
     refs = [t if isinstance(t, str) else t.get("name") for t in (section.tasks if section else [])]
