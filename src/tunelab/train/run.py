@@ -208,12 +208,30 @@ def run_summary(state, status: str | None = None) -> dict:
     }
 
 
+def reset_peak_rss() -> None:
+    """Start this run's peak-memory count afresh (Linux: the process's high-water mark, VmHWM).
+    Without it, the second run in one process (a study's systems, continual stages, search
+    trials) would report the largest earlier run's peak as its own."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass  # not Linux, or not allowed: the peak stays the process's
+
+
 def peak_rss_mb() -> float:
+    """Peak resident memory since reset_peak_rss() (VmHWM), else of the whole process."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     # ru_maxrss is in kilobytes on Linux (bytes on macOS).
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
 __all__ = ["MetricsLog", "RunInUse", "RunLock", "check_new_run", "clear_failed_start", "environment",
-           "holds_a_run", "peak_rss_mb", "read_events", "read_summary", "run_dir", "run_summary", "to_jsonable",
+           "holds_a_run", "peak_rss_mb", "read_events", "reset_peak_rss", "read_summary", "run_dir", "run_summary", "to_jsonable",
            "write_json", "write_summary"]

@@ -26,8 +26,8 @@ from tunelab.train.probes import check_packing
 from tunelab.train.recompute import enable_selective_recompute
 from tunelab.train.progress import Progress
 from tunelab.train.resume import check_resume_config, check_resume_data, data_fingerprint
-from tunelab.train.run import (MetricsLog, RunLock, check_new_run, clear_failed_start, environment, run_dir,
-                               run_summary, write_json, write_summary)
+from tunelab.train.run import (MetricsLog, RunLock, check_new_run, clear_failed_start, environment, reset_peak_rss,
+                               run_dir, run_summary, write_json, write_summary)
 from tunelab.train.state import Counters, TrainState
 from tunelab.train.steps import epoch_plan
 from tunelab.train.trackers import Trackers, check_trackers
@@ -164,6 +164,7 @@ def setup(cfg, resume: bool = False, data=None, on_validation=None) -> TrainStat
     t = cfg.train
     seed = t.seed if t.seed is not None else cfg.seed
     check_launch()
+    reset_peak_rss()  # this run's own peak memory, also when it is not the process's first run
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process
     check_config(cfg)
