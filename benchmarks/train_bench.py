@@ -10,7 +10,8 @@ steps. Runs alternate (tunelab, TRL, tunelab, TRL, ...) and each is its own subp
 is per run. Reported per run:
   real tokens/s  non-padding tokens of steps 2..N over the wall time from the end of step 1 to
                  the end of step N (the first step warms up kernels in both)
-  peak RSS       ru_maxrss of the worker after training (model load included, evaluation not)
+  peak RSS       the worker's peak resident memory from the model load to the end of training
+                 (evaluation not included): VmHWM, reset just before the load on both sides
   MFU            real tokens/s x LoRA model FLOPs per real token (benchmarks/machine.py, averaged
                  over the training split) / the bf16 (or fp32) matmul peak measured at the start
   val loss       the same completion-only cross-entropy code on the same 64 validation
@@ -28,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -39,9 +39,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import Shapes, Work, describe, machine_report, training_flops  # noqa: E402
 
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "instructions" / "llamafactory_alpaca_en_demo.json"
 LR, RANK, ALPHA = 1e-3, 8, 16
+
+
+def reset_peak_rss() -> None:
+    """Count peak memory from here on (Linux: reset the process's high-water mark, VmHWM)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def experiment(args, out_dir: str, name: str) -> dict:
@@ -84,8 +98,9 @@ def worker_tunelab(args, cfg, data) -> dict:
 
     with tempfile.TemporaryDirectory() as out:
         cfg = load_config(data=experiment(args, out, "bench"))
+        reset_peak_rss()  # both sides count memory from the model load on
         run = train(cfg, data=data)
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rss = peak_rss_mb()
         steps = [json.loads(line) for line in open(run / "metrics.jsonl") if '"loss"' in line]
         model, _ = load_model(cfg.model, adapter=str(run))
         val = validation_loss(model, data.tasks["alpaca"].splits["validation"][:64], args.precision == "bf16")
@@ -108,6 +123,7 @@ def worker_trl(args, cfg, data) -> dict:
     rows = [{"input_ids": list(x.input_ids), "completion_mask": [0 if t == -100 else 1 for t in x.label_ids]}
             for epoch in examples for x in epoch]
     path = resolve_model("smollm2-135m-instruct")
+    reset_peak_rss()  # both sides count memory from the model load on (tunelab's train() resets there)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     ends: list[float] = []
 
@@ -131,7 +147,7 @@ def worker_trl(args, cfg, data) -> dict:
         trainer = SFTTrainer(model=model, args=sft, train_dataset=Dataset.from_list(rows), peft_config=peft_config,
                              callbacks=[Clock()])
         trainer.train()
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rss = peak_rss_mb()
         logs = [h for h in trainer.state.log_history if "num_tokens" in h]
         val = validation_loss(trainer.model, data.tasks["alpaca"].splits["validation"][:64], args.precision == "bf16")
     tokens = logs[-1]["num_tokens"] - logs[0]["num_tokens"]
