@@ -86,13 +86,15 @@ def plot(curves: dict, out: Path) -> None:
 
 
 def markdown(curves: dict) -> str:
+    from tunelab.metrics.stats import p_clause
+
     lines = ["| model | training tasks | held-out score [95% CI] | change vs base [paired 95% CI] (p) |",
              "|---|---|---|---|"]
     for model, points in curves.items():
         for p in points:
             c = p["change"]
             change = "-" if c is None else (f"{c['diff']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] "
-                                             f"(p {c['p_value']:.3g})")
+                                             f"({p_clause(c['p_value'])})")
             lines.append(f"| {model} | {p['tasks']} | {p['value']:.3f} [{p['ci'][0]:.3f}, {p['ci'][1]:.3f}] | {change} |")
     return "\n".join(lines) + "\n"
 
@@ -114,6 +116,9 @@ def main() -> None:
     if not counts or max(counts) > len(TRAINING) or min(counts) < 1:
         sys.exit(f"--counts: numbers between 1 and {len(TRAINING)}")
 
+    from tunelab.cli.quiet import quiet_third_party
+
+    quiet_third_party()  # as the tunelab command does: no third-party progress bars or warnings
     from tunelab.config import load_config
     from tunelab.experiments.study import run_study
 
