@@ -46,24 +46,32 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def optimizer_to_files(optimizer) -> tuple[dict, dict]:
-    sd = optimizer.state_dict()
+def split_optimizer_state(sd: dict) -> tuple[dict, dict]:
+    """An optimizer state dict as {"<param>/<name>": tensor} and the rest for JSON (param groups and
+    scalar state); <param> is a position (optimizer.state_dict()) or a parameter name (FSDP's)."""
     tensors, scalars = {}, {}
-    for pid, entry in sd["state"].items():
+    for param, entry in sd["state"].items():
         for key, value in entry.items():
-            if torch.is_tensor(value):
-                tensors[f"{pid}/{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{pid}/{key}"] = value
+            (tensors if torch.is_tensor(value) else scalars)[f"{param}/{key}"] = value
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def optimizer_from_files(tensors: dict, meta: dict) -> dict:
-    state: dict[int, dict] = {}
+def join_optimizer_state(tensors: dict, meta: dict, param_key=int) -> dict:
+    """split_optimizer_state's inverse; param_key turns the <param> text back (int: a position)."""
+    state: dict = {}
     for key, value in list(tensors.items()) + list(meta["scalars"].items()):
-        pid, name = key.split("/", 1)
-        state.setdefault(int(pid), {})[name] = value
+        param, name = key.split("/", 1)
+        state.setdefault(param_key(param), {})[name] = value
     return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def optimizer_to_files(optimizer) -> tuple[dict, dict]:
+    tensors, meta = split_optimizer_state(optimizer.state_dict())
+    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, meta
+
+
+def optimizer_from_files(tensors: dict, meta: dict) -> dict:
+    return join_optimizer_state(tensors, meta)
 
 
 def rng_to_files() -> tuple[dict, dict]:
@@ -138,10 +146,10 @@ def write_checkpoint(folder: Path, step: int, model, optimizer, state: dict, sha
                 save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
             _write_json(tmp / "optimizer.json", opt_meta if sharded_meta is None else sharded_meta)
             _write_json(tmp / "state.json", state)
-            for f in files_of(tmp):
+            files = files_of(tmp)
+            for f in files:
                 _fsync(f)
-            _write_json(tmp / MANIFEST, {"files": {f.relative_to(tmp).as_posix(): file_digest(f)
-                                                   for f in files_of(tmp)}})
+            _write_json(tmp / MANIFEST, {"files": {f.relative_to(tmp).as_posix(): file_digest(f) for f in files}})
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from tunelab.config.base import ConfigError
+from tunelab.train.checkpoint import join_optimizer_state, split_optimizer_state
 
 SHARDED_DIR = "sharded"
 FILE_BYTES = 128 * 1024 * 1024  # whole-tensor bytes per checkpoint file (each process writes its part)
@@ -138,20 +139,16 @@ def tied_names(loss_model) -> dict[str, str]:
 
 
 def _flatten(model_sd: dict, optim_sd: dict, tied: dict) -> tuple[dict, dict]:
-    """{"model/<name>": tensor, "optim/<name>/<key>": tensor} and the non-tensor optimizer state;
-    a tied parameter is stored once, under its first name."""
+    """{"model/<name>": tensor, "optim/<name>/<key>": tensor} and the non-tensor optimizer state
+    (checkpoint.split_optimizer_state, keyed by parameter name); a tied parameter is stored once,
+    under its first name."""
+    optim_tensors, meta = split_optimizer_state(optim_sd)
     tensors = {f"model/{name}": t for name, t in model_sd.items() if name not in tied}
-    scalars = {}
-    for name, entry in optim_sd["state"].items():
-        for key, value in entry.items():
-            if torch.is_tensor(value):
-                tensors[f"optim/{name}/{key}"] = value
-            else:
-                scalars[f"{name}/{key}"] = value
-    return tensors, {"param_groups": optim_sd["param_groups"], "scalars": scalars}
+    tensors.update({f"optim/{key}": t for key, t in optim_tensors.items()})
+    return tensors, meta
 
 
-def save_sharded(folder: Path, loss_model, optimizer) -> None:
+def save_sharded(folder: Path, loss_model, optimizer) -> dict:
     """Every process writes its shards of the trainable parameters and the optimizer state into
     folder/sharded/ (a collective); returns the non-tensor optimizer state for optimizer.json."""
     import torch.distributed.checkpoint as dcp
@@ -198,13 +195,6 @@ def load_sharded(path: Path, loss_model, optimizer) -> None:
         raise ConfigError(f"{path}: the sharded checkpoint does not fit this model and method ({exc})") from None
     model_sd = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
     model_sd.update({name: model_sd[first] for name, first in tied.items() if first in model_sd})
-    state: dict[str, dict] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim/"):
-            name, sub = key.removeprefix("optim/").rsplit("/", 1)
-            state.setdefault(name, {})[sub] = value
-    for key, value in saved["scalars"].items():
-        name, sub = key.rsplit("/", 1)
-        state.setdefault(name, {})[sub] = value
+    optim_tensors = {k.removeprefix("optim/"): v for k, v in tensors.items() if k.startswith("optim/")}
     set_state_dict(loss_model, optimizer, model_state_dict=model_sd,
-                   optim_state_dict={"state": state, "param_groups": saved["param_groups"]}, options=_options())
+                   optim_state_dict=join_optimizer_state(optim_tensors, saved, param_key=str), options=_options())
