@@ -46,7 +46,8 @@ LR, RANK, ALPHA = 1e-3, 8, 16
 
 
 def reset_peak_rss() -> None:
-    """Count peak memory from here on (Linux: reset the process's high-water mark, VmHWM)."""
+    """Count peak memory from here on (Linux: reset the process's high-water mark, VmHWM). Here,
+    not tunelab.train.run's: the benchmark measures TRL and, with --compare-src, another tunelab."""
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
 

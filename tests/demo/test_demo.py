@@ -7,12 +7,10 @@ three training runs, forgetting reports, results JSON, report.html) must run and
 from __future__ import annotations
 
 import json
-import sys
 import re
+import sys
 from collections import Counter
 from pathlib import Path
-
-import pytest
 
 from tunelab.experiments.demo import DATA_DIR, qa_task, sentiment_task
 

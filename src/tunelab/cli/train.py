@@ -19,6 +19,7 @@ def run(args) -> int:
     import sys
 
     from tunelab.config import load_config
+    from tunelab.evaluate.shard import launched_world
     from tunelab.train import train
 
     cfg = load_config(args.config, args.overrides)
@@ -33,19 +34,13 @@ def run(args) -> int:
         print(run_continual(cfg, resume=args.resume))
         return 0
     run_dir = train(cfg, resume=args.resume, handle_signals=True)
-    if not main_process():  # several processes: the main one reports, once
+    if not launched_world().main:  # several processes: the main one reports, once
         return 0
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     print(closing_lines(run_dir, summary, cfg, args), file=sys.stderr)
     print(run_dir)  # stdout: the run folder alone, for scripts
     return 130 if summary.get("status") == "interrupted" else 0
-
-
-def main_process() -> bool:
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def closing_lines(run, summary: dict, cfg, args) -> str:

@@ -70,26 +70,26 @@ def trained_tasks(run: Path) -> set[str] | None:
     return set(keys["tasks"]) if keys else None
 
 
-def guess_tuned_task(paths: list[Path], common: list[str]) -> str | None:
-    """The one compared task every tuned run (after the first system) trained on, if there is one."""
-    sets = [trained_tasks(p) for p in paths[1:]]
-    sets = [s & set(common) for s in sets if s is not None]
+def guess_tuned_task(trained: list[set[str] | None], common: list[str]) -> str | None:
+    """The one compared task every tuned run (after the first system) trained on, if there is one.
+    trained: each system's trained_tasks."""
+    sets = [s & set(common) for s in trained[1:] if s is not None]
     if not sets:
         return None
     shared = set.intersection(*sets)
     return shared.pop() if len(shared) == 1 else None
 
 
-def trade_off(table: dict, tuned_task: str) -> list[dict]:
+def trade_off(table: dict, tuned_task: str, trained: list[set[str] | None]) -> list[dict]:
     """Per system after the first: gain on the tuned task's primary metric, and the change on each
     other task's primary metric (paired differences against the first system); `held_out` says
-    whether that system trained on the task."""
+    whether that system trained on the task (trained: each system's trained_tasks)."""
     primary = {r["task"]: r for r in table["rows"] if r["primary"]}
     points = []
-    for i, (name, path) in enumerate(zip(table["runs"][1:], table["paths"][1:]), start=1):
+    for i, name in enumerate(table["runs"][1:], start=1):
         gain = primary[tuned_task]["tests"][i] if tuned_task in primary else None
-        trained = trained_tasks(Path(path)) or set()
-        others = [{"task": t, "metric": r["metric"], "held_out": t not in trained, **better(r["tests"][i])}
+        own = trained[i] or set()
+        others = [{"task": t, "metric": r["metric"], "held_out": t not in own, **better(r["tests"][i])}
                   for t, r in primary.items() if t != tuned_task and r["tests"][i]]
         points.append({"system": name, "label": table["labels"][i],
                        "gain": gain and {"metric": primary[tuned_task]["metric"], **better(gain)},
@@ -140,12 +140,13 @@ def compare_runs(runs: list[str], tasks: list | None = None, output_dir: str | N
             rows.append(row)
     table = {"runs": names, "labels": labels, "paths": [str(p) for p in paths], "rows": rows,
              "costs": [run_cost(p) for p in paths]}
-    tuned_task = tuned_task or guess_tuned_task(paths, common)
+    trained = [trained_tasks(p) for p in paths]
+    tuned_task = tuned_task or guess_tuned_task(trained, common)
     if tuned_task is not None and tuned_task not in common:
         raise UserError(f"--tuned-task {tuned_task}: not among the tasks every run was scored on ({', '.join(common)})")
     if tuned_task is not None and len(paths) > 1:
         table["tuned_task"] = tuned_task
-        table["trade_off"] = trade_off(table, tuned_task)
+        table["trade_off"] = trade_off(table, tuned_task, trained)
     if output_dir:
         out = Path(output_dir)
         write_json(out / "compare.json", table)

@@ -87,15 +87,14 @@ def run_study(cfg, resume: bool = False, log=print) -> Path:
     from tunelab.evaluate.compare import compare_runs
     from tunelab.report import write_report
     from tunelab.train import train
+    from tunelab.train.run import run_dir
 
     if cfg.study is None:
         raise ConfigError("the config has no 'study:' section")
     check_study(cfg)
-    systems = study_systems(cfg)
-    configs = [(name, system_config(cfg, name, overrides, Path(cfg.output_dir) / cfg.name))
-               for name, overrides in systems]  # every system's config checked before any training
-    root = Path(cfg.output_dir)
-    root = (root if root.is_absolute() else Path(cfg.config_dir) / root) / cfg.name
+    root = run_dir(cfg)  # <output_dir>/<name>, a relative output_dir taken from the config's folder
+    configs = [(name, system_config(cfg, name, overrides, root))
+               for name, overrides in study_systems(cfg)]  # every system's config checked before any training
     if (root / "runs").exists() and any((root / "runs").iterdir()) and not resume:
         raise ConfigError(f"{root} already holds a study; pass --resume to continue it, or choose another name")
     root.mkdir(parents=True, exist_ok=True)

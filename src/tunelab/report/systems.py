@@ -25,10 +25,15 @@ def _value(v: dict | None) -> str:
     return fmt(v["value"]) + (f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "")
 
 
+def _paired(d: dict | None) -> str:
+    """A paired difference: diff [95% CI], p."""
+    if not d:
+        return "n/a"
+    return f"{d['diff']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}], p {format_p_value(d['p_value'])}"
+
+
 def _test(t: dict | None) -> str:
-    if not t:
-        return ""
-    return f"Δ {t['diff']:+.4f} [{t['ci'][0]:+.4f}, {t['ci'][1]:+.4f}], p {format_p_value(t['p_value'])}"
+    return f"Δ {_paired(t)}" if t else ""
 
 
 def report_link(run_path: str, out: Path) -> str | None:
@@ -71,7 +76,7 @@ def systems_html(table: dict, figures: dict, out: Path) -> list[str]:
 def trade_off_html(table: dict, figures: dict) -> list[str]:
     e = html.escape
     first = (table.get("labels") or table["runs"])[0]
-    res = [f"<h2 id='trade-off'>Learning vs forgetting</h2>",
+    res = ["<h2 id='trade-off'>Learning vs forgetting</h2>",
            f"<p>Gain on the tuned task <b>{e(table['tuned_task'])}</b> against the change on the other tasks, "
            f"each a paired difference against <b>{e(first)}</b> on the same examples (higher = better; a change "
            "below 0 is forgetting). Systems marked * are on the Pareto front: none of the others is better on both.</p>"]
@@ -80,11 +85,9 @@ def trade_off_html(table: dict, figures: dict) -> list[str]:
     res.append("<table id='trade-off-table'><tr><th>system</th><th>gain [95% CI], p</th><th>task</th>"
                "<th>change [95% CI], p</th><th>trained on it</th></tr>")
     for point in table["trade_off"]:
-        g = point["gain"]
-        gain = f"{g['diff']:+.4f} [{g['ci'][0]:+.4f}, {g['ci'][1]:+.4f}], p {format_p_value(g['p_value'])}" if g else "n/a"
+        gain = _paired(point["gain"])
         for j, o in enumerate(point["others"] or [None]):
-            change = (f"{o['diff']:+.4f} [{o['ci'][0]:+.4f}, {o['ci'][1]:+.4f}], p {format_p_value(o['p_value'])}"
-                      if o else "n/a")
+            change = _paired(o)
             cls = "" if not o else (" class='bad'" if o["ci"][1] < 0 else " class='good'" if o["ci"][0] > 0 else "")
             res.append(f"<tr><td>{e(point['label']) if j == 0 else ''}</td><td>{gain if j == 0 else ''}</td>"
                        f"<td>{e(o['task'] + ' (' + o['metric'] + ')') if o else ''}</td><td{cls}>{change}</td>"

@@ -97,9 +97,9 @@ def check_global_batch(run: Path, cfg, changes: dict, world: int) -> tuple[str, 
     old = {k: changes[k]["old"] if k in changes else getattr(t, k.split(".")[1]) for k in BATCH_SHAPE}
     old_global = old["train.batch_size"] * old["train.grad_accum"] * old_world
     new_global = t.batch_size * t.grad_accum * world
-    if old_global != new_global and any(k in changes for k in BATCH_SHAPE):
-        return ()  # refused with the other changed keys
     if old_global != new_global:
+        if any(k in changes for k in BATCH_SHAPE):
+            return ()  # refused with the other changed keys
         raise ConfigError(
             f"--resume: the global batch would change from {old_global} (batch_size {old['train.batch_size']} x "
             f"grad_accum {old['train.grad_accum']} x {old_world} processes) to {new_global} (batch_size "

@@ -233,5 +233,5 @@ def peak_rss_mb() -> float:
 
 
 __all__ = ["MetricsLog", "RunInUse", "RunLock", "check_new_run", "clear_failed_start", "environment",
-           "holds_a_run", "peak_rss_mb", "read_events", "reset_peak_rss", "read_summary", "run_dir", "run_summary", "to_jsonable",
-           "write_json", "write_summary"]
+           "holds_a_run", "peak_rss_mb", "read_events", "read_summary", "reset_peak_rss", "run_dir", "run_summary",
+           "to_jsonable", "write_json", "write_summary"]

@@ -1,8 +1,8 @@
 """Validation: loss on each task's validation split, generation metrics, early stopping.
 
 Loss: each process takes every world_size-th example; sums are all-reduced, so the numbers are
-the same for any number of processes (and every process runs as many batches, as FSDP needs). Generation metrics come from the evaluation engine
-(tunelab.evaluate.engine) with the task's own metrics and generation settings: the same numbers
+the same for any number of processes (and every process runs as many batches, as FSDP needs).
+Generation metrics come from the evaluation engine (tunelab.evaluate.engine) with the task's own metrics and generation settings: the same numbers
 `tunelab eval` gives for the same model, task and split (under the training precision; with
 fp32 training they are identical). Under DDP the processes share the generation batches and
 gather the rows; under FSDP every process runs every batch (each forward gathers parameters from
@@ -18,7 +18,7 @@ import torch
 
 from tunelab.config.base import ConfigError
 from tunelab.train.batching import collate, seq_length
-from tunelab.train.distributed import root_gathered
+from tunelab.train.distributed import is_sharded, root_gathered
 from tunelab.train.steps import all_reduce
 
 
@@ -74,10 +74,8 @@ def generation_metrics(state) -> dict:
 def _score_validation(state, lm, data_tasks: dict, generation, g) -> dict:
     from tunelab.evaluate.engine import score_examples
     from tunelab.evaluate.recipes import expand_task
-    from tunelab.files import write_jsonl
-
     from tunelab.evaluate.shard import ONE, World
-    from tunelab.train.distributed import is_sharded
+    from tunelab.files import write_jsonl
 
     # Under DDP each process generates for a share of the batches (gathered: every process gets
     # every row); under FSDP every forward needs every process, so all of them run every batch.
