@@ -22,7 +22,7 @@ def logits_of(spec, text: str):
     lm = LazyModel(spec)
     ids = lm.tokenizer(text, return_tensors="pt")["input_ids"]
     with torch.no_grad():
-        return lm.model(input_ids=ids).logits[0, -1]
+        return lm.model(input_ids=ids).logits[0, -1], lm.model.config.name_or_path
 
 
 def test_local_base_is_recorded_as_its_absolute_folder(tmp_path, tiny_model_dir):
@@ -46,12 +46,14 @@ def test_alias_adapter_loads_after_the_cache_moves(tmp_path, smollm2_dir, monkey
     run = train(load_config(data=raw))
     adapter = json.loads((run / "final" / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == "smollm2-135m-instruct"  # not .../tunelab/models/...
-    before = logits_of(model_spec(adapter=str(run / "final")), "Is this review positive?")
+    before, _ = logits_of(model_spec(adapter=str(run / "final")), "Is this review positive?")
     moved = tmp_path / "elsewhere" / "my-adapter"
     shutil.copytree(run / "final", moved)
     shutil.rmtree(run)
-    # Another machine: an empty tunelab cache; the alias is converted there again from its package.
+    # Another machine: its tunelab cache lives elsewhere (a copy of the conversion, which
+    # test_models_load.py checks from an empty home: converting again would take ~20 s here).
+    shutil.copytree(smollm2_dir, tmp_path / "other-home" / "models" / "smollm2-135m-instruct")
     monkeypatch.setenv("TUNELAB_HOME", str(tmp_path / "other-home"))
-    after = logits_of(model_spec(adapter=str(moved)), "Is this review positive?")
-    assert (tmp_path / "other-home" / "models" / "smollm2-135m-instruct").exists()
+    after, base_folder = logits_of(model_spec(adapter=str(moved)), "Is this review positive?")
+    assert base_folder == str(tmp_path / "other-home" / "models" / "smollm2-135m-instruct")
     assert torch.allclose(before, after, atol=1e-5)

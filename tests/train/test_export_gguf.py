@@ -77,17 +77,19 @@ def test_gguf_of_a_lora_run_loads_in_transformers_with_the_merged_weights(lora_r
     path = out / f"gguf-lora-{gguf_type.upper()}.gguf"
     assert sorted(p.name for p in out.iterdir()) == sorted([path.name, "Modelfile", "README.md"])
     assert (out / "Modelfile").read_text() == f"FROM ./{path.name}\n"
-    info = describe(path)
-    assert info["architecture"] == "llama" and info["pre_tokenizer"] == "smollm"
-    assert info["vocab_size"] == len(tokenizer) and info["chat_template"] == tokenizer.chat_template
     model = load_gguf(path)
+    assert model.config.model_type == "llama" and model.config.vocab_size == len(tokenizer)
     assert_weights_within_rounding(model, merged, gguf_type)
     ids = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     assert relative_logit_error(model, merged, ids["input_ids"]) <= LOGIT_TOLERANCE[gguf_type]
     card = (out / "README.md").read_text()
     assert f"GGUF ({gguf_type})" in card and f"llama-cli -m {path.name}" in card
-    if gguf_type == "f16":  # the tokenizer inside the file encodes like the original (any type would do)
+    if gguf_type == "f16":  # the tokenizer inside the file (the same in every type; reading it takes seconds)
         from transformers import AutoTokenizer
+
+        info = describe(path)
+        assert info["architecture"] == "llama" and info["pre_tokenizer"] == "smollm"
+        assert info["vocab_size"] == len(tokenizer) and info["chat_template"] == tokenizer.chat_template
 
         restored = AutoTokenizer.from_pretrained(out, gguf_file=path.name)
         text = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, tokenize=False) + "négatif 123 !"
