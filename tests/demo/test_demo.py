@@ -109,6 +109,26 @@ def test_quick_demo_runs_every_phase(tiny_model_dir, tmp_path, capsys):
     names = json.loads((tmp_path / "cmp2" / "compare.json").read_text())["runs"]
     assert len(names) == 5 and names[-1].endswith("/lora-sentiment")  # a name that is there twice says its folder
     assert 'id="plot-trade-off"' in (tmp_path / "cmp" / "report.html").read_text().replace("'", '"')
+    assert "cost on held-out QA: " in (folder / "results.md").read_text() and "cost on held-out QA: " in out
     assert [p["name"] for p in results["phases"]][:2] == ["setup: resolve model", "1. evaluate the base model"]
     # The report's path is the last thing printed.
     assert out.strip().splitlines()[-1].endswith("report.html")
+
+
+def test_the_cost_reading_names_only_drops_whose_paired_ci_is_below_zero():
+    from tunelab.experiments.demo import qa_cost_reading
+
+    def system(label, diff, ci):
+        return {"label": label, "vs_base": {"qa": {"diff": diff, "ci": ci}}}
+
+    results = {"systems": {"base": {"label": "base model (no tuning)"},
+                           "lora-sentiment": system("LoRA, sentiment only", -0.027, [-0.12, 0.07]),
+                           "lora-mixture": system("LoRA, sentiment + QA mixture", -0.30, [-0.4, -0.2]),
+                           "full-sentiment": system("full fine-tuning, sentiment only", -0.15, [-0.25, -0.05])}}
+    reading = qa_cost_reading(results)
+    # The mixture trained on QA questions: its change is not forgetting, whatever its sign.
+    assert "mixture" not in reading
+    assert reading.startswith("cost on held-out QA: full fine-tuning, sentiment only -15.0 points [-25.0, -5.0]")
+    assert "no detectable change for LoRA, sentiment only -2.7 points [-12.0, +7.0]" in reading
+    results["systems"]["full-sentiment"] = system("full fine-tuning, sentiment only", 0.08, [-0.02, 0.18])
+    assert qa_cost_reading(results).startswith("cost on held-out QA: none detectable at these settings")

@@ -347,7 +347,8 @@ def results_markdown(results: dict) -> str:
              "QA token F1 change vs base [paired 95% CI] (p) | train s |", "|---|---|---|---|---|---|---|"]
     for row in summary_rows(results):
         lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines) + "\n"
+    reading = qa_cost_reading(results)
+    return "\n".join(lines + ([""] + [reading] if reading else [])) + "\n"
 
 
 def summary_rows(results: dict) -> list[list[str]]:
@@ -364,6 +365,25 @@ def summary_rows(results: dict) -> list[list[str]]:
     return rows
 
 
+def qa_cost_reading(results: dict) -> str:
+    """One sentence on the held-out cost: which sentiment-only systems lost QA token F1 (paired CI
+    below zero), or that none did. The mixture trained on other QA questions: not a forgetting measure."""
+    lost, kept = [], []
+    for name, s in results["systems"].items():
+        if "vs_base" not in s or SYSTEMS[name][2]:
+            continue
+        d = s["vs_base"]["qa"]
+        (lost if d["ci"][1] < 0 else kept).append(
+            f"{s['label']} {100 * d['diff']:+.1f} points [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}]")
+    if not lost and not kept:
+        return ""
+    if lost:
+        return "cost on held-out QA: " + "; ".join(lost) + " (paired CI below zero)" + \
+            (f"; no detectable change for {'; '.join(kept)}" if kept else "")
+    return ("cost on held-out QA: none detectable at these settings: every sentiment-only system's QA token F1 "
+            "change has a paired 95% CI that includes zero (" + "; ".join(kept) + ")")
+
+
 def show_summary(console, results: dict) -> None:
     from rich.table import Table
 
@@ -374,6 +394,9 @@ def show_summary(console, results: dict) -> None:
     for row in summary_rows(results):
         table.add_row(*row)
     console.print(table)
+    reading = qa_cost_reading(results)
+    if reading:
+        console.print(reading)
 
 
 def show_phases(console, phases: list[Phase], wall_s: float) -> None:
