@@ -12,6 +12,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from tunelab.experiments.demo import DATA_DIR, qa_task, sentiment_task
 
 
@@ -66,7 +68,8 @@ def test_quick_demo_runs_every_phase(tiny_model_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     (folder,) = list(tmp_path.glob("demo-seed5-*"))
     results = json.loads((folder / "results.json").read_text())
-    assert set(results["systems"]) == {"base", "lora-sentiment", "lora-mixture", "full-sentiment"}
+    assert set(results["systems"]) == {"base", "lora-sentiment", "lora-mixture", "full-sentiment", "lora-then-qa",
+                                       "full-then-qa"}
     for name, system in results["systems"].items():
         assert 0.0 <= system["sentiment"]["accuracy"]["value"] <= 1.0
         assert system["n"] == {"sentiment": 6, "qa": 6}
@@ -83,6 +86,21 @@ def test_quick_demo_runs_every_phase(tiny_model_dir, tmp_path, capsys):
     mix_cfg = (folder / "lora-mixture" / "config.resolved.yaml").read_text()
     single_cfg = (folder / "lora-sentiment" / "config.resolved.yaml").read_text()
     assert "name: qa" in mix_cfg and "name: qa" not in single_cfg
+    # A second stage trains QA only, from the first stage's model (LoRA: its adapter merged into the
+    # base); its sentiment is paired with the first stage's on the same reviews.
+    for second, first, start in (("lora-then-qa", "lora-sentiment", folder / "lora-sentiment" / "merged"),
+                                 ("full-then-qa", "full-sentiment", folder / "full-sentiment" / "final")):
+        cfg = (folder / second / "config.resolved.yaml").read_text()
+        assert "name: qa" in cfg and "name: sentiment" not in cfg and f"name: {start}" in cfg
+        s2, s1 = results["systems"][second], results["systems"][first]
+        assert s2["after"] == first and s2["trained_on"] == ["qa"]
+        d = s2["vs_previous"]["sentiment"]
+        acc1, acc2 = s1["sentiment"]["accuracy"]["value"], s2["sentiment"]["accuracy"]["value"]
+        assert d["metric"] == "accuracy" and abs(d["diff"] - (acc2 - acc1)) < 1e-9 and d["ci"][0] <= d["diff"] <= d["ci"][1]
+        assert s2["vs_base"]["sentiment"]["diff"] == pytest.approx(acc2 - results["systems"]["base"]["sentiment"]["accuracy"]["value"])
+    forgetting = json.loads((folder / "full-then-qa" / "forgetting" / "forgetting.json").read_text())
+    assert forgetting["base"] == Path(tiny_model_dir).name  # its base results are the base model's, not stage 1's
+    assert "cost of a second task on sentiment accuracy: LoRA, sentiment then QA: " in out
     # The demo's report: every system side by side, rendered in Chromium (screenshot checked):
     # metric bars, the gain-vs-forgetting plot, per-task and cost tables, a link to each run's report.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
@@ -92,8 +110,9 @@ def test_quick_demo_runs_every_phase(tiny_model_dir, tmp_path, capsys):
                                                                "Per task", "Costs"], {"plot-systems", "plot-trade-off"})
     systems_rows = text.split('id="systems-table"')[1].split("</table>")[0]
     assert all(label in systems_rows for label in ("base model (no tuning)", "LoRA, sentiment only",
-                                                   "LoRA, sentiment + QA mixture", "full fine-tuning, sentiment only"))
-    for run in ("lora-sentiment", "lora-mixture", "full-sentiment"):
+                                                   "LoRA, sentiment + QA mixture", "full fine-tuning, sentiment only",
+                                                   "sentiment then QA"))
+    for run in ("lora-sentiment", "lora-mixture", "full-sentiment", "lora-then-qa", "full-then-qa"):
         assert f'href="{run}/report.html"' in systems_rows and (folder / run / "report.html").exists()
     # One number, whichever command computed it: the report's paired QA change is the forgetting report's.
     compared = json.loads((folder / "compare.json").read_text())
@@ -101,13 +120,17 @@ def test_quick_demo_runs_every_phase(tiny_model_dir, tmp_path, capsys):
         vs_base = results["systems"][point["system"]]["vs_base"]
         assert point["others"][0]["diff"] == vs_base["qa"]["diff"] and point["others"][0]["ci"] == vs_base["qa"]["ci"]
         assert point["gain"]["diff"] == vs_base["sentiment"]["diff"]
-    # `tunelab compare` reads the demo folder (its four systems), and its own output folder again.
-    assert main(["compare", str(folder), "--output", str(tmp_path / "cmp")]) == 0
+    # `tunelab compare` reads the demo folder (its six systems), and its own output folder again. The
+    # second stages trained QA only, so no task is common to every run: the tuned task is named.
+    assert main(["compare", str(folder), "--output", str(tmp_path / "cmp"), "--tuned-task", "sentiment"]) == 0
     again = json.loads((tmp_path / "cmp" / "compare.json").read_text())
-    assert again["runs"] == compared["runs"] and again["tuned_task"] == "sentiment"  # guessed from what they trained
+    assert again["runs"] == compared["runs"] and again["trade_off"] == compared["trade_off"]
+    first_stages = [str(folder / r) for r in ("lora-sentiment", "lora-mixture", "full-sentiment")]
+    assert main(["compare", str(folder / "base"), *first_stages, "--output", str(tmp_path / "guess")]) == 0
+    assert json.loads((tmp_path / "guess" / "compare.json").read_text())["tuned_task"] == "sentiment"  # what they trained
     assert main(["compare", str(tmp_path / "cmp"), str(folder / "lora-sentiment"), "--output", str(tmp_path / "cmp2")]) == 0
     names = json.loads((tmp_path / "cmp2" / "compare.json").read_text())["runs"]
-    assert len(names) == 5 and names[-1].endswith("/lora-sentiment")  # a name that is there twice says its folder
+    assert len(names) == 7 and names[-1].endswith("/lora-sentiment")  # a name that is there twice says its folder
     assert 'id="plot-trade-off"' in (tmp_path / "cmp" / "report.html").read_text().replace("'", '"')
     assert "cost on held-out QA: " in (folder / "results.md").read_text() and "cost on held-out QA: " in out
     assert [p["name"] for p in results["phases"]][:2] == ["setup: resolve model", "1. evaluate the base model"]
@@ -115,20 +138,31 @@ def test_quick_demo_runs_every_phase(tiny_model_dir, tmp_path, capsys):
     assert out.strip().splitlines()[-1].endswith("report.html")
 
 
-def test_the_cost_reading_names_only_drops_whose_paired_ci_is_below_zero():
-    from tunelab.experiments.demo import qa_cost_reading
+def test_the_readings_name_only_changes_whose_paired_ci_excludes_zero():
+    from tunelab.experiments.demo_results import qa_cost_reading, second_task_reading
 
-    def system(label, diff, ci):
-        return {"label": label, "vs_base": {"qa": {"diff": diff, "ci": ci}}}
+    def system(label, trained_on, diff, ci, previous=None):
+        s = {"label": label, "trained_on": trained_on, "vs_base": {"qa": {"diff": diff, "ci": ci}}}
+        if previous:
+            s.update(after_label="full fine-tuning, sentiment only",
+                     vs_previous={"sentiment": {"diff": previous[0], "ci": previous[1], "p_value": previous[2]}})
+        return s
 
-    results = {"systems": {"base": {"label": "base model (no tuning)"},
-                           "lora-sentiment": system("LoRA, sentiment only", -0.027, [-0.12, 0.07]),
-                           "lora-mixture": system("LoRA, sentiment + QA mixture", -0.30, [-0.4, -0.2]),
-                           "full-sentiment": system("full fine-tuning, sentiment only", -0.15, [-0.25, -0.05])}}
+    results = {"systems": {"base": {"label": "base model (no tuning)", "trained_on": []},
+                           "lora-sentiment": system("LoRA, sentiment only", ["sentiment"], -0.027, [-0.12, 0.07]),
+                           "lora-mixture": system("LoRA, sentiment + QA mixture", ["sentiment", "qa"], -0.30, [-0.4, -0.2]),
+                           "full-sentiment": system("full fine-tuning, sentiment only", ["sentiment"], -0.15, [-0.25, -0.05]),
+                           "full-then-qa": system("full fine-tuning, sentiment then QA", ["qa"], -0.2, [-0.3, -0.1],
+                                                  previous=(-0.1, [-0.18, -0.03], 0.03))}}
     reading = qa_cost_reading(results)
-    # The mixture trained on QA questions: its change is not forgetting, whatever its sign.
-    assert "mixture" not in reading
+    # Systems that trained on QA questions (the mixture, a QA second stage): not forgetting, whatever the sign.
+    assert "mixture" not in reading and "then QA" not in reading
     assert reading.startswith("cost on held-out QA: full fine-tuning, sentiment only -15.0 points [-25.0, -5.0]")
     assert "no detectable change for LoRA, sentiment only -2.7 points [-12.0, +7.0]" in reading
-    results["systems"]["full-sentiment"] = system("full fine-tuning, sentiment only", 0.08, [-0.02, 0.18])
+    assert second_task_reading(results) == ("cost of a second task on sentiment accuracy: full fine-tuning, sentiment "
+                                            "then QA: lost -10.0 points [-18.0, -3.0] (p = 0.03) vs full fine-tuning, "
+                                            "sentiment only")
+    results["systems"]["full-sentiment"] = system("full fine-tuning, sentiment only", ["sentiment"], 0.08, [-0.02, 0.18])
     assert qa_cost_reading(results).startswith("cost on held-out QA: none detectable at these settings")
+    results["systems"]["full-then-qa"]["vs_previous"]["sentiment"]["ci"] = [-0.2, 0.01]
+    assert ": no detectable change: -10.0 points" in second_task_reading(results)

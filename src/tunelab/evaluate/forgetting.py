@@ -97,8 +97,11 @@ def measure_forgetting(base: str | None, tuned_run: str, tasks: list, *, tuned_t
         base_res = json.loads((base_dir / "results.json").read_text(encoding="utf-8"))
     tuned_res = evaluate(None, tasks, limit=limit, output_dir=tuned_dir, n_resamples=n_resamples, spec=tuned_spec,
                          **{k: v for k, v in eval_kwargs.items() if k != "dtype"})
+    # Reused base results name the model that produced them (not necessarily the run's own base:
+    # a second-stage run compared with the original model).
+    base_label = (base_res.get("model") or {}).get("label") or base
     return write_forgetting(base_res, tuned_res, base_dir, tuned_dir, out, tuned_task or guess_tuned_task(run),
-                            n_resamples, base_label=base, tuned_label=str(run))
+                            n_resamples, base_label=base_label, tuned_label=str(run))
 
 
 def write_forgetting(base_res: dict, tuned_res: dict, base_dir: Path, tuned_dir: Path, out: Path,

@@ -6,7 +6,10 @@
   3. forget   the factual QA measured before and after: whatever happens is reported;
   4. remedy   a LoRA run on a sentiment + QA mixture, and full fine-tuning on sentiment only,
               in one forgetting table with paired-bootstrap CIs;
-  5. report   results.json, compare.json, report.html (every system side by side: metric bars,
+  5. second   each sentiment model (LoRA, full) then trained on QA only, as users add a task:
+              its sentiment accuracy paired with the first stage's on the same reviews
+              (docs/experiments.md: full fine-tuning forgets some, LoRA none, at these settings);
+  6. report   results.json, compare.json, report.html (every system side by side: metric bars,
               the gain-vs-forgetting plot, per-task tables, costs, links to each run's report)
               and a summary table; the report's path is printed last.
 
@@ -23,8 +26,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tunelab.experiments.demo_results import (items, metric, results_markdown, show_examples, show_forgetting,
+                                              show_numbers, show_phases, show_summary)
 from tunelab.files import write_json, write_text
-from tunelab.metrics.stats import p_clause
 
 DATA_DIR = Path(__file__).resolve().parent / "demo_data"
 MODEL = "smollm2-135m-instruct"
@@ -38,7 +42,9 @@ class DemoPlan:
     steps: int = 70  # optimizer steps per training run
     batch_size: int = 8
     lora_lr: float = 3e-4
-    full_lr: float = 3e-5
+    # 1e-4: at 3e-5 full fine-tuning's second stage forgot nothing on this data (docs/experiments.md),
+    # at 1e-4 (a common choice for a model this small) it forgets part of the first stage.
+    full_lr: float = 1e-4
     full_finetune: bool = True  # the "full vs LoRA" comparison (the slowest run)
     eval_limit: int | None = None  # None: the whole test split of each task
     sentiment_new_tokens: int = 20  # enough for the base model's first sentence
@@ -134,6 +140,7 @@ class DemoState:
     seed: int
     plan: DemoPlan
     model: str
+    precision: str = "fp32"  # training precision: choose_precision() at setup
     phases: list[Phase] = field(default_factory=list)
     evaluations: dict = field(default_factory=dict)  # system -> task -> result
     runs: dict = field(default_factory=dict)  # system -> run folder
@@ -172,11 +179,28 @@ def choose_precision() -> str:
 
 # --- the story ----------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class System:
+    """One fine-tuned system of the demo: what it trains, how, and the system it continues from."""
+
+    label: str
+    method: str
+    trained_on: tuple[str, ...]
+    after: str | None = None  # a second stage: starts from this system's model
+
+
 SYSTEMS = {
-    "lora-sentiment": ("LoRA, sentiment only", "lora", False),
-    "lora-mixture": ("LoRA, sentiment + QA mixture", "lora", True),
-    "full-sentiment": ("full fine-tuning, sentiment only", "full", False),
+    "lora-sentiment": System("LoRA, sentiment only", "lora", ("sentiment",)),
+    "lora-mixture": System("LoRA, sentiment + QA mixture", "lora", ("sentiment", "qa")),
+    "full-sentiment": System("full fine-tuning, sentiment only", "full", ("sentiment",)),
+    "lora-then-qa": System("LoRA, sentiment then QA", "lora", ("qa",), after="lora-sentiment"),
+    "full-then-qa": System("full fine-tuning, sentiment then QA", "full", ("qa",), after="full-sentiment"),
 }
+HEADINGS = {"lora-sentiment": "2. Single-task LoRA fine-tuning on sentiment (and 3. forgetting on QA)",
+            "lora-mixture": "4. Remedy: LoRA on a sentiment + QA mixture",
+            "full-sentiment": "4b. Full fine-tuning on sentiment only, for comparison with LoRA",
+            "lora-then-qa": "5. A second task: the sentiment LoRA model, then LoRA on QA only",
+            "full-then-qa": "5b. A second task: the fully fine-tuned sentiment model, then full fine-tuning on QA only"}
 
 
 def run_demo(seed: int = 0, output: str | Path = "runs", quick: bool = False, model: str = MODEL,
@@ -184,6 +208,7 @@ def run_demo(seed: int = 0, output: str | Path = "runs", quick: bool = False, mo
     """Run the whole demo; returns the demo folder (report.html is inside)."""
     from rich.console import Console
 
+    from tunelab.evaluate import evaluate
     from tunelab.models import resolve_model
 
     console = console or Console(highlight=False)
@@ -199,59 +224,27 @@ def run_demo(seed: int = 0, output: str | Path = "runs", quick: bool = False, mo
     console.print(f"model {model}, seed {seed}, output {folder}" + (" (quick mode: numbers mean nothing)" if quick else ""))
     with state.timed("setup: resolve model") as phase:
         model_path = resolve_model(model)
-        precision = choose_precision()
-        phase.detail = f"{model_path}; training precision {precision}"
-    console.print(f"training precision: {precision} (bf16 only where the hardware has it)")
+        state.precision = choose_precision()
+        phase.detail = f"{model_path}; training precision {state.precision}"
+    console.print(f"training precision: {state.precision} (bf16 only where the hardware has it)")
 
-    tasks = [sentiment_task(), qa_task()]
-    eval_tasks = [eval_task(t, plan) for t in tasks]
-    eval_kwargs = dict(limit=plan.eval_limit, batch_size=plan.eval_batch_size, n_resamples=plan.bootstrap,
-                       seed=seed, cache=False)
-
-    # 1. Before -------------------------------------------------------------------------------
     console.rule("[bold]1. Before fine-tuning: the base model")
-    from tunelab.evaluate import evaluate, measure_forgetting
-
     with state.timed("1. evaluate the base model") as phase:
-        base = evaluate(model, eval_tasks, output_dir=folder / "base", **eval_kwargs)
-        phase.detail = _items(base)
+        base = evaluate(model, eval_tasks(plan), output_dir=folder / "base", **eval_kwargs(state))
+        phase.detail = items(base)
     state.evaluations["base"] = base["tasks"]
     show_examples(console, folder / "base", "sentiment", 3)
     show_numbers(console, "base model", base["tasks"])
 
-    # 2-4. Training runs and their forgetting reports -----------------------------------------
-    order = ["lora-sentiment", "lora-mixture"] + (["full-sentiment"] if plan.full_finetune else [])
-    headings = {"lora-sentiment": "2. Single-task LoRA fine-tuning on sentiment (and 3. forgetting on QA)",
-                "lora-mixture": "4. Remedy: LoRA on a sentiment + QA mixture",
-                "full-sentiment": "4b. Full fine-tuning on sentiment only, for comparison with LoRA"}
-    from tunelab.train import train
-
+    order = ["lora-sentiment", "lora-mixture"] + (["full-sentiment"] if plan.full_finetune else []) + \
+        ["lora-then-qa"] + (["full-then-qa"] if plan.full_finetune else [])
     for name in order:
-        label, method, mixture = SYSTEMS[name]
-        console.rule(f"[bold]{headings[name]}")
-        run_tasks = tasks if mixture else tasks[:1]
-        cfg = run_config(name, folder, model, run_tasks, method, plan, seed)
-        cfg.train.precision = precision
-        with state.timed(f"train {name} ({plan.steps} steps)") as phase:
-            run = train(cfg)
-            summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
-            phase.detail = f"{summary.get('steps')} steps, {summary.get('wall_s', 0):.0f}s"
-        state.runs[name] = run
-        with state.timed(f"evaluate {name}") as phase:
-            report = measure_forgetting(model, str(run), eval_tasks, tuned_task="sentiment", output_dir=run / "forgetting",
-                                base_results_dir=folder / "base", **eval_kwargs)
-            tuned = json.loads((run / "forgetting" / "tuned" / "results.json").read_text(encoding="utf-8"))
-            phase.detail = _items(tuned)
-        state.evaluations[name] = {"tasks": tuned["tasks"], "forgetting": report, "summary": summary}
-        if name == "lora-sentiment":
-            show_examples(console, run / "forgetting" / "tuned", "sentiment", 3)
-        show_numbers(console, label, tuned["tasks"])
-        show_forgetting(console, report)
+        console.rule(f"[bold]{HEADINGS[name]}")
+        train_and_measure(state, name, console)
 
-    # 5. Results, report, summary ---------------------------------------------------------------
-    console.rule("[bold]5. Results")
+    console.rule("[bold]6. Results")
     with state.timed("write results and reports"):
-        results = collect_results(state, precision, time.perf_counter() - started)
+        results = collect_results(state, time.perf_counter() - started)
         write_json(folder / "results.json", results)
         write_text(folder / "results.md", results_markdown(results))
         from tunelab.evaluate.compare import compare_runs
@@ -273,60 +266,78 @@ def run_demo(seed: int = 0, output: str | Path = "runs", quick: bool = False, mo
     return folder
 
 
-# --- numbers and printing ----------------------------------------------------------------
-
-def _items(results: dict) -> str:
-    return ", ".join(f"{name} n={res['n']}" for name, res in results["tasks"].items())
+def eval_tasks(plan: DemoPlan) -> list[dict]:
+    return [eval_task(t, plan) for t in (sentiment_task(), qa_task())]
 
 
-def _metric(tasks: dict, task: str, metric: str) -> dict | None:
-    entry = tasks.get(task, {}).get("metrics", {}).get(metric)
-    return None if entry is None else {"value": entry["value"], "ci": entry.get("ci")}
+def eval_kwargs(state: DemoState) -> dict:
+    plan = state.plan
+    return dict(limit=plan.eval_limit, batch_size=plan.eval_batch_size, n_resamples=plan.bootstrap, seed=state.seed,
+                cache=False)
 
 
-def _pct(entry: dict | None) -> str:
-    if entry is None:
-        return "n/a"
-    text = f"{100 * entry['value']:.1f}%"
-    if entry.get("ci"):
-        text += f" [{100 * entry['ci'][0]:.1f}, {100 * entry['ci'][1]:.1f}]"
-    return text
+def train_and_measure(state: DemoState, name: str, console) -> None:
+    """Train one system, score it on both tasks, and pair it with the base model (and, for a second
+    stage, with the model it continued from): the forgetting reports of tunelab.evaluate."""
+    from tunelab.evaluate import measure_forgetting
+    from tunelab.evaluate.forgetting import write_forgetting
+    from tunelab.train import train
+
+    system, plan, folder = SYSTEMS[name], state.plan, state.folder
+    start = starting_model(state, system)
+    tasks = [{"sentiment": sentiment_task(), "qa": qa_task()}[t] for t in system.trained_on]
+    cfg = run_config(name, folder, start, tasks, system.method, plan, state.seed)
+    cfg.train.precision = state.precision
+    with state.timed(f"train {name} ({plan.steps} steps)") as phase:
+        run = train(cfg)
+        summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+        phase.detail = f"{summary.get('steps')} steps, {summary.get('wall_s', 0):.0f}s"
+    state.runs[name] = run
+    with state.timed(f"evaluate {name}") as phase:
+        report = measure_forgetting(start, str(run), eval_tasks(plan), tuned_task="sentiment",
+                                    output_dir=run / "forgetting", base_results_dir=folder / "base",
+                                    **eval_kwargs(state))
+        tuned = json.loads((run / "forgetting" / "tuned" / "results.json").read_text(encoding="utf-8"))
+        phase.detail = items(tuned)
+    entry = {"tasks": tuned["tasks"], "forgetting": report, "summary": summary}
+    if name == "lora-sentiment":
+        show_examples(console, run / "forgetting" / "tuned", "sentiment", 3)
+    show_numbers(console, system.label, tuned["tasks"])
+    show_forgetting(console, report)
+    if system.after:  # the same examples, scored after the first stage and after the second
+        first = state.runs[system.after] / "forgetting" / "tuned"
+        before = json.loads((first / "results.json").read_text(encoding="utf-8"))
+        entry["vs_previous"] = write_forgetting(before, tuned, first, run / "forgetting" / "tuned",
+                                                run / "forgetting-vs-first-stage", tuned_task="qa",
+                                                n_resamples=plan.bootstrap, base_label=str(state.runs[system.after]),
+                                                tuned_label=str(run))
+        show_forgetting(console, entry["vs_previous"], against=SYSTEMS[system.after].label)
+    state.evaluations[name] = entry
 
 
-def show_examples(console, eval_dir: Path, task: str, n: int) -> None:
-    from tunelab.evaluate.harness import read_examples
+def starting_model(state: DemoState, system: System) -> str:
+    """The model a run starts from: the base model, or the first stage's (a full run's own weights;
+    a LoRA run's adapter merged into the base, with a fresh adapter trained on top, as `stages:` does)."""
+    if system.after is None:
+        return state.model
+    first = state.runs[system.after]
+    if SYSTEMS[system.after].method == "full":
+        return str(first / "final")
+    from tunelab.config.model import ModelConfig
+    from tunelab.experiments.continual import merge_adapter
 
-    for row in read_examples(eval_dir, task)[:n]:
-        review = row["prompt"].split("Text: ", 1)[-1].split("<|im_end|>", 1)[0].strip()
-        got = (row.get("scores") or {}).get("predicted_label")
-        console.print(f"  review: [italic]{review}[/]  (gold: {row['label']})")
-        console.print(f"  model:  [bold]{row['prediction'].strip()!r}[/] -> label {got or 'UNMAPPED'}")
-
-
-def show_numbers(console, label: str, tasks: dict) -> None:
-    s = tasks["sentiment"]["metrics"]
-    console.print(f"[bold]{label}[/] on sentiment (n={tasks['sentiment']['n']}): "
-                  f"unmappable outputs {int(s['unmapped']['value'])}, accuracy {_pct(_metric(tasks, 'sentiment', 'accuracy'))}, "
-                  f"macro-F1 {100 * s['macro_f1']['value']:.1f}%")
-    console.print(f"[bold]{label}[/] on QA (n={tasks['qa']['n']}): token F1 {_pct(_metric(tasks, 'qa', 'token_f1'))}, "
-                  f"exact match {_pct(_metric(tasks, 'qa', 'exact_match'))}")
+    return str(merge_adapter(state.model, first, ModelConfig(name=state.model)))
 
 
-def show_forgetting(console, report: dict) -> None:
-    for row in report["tasks"]:
-        word = "gain" if row["task"] == report["summary"]["tuned_task"] else "change"
-        console.print(f"  {row['task']} {row['metric']} {word} vs base: {100 * row['diff']:+.1f} points "
-                      f"(paired 95% CI [{100 * row['ci'][0]:+.1f}, {100 * row['ci'][1]:+.1f}], {p_clause(row['p_value'])})")
-
-
-def collect_results(state: DemoState, precision: str, wall_s: float) -> dict:
+def collect_results(state: DemoState, wall_s: float) -> dict:
     systems = {}
     for name, entry in state.evaluations.items():
         tasks = entry["tasks"] if name != "base" else entry
         system = {
-            "label": "base model (no tuning)" if name == "base" else SYSTEMS[name][0],
-            "sentiment": {m: _metric(tasks, "sentiment", m) for m in ("accuracy", "macro_f1", "unmapped")},
-            "qa": {m: _metric(tasks, "qa", m) for m in ("token_f1", "exact_match")},
+            "label": "base model (no tuning)" if name == "base" else SYSTEMS[name].label,
+            "trained_on": [] if name == "base" else list(SYSTEMS[name].trained_on),
+            "sentiment": {m: metric(tasks, "sentiment", m) for m in ("accuracy", "macro_f1", "unmapped")},
+            "qa": {m: metric(tasks, "qa", m) for m in ("token_f1", "exact_match")},
             "n": {t: tasks[t]["n"] for t in tasks},
         }
         if name != "base":
@@ -334,79 +345,14 @@ def collect_results(state: DemoState, precision: str, wall_s: float) -> dict:
             system["run"] = str(state.runs[name])
             system["cost"] = {k: summary.get(k) for k in ("method", "steps", "wall_s", "train_tokens",
                                                             "trainable_params", "total_params", "peak_rss_mb")}
-            system["vs_base"] = {row["task"]: {k: row[k] for k in ("metric", "n", "diff", "ci", "p_value")}
-                                 for row in entry["forgetting"]["tasks"]}
+            system["vs_base"] = paired(entry["forgetting"])
+        if "vs_previous" in entry:
+            system["after"], system["after_label"] = SYSTEMS[name].after, SYSTEMS[SYSTEMS[name].after].label
+            system["vs_previous"] = paired(entry["vs_previous"])
         systems[name] = system
-    return {"seed": state.seed, "model": state.model, "precision": precision, "plan": asdict(state.plan),
+    return {"seed": state.seed, "model": state.model, "precision": state.precision, "plan": asdict(state.plan),
             "folder": str(state.folder), "systems": systems, "wall_s": round(wall_s, 1)}
 
 
-def results_markdown(results: dict) -> str:
-    lines = [f"# tunelab demo (seed {results['seed']})", "",
-             "| system | sentiment accuracy [95% CI] | macro-F1 | unmappable | QA token F1 [95% CI] | "
-             "QA token F1 change vs base [paired 95% CI] (p) | train s |", "|---|---|---|---|---|---|---|"]
-    for row in summary_rows(results):
-        lines.append("| " + " | ".join(row) + " |")
-    reading = qa_cost_reading(results)
-    return "\n".join(lines + ([""] + [reading] if reading else [])) + "\n"
-
-
-def summary_rows(results: dict) -> list[list[str]]:
-    rows = []
-    for name, s in results["systems"].items():
-        change = "-"
-        if "vs_base" in s:
-            d = s["vs_base"]["qa"]
-            change = f"{100 * d['diff']:+.1f} [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}] ({p_clause(d['p_value'])})"
-        unmapped = s["sentiment"]["unmapped"]
-        rows.append([s["label"], _pct(s["sentiment"]["accuracy"]), f"{100 * s['sentiment']['macro_f1']['value']:.1f}%",
-                     f"{int(unmapped['value'])}/{s['n']['sentiment']}", _pct(s["qa"]["token_f1"]), change,
-                     f"{s['cost']['wall_s']:.0f}" if "cost" in s else "-"])
-    return rows
-
-
-def qa_cost_reading(results: dict) -> str:
-    """One sentence on the held-out cost: which sentiment-only systems lost QA token F1 (paired CI
-    below zero), or that none did. The mixture trained on other QA questions: not a forgetting measure."""
-    lost, kept = [], []
-    for name, s in results["systems"].items():
-        if "vs_base" not in s or SYSTEMS[name][2]:
-            continue
-        d = s["vs_base"]["qa"]
-        (lost if d["ci"][1] < 0 else kept).append(
-            f"{s['label']} {100 * d['diff']:+.1f} points [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}]")
-    if not lost and not kept:
-        return ""
-    if lost:
-        return "cost on held-out QA: " + "; ".join(lost) + " (paired CI below zero)" + \
-            (f"; no detectable change for {'; '.join(kept)}" if kept else "")
-    return ("cost on held-out QA: none detectable at these settings: every sentiment-only system's QA token F1 "
-            "change has a paired 95% CI that includes zero (" + "; ".join(kept) + ")")
-
-
-def show_summary(console, results: dict) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"tunelab demo, seed {results['seed']}: what tuning gained and what it cost")
-    for col in ("system", "sentiment accuracy [95% CI]", "macro-F1", "unmappable", "QA token F1 [95% CI]",
-                "QA token F1 change [paired CI] (p)", "train s"):
-        table.add_column(col)
-    for row in summary_rows(results):
-        table.add_row(*row)
-    console.print(table)
-    reading = qa_cost_reading(results)
-    if reading:
-        console.print(reading)
-
-
-def show_phases(console, phases: list[Phase], wall_s: float) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"phase timings (total {wall_s / 60:.1f} min)")
-    table.add_column("phase")
-    table.add_column("wall s", justify="right")
-    table.add_column("CPU s", justify="right")
-    table.add_column("detail")
-    for p in phases:
-        table.add_row(p.name, f"{p.seconds:.0f}", f"{p.cpu_s:.0f}", p.detail)
-    console.print(table)
+def paired(report: dict) -> dict:
+    return {row["task"]: {k: row[k] for k in ("metric", "n", "diff", "ci", "p_value")} for row in report["tasks"]}
