@@ -7,7 +7,8 @@ tests use the same statistic as the number they test (scoring.paired_difference)
 
 A folder that holds several systems stands for them: a demo folder (results.json with
 "systems": its base evaluation and each training run) or an earlier comparison (compare.json).
-With a tuned task (given, or the one task every tuned run trained on) the table also holds the
+With a tuned task (given, or the one task every tuned run trained on, counting what the run it
+started from trained on: a second stage has trained on both) the table also holds the
 trade-off: for each system after the first, its gain on the tuned task and its change on the
 other tasks, each a paired difference against the first system with its CI and p.
 """
@@ -66,8 +67,33 @@ def _read(path: Path):
 
 
 def trained_tasks(run: Path) -> set[str] | None:
+    """The tasks a run's model has trained on: its own (train_keys.json) and, when it started from
+    another run's model (a second stage: that run's final/ or merged/ folder), that run's, and so on."""
     keys = _read(run / "train_keys.json")
-    return set(keys["tasks"]) if keys else None
+    if keys is None:
+        return None
+    tasks, seen = set(keys["tasks"]), {run.resolve()}
+    parent = started_from(run)
+    while parent is not None and parent.resolve() not in seen:
+        seen.add(parent.resolve())
+        tasks |= set(_read(parent / "train_keys.json")["tasks"])
+        parent = started_from(parent)
+    return tasks
+
+
+def started_from(run: Path) -> Path | None:
+    """The run folder whose model this run started from (its model.name is that run's final/ or
+    merged/ folder), else None."""
+    import yaml
+
+    cfg_file = run / "config.resolved.yaml"
+    if not cfg_file.exists():
+        return None
+    name = ((yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}).get("model") or {}).get("name")
+    folder = Path(name) if isinstance(name, str) else None
+    if folder is not None and folder.name in ("final", "merged") and (folder.parent / "train_keys.json").exists():
+        return folder.parent
+    return None
 
 
 def guess_tuned_task(trained: list[set[str] | None], common: list[str]) -> str | None:
