@@ -107,7 +107,8 @@ def test_quick_demo_runs_every_phase(tiny_model_dir, tmp_path, capsys):
     from browser_check import render_and_check
 
     text = render_and_check(folder / "report.html", tmp_path, ["Systems side by side", "Learning vs forgetting",
-                                                               "Per task", "Costs"], {"plot-systems", "plot-trade-off"})
+                                                               "Second stages", "Per task", "Costs"],
+                            {"plot-systems", "plot-trade-off"})
     systems_rows = text.split('id="systems-table"')[1].split("</table>")[0]
     assert all(label in systems_rows for label in ("base model (no tuning)", "LoRA, sentiment only",
                                                    "LoRA, sentiment + QA mixture", "full fine-tuning, sentiment only",
@@ -120,6 +121,13 @@ def test_quick_demo_runs_every_phase(tiny_model_dir, tmp_path, capsys):
         vs_base = results["systems"][point["system"]]["vs_base"]
         assert point["others"][0]["diff"] == vs_base["qa"]["diff"] and point["others"][0]["ci"] == vs_base["qa"]["ci"]
         assert point["gain"]["diff"] == vs_base["sentiment"]["diff"]
+    # The report's second stages are the demo's own paired changes against the first stage.
+    assert [(c["system"], c["after"]) for c in compared["continued"]] == [("lora-then-qa", "lora-sentiment"),
+                                                                         ("full-then-qa", "full-sentiment")]
+    for c in compared["continued"]:
+        previous = results["systems"][c["system"]]["vs_previous"]
+        assert {t["task"]: (t["diff"], t["ci"], t["p_value"]) for t in c["tests"]} == \
+            {task: (d["diff"], d["ci"], d["p_value"]) for task, d in previous.items()}
     # `tunelab compare` reads the demo folder (its six systems), and its own output folder again. The
     # tuned task is guessed from what the runs trained: a second stage trained QA after sentiment.
     assert main(["compare", str(folder), "--output", str(tmp_path / "cmp")]) == 0

@@ -173,11 +173,40 @@ def compare_runs(runs: list[str], tasks: list | None = None, output_dir: str | N
     if tuned_task is not None and len(paths) > 1:
         table["tuned_task"] = tuned_task
         table["trade_off"] = trade_off(table, tuned_task, trained)
+    continued = continued_stages(paths, dirs, results, common, table, n_resamples)
+    if continued:
+        table["continued"] = continued
     if output_dir:
         out = Path(output_dir)
         write_json(out / "compare.json", table)
         write_text(out / "compare.md", compare_markdown(table))
     return table
+
+
+def continued_stages(paths: list[Path], dirs: list[Path], results: list[dict], common: list[str], table: dict,
+                     n_resamples: int) -> list[dict]:
+    """For each system that started from another compared system's model (a second stage): every
+    task's primary metric, paired against that system on the same examples (higher = better)."""
+    index = {p.resolve(): j for j, p in enumerate(paths)}
+    found = []
+    for i, path in enumerate(paths):
+        parent = started_from(path)
+        j = index.get(parent.resolve()) if parent is not None else None
+        if j is None:
+            continue
+        tests = []
+        for task in common:
+            info = results[j]["tasks"][task]
+            mine = {e["key"]: e for e in read_examples(dirs[i], task)}
+            theirs = {e["key"]: e for e in read_examples(dirs[j], task)}
+            keys = [k for k in theirs if k in mine]
+            if keys and info["metrics"].get(info["primary_metric"], {}).get("ci"):
+                test = paired_difference(info["primary_metric"], [mine[k] for k in keys], [theirs[k] for k in keys],
+                                         info.get("labels"), n_resamples)
+                tests.append({"task": task, "metric": info["primary_metric"], **better(test)})
+        found.append({"system": table["runs"][i], "label": table["labels"][i], "after": table["runs"][j],
+                      "after_label": table["labels"][j], "tests": tests})
+    return found
 
 
 def unique_names(paths: list[Path]) -> list[str]:
@@ -210,6 +239,13 @@ def compare_markdown(table: dict) -> str:
                                  for o in point["others"])
             change = "n/a" if point["change"] is None else f"{point['change']:+.4f}"
             lines.append(f"| {point['label']} | {_diff(g) if g else 'n/a'} | {change} | {per_task} |")
+    if table.get("continued"):
+        lines += ["", "## Second stages: each against the model it continued from", "",
+                  "Paired on the same examples, higher = better (paired bootstrap: diff, 95% CI, p).", "",
+                  "| system | continued from | change per task |", "|---|---|---|"]
+        for c in table["continued"]:
+            per_task = "; ".join(f"{t['task']} ({t['metric']}) {_diff(t)}" for t in c["tests"])
+            lines.append(f"| {c['label']} | {c['after_label']} | {per_task} |")
     lines += ["", "## Cost", "", "| run | " + " | ".join(COST_FIELDS) + " |", "|" + "---|" * (len(COST_FIELDS) + 1)]
     for name, cost in zip(names, table["costs"]):
         lines.append(f"| {name} | " + " | ".join("n/a" if cost.get(k) is None else str(cost.get(k)) for k in COST_FIELDS) + " |")

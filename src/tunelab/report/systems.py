@@ -2,7 +2,8 @@
 `tunelab compare --output DIR`, by the demo (its base model and training runs) and by a study.
 
 Metric bars with CIs, the gain-vs-forgetting plot, the per-task table with paired tests against
-the first system, the trade-off table, each system's cost, and a link to each run's own report.
+the first system, the trade-off table, second stages against the system each continued from,
+each system's cost, and a link to each run's own report.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def systems_html(table: dict, figures: dict, out: Path) -> list[str]:
         res.append(f"<img id='plot-systems' alt='metrics per system' src='data:image/png;base64,{figures['systems']}'>")
     if table.get("trade_off"):
         res += trade_off_html(table, figures)
+    if table.get("continued"):
+        res += continued_html(table)
     res += ["<h2 id='per-task'>Per task</h2>", "<table id='per-task-table'><tr><th>task</th><th>metric</th>"
             + "".join(f"<th>{e(x)}</th>" for x in labels) + "</tr>"]
     for row in table["rows"]:
@@ -92,6 +95,23 @@ def trade_off_html(table: dict, figures: dict) -> list[str]:
             res.append(f"<tr><td>{e(point['label']) if j == 0 else ''}</td><td>{gain if j == 0 else ''}</td>"
                        f"<td>{e(o['task'] + ' (' + o['metric'] + ')') if o else ''}</td><td{cls}>{change}</td>"
                        f"<td>{'' if not o else ('no' if o['held_out'] else 'yes')}</td></tr>")
+    res.append("</table>")
+    return res
+
+
+def continued_html(table: dict) -> list[str]:
+    """Second stages against the model each continued from: what the later task cost the earlier one."""
+    e = html.escape
+    res = ["<h2 id='continued'>Second stages</h2>",
+           "<p>Each system that continued training from another system's model, paired against that model "
+           "on the same examples (higher = better; below 0 the later training cost the earlier ability).</p>",
+           "<table id='continued-table'><tr><th>system</th><th>continued from</th><th>task</th>"
+           "<th>change [95% CI], p</th></tr>"]
+    for c in table["continued"]:
+        for j, t in enumerate(c["tests"]):
+            cls = " class='bad'" if t["ci"][1] < 0 else " class='good'" if t["ci"][0] > 0 else ""
+            res.append(f"<tr><td>{e(c['label']) if j == 0 else ''}</td><td>{e(c['after_label']) if j == 0 else ''}</td>"
+                       f"<td>{e(t['task'] + ' (' + t['metric'] + ')')}</td><td{cls}>{_paired(t)}</td></tr>")
     res.append("</table>")
     return res
 
