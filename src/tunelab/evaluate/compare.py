@@ -146,10 +146,11 @@ def compare_runs(runs: list[str], tasks: list | None = None, output_dir: str | N
     names = unique_names(paths)
     rows = []
     common = [t for t in results[0]["tasks"] if all(t in r["tasks"] for r in results)]
+    # every system's per-example rows, read once: key -> row, per task, in system order
+    examples = {task: [{e["key"]: e for e in read_examples(d, task)} for d in dirs] for task in common}
     for task in common:
         first = results[0]["tasks"][task]
-        base_rows = {e["key"]: e for e in read_examples(dirs[0], task)}
-        others = [{e["key"]: e for e in read_examples(d, task)} for d in dirs[1:]]
+        base_rows, others = examples[task][0], examples[task][1:]
         for metric in first["metrics"]:
             if not first["metrics"][metric].get("ci"):
                 continue
@@ -173,7 +174,7 @@ def compare_runs(runs: list[str], tasks: list | None = None, output_dir: str | N
     if tuned_task is not None and len(paths) > 1:
         table["tuned_task"] = tuned_task
         table["trade_off"] = trade_off(table, tuned_task, trained)
-    continued = continued_stages(paths, dirs, results, common, table, n_resamples)
+    continued = continued_stages(paths, results, examples, table, n_resamples)
     if continued:
         table["continued"] = continued
     if output_dir:
@@ -183,10 +184,11 @@ def compare_runs(runs: list[str], tasks: list | None = None, output_dir: str | N
     return table
 
 
-def continued_stages(paths: list[Path], dirs: list[Path], results: list[dict], common: list[str], table: dict,
+def continued_stages(paths: list[Path], results: list[dict], examples: dict, table: dict,
                      n_resamples: int) -> list[dict]:
     """For each system that started from another compared system's model (a second stage): every
-    task's primary metric, paired against that system on the same examples (higher = better)."""
+    task's primary metric, paired against that system on the same examples (higher = better).
+    examples: task -> each system's per-example rows by key (compare_runs reads them once)."""
     index = {p.resolve(): j for j, p in enumerate(paths)}
     found = []
     for i, path in enumerate(paths):
@@ -195,10 +197,9 @@ def continued_stages(paths: list[Path], dirs: list[Path], results: list[dict], c
         if j is None:
             continue
         tests = []
-        for task in common:
+        for task, rows in examples.items():
             info = results[j]["tasks"][task]
-            mine = {e["key"]: e for e in read_examples(dirs[i], task)}
-            theirs = {e["key"]: e for e in read_examples(dirs[j], task)}
+            mine, theirs = rows[i], rows[j]
             keys = [k for k in theirs if k in mine]
             if keys and info["metrics"].get(info["primary_metric"], {}).get("ci"):
                 test = paired_difference(info["primary_metric"], [mine[k] for k in keys], [theirs[k] for k in keys],

@@ -8,7 +8,7 @@
               in one forgetting table with paired-bootstrap CIs;
   5. second   each sentiment model (LoRA, full) then trained on QA only, as users add a task:
               its sentiment accuracy paired with the first stage's on the same reviews
-              (docs/experiments.md: full fine-tuning forgets some, LoRA none, at these settings);
+              (whatever it shows is printed; docs/experiments.md has the measurements);
   6. report   results.json, compare.json, report.html (every system side by side: metric bars,
               the gain-vs-forgetting plot, per-task tables, costs, links to each run's report)
               and a summary table; the report's path is printed last.

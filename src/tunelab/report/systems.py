@@ -37,6 +37,14 @@ def _test(t: dict | None) -> str:
     return f"Δ {_paired(t)}" if t else ""
 
 
+def _tone(d: dict | None) -> str:
+    """The cell class of a paired difference (higher = better): bad when its CI is below zero,
+    good when above, none when it includes zero."""
+    if not d:
+        return ""
+    return " class='bad'" if d["ci"][1] < 0 else " class='good'" if d["ci"][0] > 0 else ""
+
+
 def report_link(run_path: str, out: Path) -> str | None:
     """A relative link from the report being written to a system's own report.html, if it has one."""
     target = Path(run_path) / "report.html"
@@ -91,9 +99,8 @@ def trade_off_html(table: dict, figures: dict) -> list[str]:
         gain = _paired(point["gain"])
         for j, o in enumerate(point["others"] or [None]):
             change = _paired(o)
-            cls = "" if not o else (" class='bad'" if o["ci"][1] < 0 else " class='good'" if o["ci"][0] > 0 else "")
             res.append(f"<tr><td>{e(point['label']) if j == 0 else ''}</td><td>{gain if j == 0 else ''}</td>"
-                       f"<td>{e(o['task'] + ' (' + o['metric'] + ')') if o else ''}</td><td{cls}>{change}</td>"
+                       f"<td>{e(o['task'] + ' (' + o['metric'] + ')') if o else ''}</td><td{_tone(o)}>{change}</td>"
                        f"<td>{'' if not o else ('no' if o['held_out'] else 'yes')}</td></tr>")
     res.append("</table>")
     return res
@@ -109,9 +116,8 @@ def continued_html(table: dict) -> list[str]:
            "<th>change [95% CI], p</th></tr>"]
     for c in table["continued"]:
         for j, t in enumerate(c["tests"]):
-            cls = " class='bad'" if t["ci"][1] < 0 else " class='good'" if t["ci"][0] > 0 else ""
             res.append(f"<tr><td>{e(c['label']) if j == 0 else ''}</td><td>{e(c['after_label']) if j == 0 else ''}</td>"
-                       f"<td>{e(t['task'] + ' (' + t['metric'] + ')')}</td><td{cls}>{_paired(t)}</td></tr>")
+                       f"<td>{e(t['task'] + ' (' + t['metric'] + ')')}</td><td{_tone(t)}>{_paired(t)}</td></tr>")
     res.append("</table>")
     return res
 
