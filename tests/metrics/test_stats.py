@@ -91,12 +91,13 @@ def test_paired_tests_match_slow_reference(two_systems, metric):
     a, b = (s[metric] for s in two_systems)
     boot = paired_bootstrap(a, b, n_resamples=500, seed=11)
     means = slow_bootstrap_means(a - b, 500, 11)
-    diff = (a - b).mean()
-    scale = np.abs(a - b).mean()
-    expected_p = (np.count_nonzero(np.abs(means - diff) >= abs(diff) - 1e-12 * scale) + 1) / 501
+    # the percentile interval's order statistics (k = ceil(500 x 0.025) = 13th from each end) and
+    # the p-value that inverts it: 2 min(#{d* <= 0}, #{d* >= 0}) / R, at least 1 / R
+    ordered = np.sort(means)
+    expected_p = min(1.0, max(2 * min(np.count_nonzero(means <= 0), np.count_nonzero(means >= 0)), 1) / 500)
     assert boot["diff"] == pytest.approx(a.mean() - b.mean(), abs=1e-12)
     assert boot["p_value"] == pytest.approx(expected_p, abs=1e-12)
-    assert boot["ci"] == pytest.approx(list(np.quantile(means, [0.025, 0.975])), abs=1e-9)
+    assert boot["ci"] == pytest.approx([ordered[12], ordered[500 - 13]], abs=1e-9)
 
     ar = approx_randomization(a, b, n_resamples=400, seed=5)
     assert ar["p_value"] == pytest.approx(slow_ar_p(list(a), list(b), 400, 5), abs=1e-12)

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("tunelab.cli.report", "write report.html and report.md for a run"),
     "tune": ("tunelab.cli.tune", "hyperparameter search with Optuna"),
     "score": ("tunelab.cli.score", "score predictions in a JSONL file"),
+    "power": ("tunelab.cli.power", "plan test-set size, or the smallest change a test can see"),
     "chat": ("tunelab.cli.chat", "talk to a model, adapter or run (streaming)"),
     "generate": ("tunelab.cli.generate", "run a model, adapter or run over a JSONL file of prompts"),
 }

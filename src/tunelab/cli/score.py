@@ -1,6 +1,7 @@
 """`tunelab score FILE.jsonl`: score predictions; `tunelab score --compare A.jsonl B.jsonl`: test
-whether system A differs from system B on the same records (paired bootstrap, approximate
-randomisation, McNemar for accuracy). Corpus results go to stdout (and --output) as one JSON
+whether system A differs from system B on the same records: each metric's "test" is the one
+tunelab reports (exact McNemar for 0/1 scores, else the paired bootstrap), with the paired
+bootstrap, approximate randomisation and McNemar listed beside it. Corpus results go to stdout (and --output) as one JSON
 object; --per-record writes one JSON line per input record, in input order."""
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ starts fast. One metric per module:
 - exact_match     SQuAD-style normalised exact match
 - token_f1        SQuAD-style token F1
 - stats           bootstrap CIs, paired bootstrap, approximate randomisation, McNemar
+- paired          the one paired test per comparison (exact McNemar with its CI, paired bootstrap,
+                  seeds and examples) with its minimum detectable effect
+- power           power, minimum detectable effect and the test-set size a change needs
 - score           the engine behind `tunelab score`
 - gc_paused       holds off the cyclic GC while results for many records are built
 
@@ -43,6 +46,8 @@ _LAZY = {
     "paired_bootstrap": "stats",
     "approx_randomization": "stats",
     "mcnemar": "stats",
+    "paired_test": "paired",
+    "seeds_and_examples": "paired",
     "score_records": "score",
 }
 

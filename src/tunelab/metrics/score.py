@@ -316,7 +316,12 @@ def compare_records(records_a, records_b, metrics, *, sources=("A", "B"), line_n
                     permutations: int = 10000, **options) -> dict:
     """Score two systems on the same records and test every metric for a difference (a - b).
 
-    Test keys: "<rouge type>.f1", "bleu", "chrf", "exact_match", "token_f1", "accuracy", "macro_f1"."""
+    Test keys: "<rouge type>.f1", "bleu", "chrf", "exact_match", "token_f1", "accuracy", "macro_f1".
+    Each entry's "test" is the one test tunelab reports for that metric (metrics/paired.py: exact
+    McNemar for 0/1 scores, else the paired bootstrap, with a CI that agrees with its p and the
+    minimum detectable effect); the paired bootstrap, approximate randomisation and McNemar
+    results beside it are listed for readers who want them."""
+    from tunelab.metrics import paired as P
     from tunelab.metrics import stats as S
 
     if len(records_a) != len(records_b):
@@ -357,6 +362,7 @@ def compare_records(records_a, records_b, metrics, *, sources=("A", "B"), line_n
                      "approx_randomization": S.approx_randomization(a, b, permutations, seed)}
             if key == "accuracy":
                 entry["mcnemar"] = S.mcnemar(a.astype(bool), b.astype(bool))
+            entry["test"] = P.paired_test(a, b, bootstrap, seed, confidence)
         else:
             score_fn = value_a[2]
             entry = {"a": float(score_fn(value_a[1].sum(axis=0)[None])[0]),
@@ -364,7 +370,8 @@ def compare_records(records_a, records_b, metrics, *, sources=("A", "B"), line_n
                      "paired_bootstrap": S.paired_bootstrap_statistic(value_a[1], value_b[1], score_fn,
                                                                       bootstrap, seed, confidence),
                      "approx_randomization": S.approx_randomization_statistic(value_a[1], value_b[1], score_fn,
-                                                                              permutations, seed)}
+                                                                              permutations, seed),
+                     "test": P.paired_test_statistic(value_a[1], value_b[1], score_fn, bootstrap, seed, confidence)}
         entry["diff"] = entry["a"] - entry["b"]
         tests[key] = entry
     return {"n": corpus_a["n"], "a": {"source": sources[0], "corpus": corpus_a},

@@ -1,4 +1,4 @@
-"""Confidence intervals and paired significance tests over per-record scores (numpy, seeded).
+"""Confidence intervals and paired significance tests over per-record scores (numpy, scipy, seeded).
 
 Randomness: every function takes `seed` and draws from `numpy.random.default_rng(seed)`; the
 bootstrap draws resample r as `rng.integers(0, n, size=n)` in order (drawn in blocks of rows, which
@@ -6,16 +6,26 @@ gives the same stream), approximate randomisation draws swap masks as
 `rng.integers(2, size=n)` per trial (1 = swap). So a result is reproducible from (data, seed,
 n_resamples), and tests check it against a plain loop with the same seed.
 
-- bootstrap_ci: percentile bootstrap CI of the mean (numpy.quantile, linear interpolation);
-  bootstrap_cis: the same for many series at once, from the same resamples.
-- paired_bootstrap: CI of mean(a - b) and a two-sided p-value from the bootstrap distribution
-  shifted to the null (Efron & Tibshirani 1993, 16.4): p = (1 + #{|d*_r - d| >= |d|}) / (R + 1).
-  Also `a_wins`: the share of resamples where a's mean is higher (Koehn 2004's number).
-- approx_randomization: each trial swaps a_i and b_i with probability 1/2 (flips the sign of
-  d_i); p = (1 + #{|mean(s * d)| >= |mean(d)|}) / (R + 1) (Noreen 1989; Riezler & Maxwell 2005).
-- mcnemar: b = #(a right, b wrong), c = #(a wrong, b right); exact two-sided binomial test
-  (b ~ Bin(b+c, 1/2), = scipy.stats.binomtest) when b + c < 25, otherwise the chi-square test
-  with continuity correction (|b - c| - 1)^2 / (b + c), 1 degree of freedom. The result says which.
+One comparison, one test, and a CI that agrees with its p (docs/evaluation.md, "Paired tests"):
+- 0/1 per-record scores (accuracy, exact match): `mcnemar_test`, the exact McNemar test
+  (b ~ Bin(b + c, 1/2), p = 2 x the smaller tail, at every b + c: McNemar 1947, exact
+  conditional form) with the Clopper-Pearson interval of b / (b + c), scaled to the difference
+  (b - c) / n by the observed discordance (b + c) / n. Clopper-Pearson inverts the same two
+  one-sided binomial tails as the p-value, so the CI excludes 0 exactly when p < 1 - confidence.
+- everything else: `paired_bootstrap` / `paired_bootstrap_statistic`, the percentile interval of
+  the resampled difference and the p-value that inverts it, p = 2 min(#{d* <= 0}, #{d* >= 0}) / R
+  (Efron & Tibshirani 1993, ch. 15-16: the achieved significance level of the percentile
+  interval); the interval's ends are the order statistics that make "CI excludes 0" and
+  "p < 1 - confidence" the same event (no interpolation between resamples). p is at least 1/R:
+  R resamples cannot show less.
+- several training seeds per system: `seeds_and_examples`, a t interval whose variance adds the
+  seed-to-seed variance of each system's score to the example-level variance of the
+  seed-averaged paired difference, with Welch-Satterthwaite degrees of freedom (Satterthwaite
+  1946; Welch 1947; why seeds: Bouthillier et al. 2021). A resampling bootstrap over 3 seeds
+  cannot do this: resampling 3 values with replacement under-covers (checked by simulation in
+  tests/metrics/test_seed_variance.py).
+- approx_randomization (Noreen 1989; Riezler & Maxwell 2005) and the chi-square McNemar are kept
+  for `tunelab score --compare`'s JSON, which lists them beside the chosen test.
 Ties in the p-value counts use a relative tolerance of 1e-12 so that float round-off in the
 vectorised sums cannot flip a comparison.
 """
@@ -29,7 +39,8 @@ import numpy as np
 from tunelab.metrics.errors import MetricInputError
 
 _BLOCK_ELEMENTS = 4_000_000  # rows x n drawn at a time (~32 MB of int64 indices)
-MCNEMAR_EXACT_BELOW = 25
+MCNEMAR_EXACT_BELOW = 25  # only for exact=None (tunelab score's chi-square listing)
+PAIRED_BOOTSTRAP = "paired bootstrap (percentile)"
 
 
 def format_p_value(p: float | None) -> str:
@@ -110,22 +121,40 @@ def _at_least(samples: np.ndarray, threshold: float, scale: float) -> int:
     return int(np.count_nonzero(samples >= threshold - 1e-12 * scale))
 
 
+def percentile_test(diffs: np.ndarray, confidence: float, scale: float) -> tuple[list[float], float]:
+    """The percentile interval of bootstrap differences and the p-value that inverts it.
+
+    p = 2 min(#{d* <= 0}, #{d* >= 0}) / R (at least 1/R, at most 1); the interval's ends are the
+    k-th smallest and k-th largest d*, k = ceil(R (1 - confidence) / 2), so that the interval
+    excludes 0 exactly when p < 1 - confidence. |d*| below 1e-12 x scale counts as 0 (float
+    round-off in vectorised sums must not decide a tie)."""
+    _check_confidence(confidence)
+    d = np.sort(np.asarray(diffs, dtype=float))
+    d[np.abs(d) <= 1e-12 * scale] = 0.0
+    r = len(d)
+    k = max(1, math.ceil(r * (1 - confidence) / 2 - 1e-9))
+    below, above = int(np.count_nonzero(d <= 0)), int(np.count_nonzero(d >= 0))
+    p = min(1.0, max(2 * min(below, above), 1) / r)
+    return [float(d[k - 1]), float(d[r - k])], p
+
+
 def paired_bootstrap(a, b, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> dict:
-    """Paired bootstrap of mean(a) - mean(b) over the same records: diff, CI, two-sided p-value."""
+    """Paired bootstrap of mean(a) - mean(b) over the same records: diff, percentile CI and the
+    p-value that inverts it (percentile_test), the bootstrap standard error."""
     d = _paired(a, b)
     diff = float(d.mean())
     means = bootstrap_means(d, n_resamples, seed)
-    scale = float(np.abs(d).mean()) or 1.0
-    extreme = _at_least(np.abs(means - diff), abs(diff), scale)
+    ci, p = percentile_test(means, confidence, float(np.abs(d).mean()) or 1.0)
     return {
         "diff": diff,
-        "ci": list(percentile_interval(means, confidence)),
-        "p_value": (extreme + 1) / (n_resamples + 1),
+        "ci": ci,
+        "p_value": p,
+        "se": float(means.std(ddof=1)) if len(means) > 1 else 0.0,
         "a_wins": float(np.count_nonzero(means > 0) / n_resamples),
         "n": len(d),
         "n_resamples": n_resamples,
         "seed": seed,
-        "test": "paired bootstrap (null-shifted, two-sided)",
+        "test": PAIRED_BOOTSTRAP,
     }
 
 
@@ -284,17 +313,17 @@ def paired_bootstrap_statistic(stats_a, stats_b, score_fn, n_resamples=1000, see
     for counts in resample_counts(len(stats_a), n_resamples, seed):
         diffs.append(score_fn(counts @ stats_a) - score_fn(counts @ stats_b))
     diffs = np.concatenate(diffs)
-    scale = max(abs(score_a), abs(score_b)) or 1.0
-    extreme = _at_least(np.abs(diffs - diff), abs(diff), scale)
+    ci, p = percentile_test(diffs, confidence, max(abs(score_a), abs(score_b)) or 1.0)
     return {
         "diff": diff,
-        "ci": list(percentile_interval(diffs, confidence)),
-        "p_value": (extreme + 1) / (n_resamples + 1),
+        "ci": ci,
+        "p_value": p,
+        "se": float(diffs.std(ddof=1)) if len(diffs) > 1 else 0.0,
         "a_wins": float(np.count_nonzero(diffs > 0) / n_resamples),
         "n": len(stats_a),
         "n_resamples": n_resamples,
         "seed": seed,
-        "test": "paired bootstrap (null-shifted, two-sided)",
+        "test": PAIRED_BOOTSTRAP,
     }
 
 
