@@ -165,7 +165,7 @@ def test_forgetting_and_compare_pair_an_lm_eval_task(fake_run, peaked_model_dir,
     row = next(r for r in report["tasks"] if r["task"] == name)
     assert row["n"] == 8 and row["paired_on"] == "per-example acc" and "mcnemar" in row
     assert row["diff"] == pytest.approx(row["tuned"]["value"] - row["base"]["value"])
-    assert report["summary"]["average_drop_tasks"] == [name]  # a held-out task like any other
+    assert report["summary"]["held_out_change_tasks"] == [name]  # a held-out task like any other
     assert main(["compare", str(out / "base"), str(out / "tuned"), "--output", str(tmp_path / "cmp")]) == 0
     table = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     test = next(r for r in table["rows"] if r["task"] == name and r["metric"] == "acc")["tests"][1]

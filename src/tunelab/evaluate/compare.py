@@ -1,12 +1,14 @@
-"""Compare runs: metrics with CIs side by side, paired tests against the first run, and costs.
+"""Compare systems: metrics with CIs side by side, paired tests against the first, and costs.
 
 Each run's evaluation is read from <run>/eval/results.json (written by `tunelab eval --run RUN
 --output RUN/eval`), or <run>/forgetting/tuned, or a folder holding results.json itself; with
-`tasks` given, every run is evaluated first (cached, so re-running compare is cheap). Paired
-tests use the same statistic as the number they test (scoring.paired_difference).
+`tasks` given, every run is evaluated first (cached, so re-running compare is cheap). Every
+paired test comes from the comparison engine (evaluate/comparison.py).
 
-A folder that holds several systems stands for them: a demo folder (results.json with
-"systems": its base evaluation and each training run) or an earlier comparison (compare.json).
+A system is one run, or several runs of the same config with different training seeds: a list
+of run folders, or a seeds folder (seeds.json, written by `tunelab train` with `seeds:`). A
+folder that holds several systems stands for them: a demo folder (results.json with "systems":
+its base evaluation and each training run) or an earlier comparison (compare.json).
 With a tuned task (given, or the one task every tuned run trained on, counting what the run it
 started from trained on: a second stage has trained on both) the table also holds the
 trade-off: for each system after the first, its gain on the tuned task and its change on the
@@ -19,8 +21,9 @@ import json
 from pathlib import Path
 
 from tunelab.config.base import UserError
+from tunelab.evaluate.comparison import compare_metric, held_out_change, mde_text, system_value
+from tunelab.evaluate.comparison import tuned_task as choose_tuned_task
 from tunelab.evaluate.harness import read_examples
-from tunelab.evaluate.scoring import paired_difference
 from tunelab.files import write_json, write_text
 from tunelab.metrics.stats import p_clause
 
@@ -43,23 +46,32 @@ def run_cost(run: Path) -> dict:
     return {k: data.get(k) for k in COST_FIELDS}
 
 
-def expand_folders(folders: list[str]) -> tuple[list[Path], list[str]]:
-    """(paths, labels): a demo or comparison folder becomes the systems it holds; a run stays itself."""
-    paths, labels = [], []
-    for folder in map(Path, folders):
-        demo = _read(folder / "results.json")
-        earlier = _read(folder / "compare.json")
+def expand_folders(folders: list) -> tuple[list[list[Path]], list[str]]:
+    """(systems, labels): each system is its runs (one per training seed). A demo or comparison
+    folder becomes the systems it holds, a seeds folder one system, a list of folders one system."""
+    systems, labels = [], []
+    for folder in folders:
+        if isinstance(folder, (list, tuple)):
+            systems.append([Path(p) for p in folder])
+            labels.append(Path(folder[0]).parent.name)
+            continue
+        folder = Path(folder)
+        demo, earlier, seeds = _read(folder / "results.json"), _read(folder / "compare.json"), _read(folder / "seeds.json")
         if demo and isinstance(demo.get("systems"), dict):
             for name, system in demo["systems"].items():
-                paths.append(Path(system["run"]) if system.get("run") else folder / name)
+                runs = system.get("seed_runs") or ([system["run"]] if system.get("run") else [folder / name])
+                systems.append([Path(r) for r in runs])
                 labels.append(system.get("label") or name)
+        elif seeds:
+            systems.append([folder / r for r in seeds["runs"]])
+            labels.append(folder.name)
         elif earlier and earlier.get("paths"):
-            paths += [Path(p) for p in earlier["paths"]]
+            systems += [[Path(r) for r in runs] for runs in earlier.get("seed_paths") or [[p] for p in earlier["paths"]]]
             labels += earlier.get("labels") or earlier["runs"]
         else:
-            paths.append(folder)
+            systems.append([folder])
             labels.append(folder.name)
-    return paths, labels
+    return systems, labels
 
 
 def _read(path: Path):
@@ -96,85 +108,96 @@ def started_from(run: Path) -> Path | None:
     return None
 
 
-def guess_tuned_task(trained: list[set[str] | None], common: list[str]) -> str | None:
-    """The one compared task every tuned run (after the first system) trained on, if there is one.
-    trained: each system's trained_tasks."""
-    sets = [s & set(common) for s in trained[1:] if s is not None]
-    if not sets:
-        return None
-    shared = set.intersection(*sets)
-    return shared.pop() if len(shared) == 1 else None
-
-
-def trade_off(table: dict, tuned_task: str, trained: list[set[str] | None]) -> list[dict]:
+def trade_off(table: dict, tuned: str, trained: list[set[str] | None]) -> list[dict]:
     """Per system after the first: gain on the tuned task's primary metric, and the change on each
-    other task's primary metric (paired differences against the first system); `held_out` says
-    whether that system trained on the task (trained: each system's trained_tasks)."""
+    other task's primary metric (paired tests against the first system, as improvements);
+    `held_out` says whether that system did not train on the task; `change` is the held-out
+    summary's rule (comparison.held_out_change) over these other tasks, trained on or not, and
+    `held_out_change` over the held-out ones only."""
     primary = {r["task"]: r for r in table["rows"] if r["primary"]}
     points = []
     for i, name in enumerate(table["runs"][1:], start=1):
-        gain = primary[tuned_task]["tests"][i] if tuned_task in primary else None
+        gain = primary[tuned]["tests"][i] if tuned in primary else None
         own = trained[i] or set()
-        others = [{"task": t, "metric": r["metric"], "held_out": t not in own, **better(r["tests"][i])}
-                  for t, r in primary.items() if t != tuned_task and r["tests"][i]]
-        points.append({"system": name, "label": table["labels"][i],
-                       "gain": gain and {"metric": primary[tuned_task]["metric"], **better(gain)},
-                       "others": others,
-                       "change": sum(o["diff"] for o in others) / len(others) if others else None})
+        tests = [{"task": t, **r["tests"][i]} for t, r in primary.items() if t != tuned and r["tests"][i]]
+        others = [{"task": t["task"], "metric": t["metric"], "held_out": t["task"] not in own, **improvement(t)}
+                  for t in tests]
+        point = {"system": name, "label": table["labels"][i],
+                 "gain": gain and {"metric": primary[tuned]["metric"], **improvement(gain)}, "others": others,
+                 "change": held_out_change(tests, tuned)["held_out_change"],
+                 "held_out_change": held_out_change(tests, tuned, own)["held_out_change"]}
+        if gain and gain.get("per_seed_diffs") is not None:
+            point["per_seed"] = seed_points(gain, tests, tuned)
+        points.append(point)
     return points
 
 
-def better(test: dict) -> dict:
-    """A paired test as an improvement: diff and CI with the sign flipped for lower-is-better metrics."""
-    sign = 1.0 if test.get("higher_is_better", True) else -1.0
-    lo, hi = sorted(sign * x for x in test["ci"])
-    return {"diff": sign * test["diff"], "ci": [lo, hi], "p_value": test["p_value"], "n": test.get("n")}
+def seed_points(gain: dict, tests: list[dict], tuned: str) -> list[dict]:
+    """Each training seed's own (gain, change) point, for the plot (per_seed_diffs, as improvements)."""
+    sign = lambda t: 1.0 if t.get("higher_is_better", True) else -1.0  # noqa: E731
+    out = []
+    for s, g in enumerate(gain["per_seed_diffs"]):
+        per_task = [{**t, "improvement": sign(t) * t["per_seed_diffs"][s]} for t in tests
+                    if t.get("per_seed_diffs") is not None and len(t["per_seed_diffs"]) > s]
+        out.append({"seed": s, "gain": sign(gain) * g, "change": held_out_change(per_task, tuned)["held_out_change"]})
+    return out
 
 
-def compare_runs(runs: list[str], tasks: list | None = None, output_dir: str | None = None,
+def improvement(test: dict) -> dict:
+    """A paired test as an improvement (higher = better): the engine's improvement and its CI."""
+    keep = ("p_value", "n", "test", "mde", "holds_in_every_seed", "seed_sd", "scale")
+    return {"diff": test["improvement"], "ci": list(test["improvement_ci"]), **{k: test[k] for k in keep if k in test}}
+
+
+def compare_runs(runs: list, tasks: list | None = None, output_dir: str | None = None,
                  n_resamples: int = 1000, tuned_task: str | None = None, **eval_kwargs) -> dict:
-    paths, labels = expand_folders(runs)
+    """runs: run/eval/demo/compare/seeds folders, or lists of one system's seed runs."""
+    systems, labels = expand_folders(runs)
     if tasks or eval_kwargs.get("lm_eval"):
         from tunelab.evaluate.harness import evaluate
 
-        for p in paths:
+        for p in (p for runs_ in systems for p in runs_):
             is_run = (p / "final").exists()
             evaluate(None if is_run else str(p), tasks, run=str(p) if is_run else None, output_dir=p / "eval",
                      n_resamples=n_resamples, **eval_kwargs)
-    dirs = [results_dir(p) for p in paths]
-    results = [json.loads((d / "results.json").read_text(encoding="utf-8")) for d in dirs]
+    dirs = [[results_dir(p) for p in runs_] for runs_ in systems]
+    results = [[json.loads((d / "results.json").read_text(encoding="utf-8")) for d in ds] for ds in dirs]
+    paths = [runs_[0].parent if len(runs_) > 1 else runs_[0] for runs_ in systems]
     names = unique_names(paths)
+    common = [t for t in results[0][0]["tasks"] if all(t in r["tasks"] for rs in results for r in rs)]
+    # every run's per-example rows, read once: task -> system -> seed -> {key: row}
+    examples = {task: [[{e["key"]: e for e in read_examples(d, task)} for d in ds] for ds in dirs] for task in common}
+    seeds = [[seed_of(p) for p in runs_] for runs_ in systems]
     rows = []
-    common = [t for t in results[0]["tasks"] if all(t in r["tasks"] for r in results)]
-    # every system's per-example rows, read once: key -> row, per task, in system order
-    examples = {task: [{e["key"]: e for e in read_examples(d, task)} for d in dirs] for task in common}
     for task in common:
-        first = results[0]["tasks"][task]
-        base_rows, others = examples[task][0], examples[task][1:]
+        first = results[0][0]["tasks"][task]
         for metric in first["metrics"]:
             if not first["metrics"][metric].get("ci"):
                 continue
-            row = {"task": task, "metric": metric, "primary": metric == first["primary_metric"],
-                   "values": [r["tasks"][task]["metrics"].get(metric) for r in results], "tests": [None]}
-            for other in others:
-                keys = [k for k in base_rows if k in other]
-                test = None
-                if keys:
-                    test = paired_difference(metric, [other[k] for k in keys], [base_rows[k] for k in keys],
-                                             first.get("labels"), n_resamples)
-                    test["against"] = names[0]
-                row["tests"].append(test)
-            rows.append(row)
+            higher = first["metrics"][metric].get("higher_is_better")
+            values = [system_value([r["tasks"][task]["metrics"][metric] for r in rs])
+                      if all(metric in r["tasks"][task]["metrics"] for r in rs) else None for rs in results]
+            tests = [None] + [compare_metric(metric, examples[task][i], examples[task][0], first.get("labels"),
+                                             n_resamples, higher=higher, seeds=(seeds[i], seeds[0]))
+                              for i in range(1, len(systems))]
+            for t in tests[1:]:
+                if t is not None:
+                    t["against"] = names[0]
+            rows.append({"task": task, "metric": metric, "primary": metric == first["primary_metric"],
+                         "values": values, "tests": tests})
     table = {"runs": names, "labels": labels, "paths": [str(p) for p in paths], "rows": rows,
-             "costs": [run_cost(p) for p in paths]}
-    trained = [trained_tasks(p) for p in paths]
-    tuned_task = tuned_task or guess_tuned_task(trained, common)
-    if tuned_task is not None and tuned_task not in common:
-        raise UserError(f"--tuned-task {tuned_task}: not among the tasks every run was scored on ({', '.join(common)})")
-    if tuned_task is not None and len(paths) > 1:
-        table["tuned_task"] = tuned_task
-        table["trade_off"] = trade_off(table, tuned_task, trained)
-    continued = continued_stages(paths, results, examples, table, n_resamples)
+             "costs": [system_cost(runs_) for runs_ in systems]}
+    if any(len(runs_) > 1 for runs_ in systems):
+        table["seed_paths"] = [[str(p) for p in runs_] for runs_ in systems]
+        table["seeds"] = seeds
+    trained = [trained_tasks(runs_[0]) for runs_ in systems]
+    tuned = choose_tuned_task(trained, common, tuned_task)
+    if tuned is not None and tuned not in common:
+        raise UserError(f"--tuned-task {tuned}: not among the tasks every run was scored on ({', '.join(common)})")
+    if tuned is not None and len(systems) > 1:
+        table["tuned_task"] = tuned
+        table["trade_off"] = trade_off(table, tuned, trained)
+    continued = continued_stages(systems, results, examples, table, n_resamples)
     if continued:
         table["continued"] = continued
     if output_dir:
@@ -184,27 +207,52 @@ def compare_runs(runs: list[str], tasks: list | None = None, output_dir: str | N
     return table
 
 
-def continued_stages(paths: list[Path], results: list[dict], examples: dict, table: dict,
+def seed_of(run: Path) -> int | None:
+    """The training seed a run used (its config), None for a folder that is not a run."""
+    import yaml
+
+    cfg_file = run / "config.resolved.yaml"
+    if not cfg_file.exists():
+        return None
+    data = yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}
+    return ((data.get("train") or {}).get("seed")) if (data.get("train") or {}).get("seed") is not None else data.get("seed")
+
+
+def system_cost(runs: list[Path]) -> dict:
+    """One run's cost; for several seeds the mean per run, and how many runs."""
+    costs = [run_cost(p) for p in runs]
+    if len(costs) == 1:
+        return costs[0]
+    merged = {}
+    for key in COST_FIELDS:
+        values = [c.get(key) for c in costs]
+        numeric = [v for v in values if isinstance(v, (int, float))]
+        merged[key] = (sum(numeric) / len(numeric)) if numeric and len(numeric) == len(values) else values[0]
+    return {**merged, "runs": len(runs)}
+
+
+def continued_stages(systems: list[list[Path]], results: list, examples: dict, table: dict,
                      n_resamples: int) -> list[dict]:
     """For each system that started from another compared system's model (a second stage): every
-    task's primary metric, paired against that system on the same examples (higher = better).
-    examples: task -> each system's per-example rows by key (compare_runs reads them once)."""
-    index = {p.resolve(): j for j, p in enumerate(paths)}
+    task's primary metric, paired against that system on the same examples (as improvements).
+    examples: task -> system -> seed -> rows by key (compare_runs reads them once)."""
+    index = {runs_[0].resolve(): j for j, runs_ in enumerate(systems)}
     found = []
-    for i, path in enumerate(paths):
-        parent = started_from(path)
+    for i, runs_ in enumerate(systems):
+        parent = started_from(runs_[0])
         j = index.get(parent.resolve()) if parent is not None else None
         if j is None:
             continue
         tests = []
         for task, rows in examples.items():
-            info = results[j]["tasks"][task]
-            mine, theirs = rows[i], rows[j]
-            keys = [k for k in theirs if k in mine]
-            if keys and info["metrics"].get(info["primary_metric"], {}).get("ci"):
-                test = paired_difference(info["primary_metric"], [mine[k] for k in keys], [theirs[k] for k in keys],
-                                         info.get("labels"), n_resamples)
-                tests.append({"task": task, "metric": info["primary_metric"], **better(test)})
+            info = results[j][0]["tasks"][task]
+            metric = info["primary_metric"]
+            if not info["metrics"].get(metric, {}).get("ci"):
+                continue
+            test = compare_metric(metric, rows[i], rows[j], info.get("labels"), n_resamples,
+                                  higher=info["metrics"][metric].get("higher_is_better"))
+            if test is not None:
+                tests.append({"task": task, "metric": metric, **improvement(test)})
         found.append({"system": table["runs"][i], "label": table["labels"][i], "after": table["runs"][j],
                       "after_label": table["labels"][j], "tests": tests})
     return found
@@ -219,20 +267,23 @@ def unique_names(paths: list[Path]) -> list[str]:
 def compare_markdown(table: dict) -> str:
     names = table["runs"]
     head = "| task | metric | " + " | ".join(names) + " |"
-    lines = ["# Comparison", "", f"Paired tests: each run minus {names[0]} on the same examples "
-             "(paired bootstrap: diff, 95% CI, p).", "", head, "|" + "---|" * (len(names) + 2)]
+    lines = ["# Comparison", "", f"Paired tests: each system minus {names[0]} on the same examples "
+             "(diff, 95% CI, p, the test that gave them, and the smallest change it could detect at 80% power; "
+             "docs/evaluation.md).", "", head, "|" + "---|" * (len(names) + 2)]
     for row in table["rows"]:
         cells = []
         for i, v in enumerate(row["values"]):
             cell = "n/a" if v is None else f"{v['value']:.4f} [{v['ci'][0]:.4f}, {v['ci'][1]:.4f}]"
+            if v is not None and v.get("per_seed"):
+                cell += f" (seeds: {', '.join(f'{x:.4f}' for x in v['per_seed'])}; sd {v['seed_sd']:.4f})"
             t = row["tests"][i] if i < len(row["tests"]) else None
             if t:
-                cell += f"<br>Δ {t['diff']:+.4f} [{t['ci'][0]:+.4f}, {t['ci'][1]:+.4f}] {p_clause(t['p_value'])}"
+                cell += f"<br>Δ {_diff(t)}"
             cells.append(cell)
         lines.append(f"| {row['task']} | {row['metric']}{' *' if row['primary'] else ''} | " + " | ".join(cells) + " |")
     if table.get("trade_off"):
         lines += ["", f"## Gain on {table['tuned_task']} vs change on the other tasks", "",
-                  f"Each against {names[0]} on the same examples, higher = better (paired bootstrap: diff, 95% CI, p).",
+                  f"Each against {names[0]} on the same examples, higher = better (diff, 95% CI, p, test).",
                   "", "| system | gain | change on the other tasks (average) | per task |", "|---|---|---|---|"]
         for point in table["trade_off"]:
             g = point["gain"]
@@ -242,7 +293,7 @@ def compare_markdown(table: dict) -> str:
             lines.append(f"| {point['label']} | {_diff(g) if g else 'n/a'} | {change} | {per_task} |")
     if table.get("continued"):
         lines += ["", "## Second stages: each against the model it continued from", "",
-                  "Paired on the same examples, higher = better (paired bootstrap: diff, 95% CI, p).", "",
+                  "Paired on the same examples, higher = better (diff, 95% CI, p, test).", "",
                   "| system | continued from | change per task |", "|---|---|---|"]
         for c in table["continued"]:
             per_task = "; ".join(f"{t['task']} ({t['metric']}) {_diff(t)}" for t in c["tests"])
@@ -254,4 +305,8 @@ def compare_markdown(table: dict) -> str:
 
 
 def _diff(d: dict) -> str:
-    return f"{d['diff']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}] ({p_clause(d['p_value'])})"
+    seeds = ""
+    if d.get("holds_in_every_seed") is not None:
+        seeds = "; holds in every seed" if d["holds_in_every_seed"] else "; not in every seed"
+    return (f"{d['diff']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}] ({p_clause(d['p_value'])}, {d.get('test', 'n/a')}; "
+            f"detectable {mde_text(d)}{seeds})")

@@ -1,11 +1,10 @@
 """Forgetting: the base model vs the tuned run on the same examples, with paired tests.
 
-Per task: base score, tuned score, and their difference (tuned - base) with a paired-bootstrap CI
-and p-value over the same examples (McNemar too for 0/1 scores). The difference and its CI are
-the same statistic: for means, the mean per-example difference; for corpus statistics (BLEU,
-chrF, macro-F1, perplexity) the difference of the corpus values, bootstrapped as such
-(scoring.paired_difference). Summary: the tuned task's gain and the average drop over held-out
-tasks (docs/evaluation.md). Both models are scored on the tuned run's split (its ratios and
+Per task: base score, tuned score, and their difference (tuned - base) over the same examples,
+computed by the comparison engine (evaluate/comparison.py): the test the metric calls for (exact
+McNemar for 0/1 scores, the paired bootstrap otherwise), a CI that agrees with its p, and the
+smallest change the test could detect (mde). Summary: the tuned task's gain and the held-out
+change (docs/evaluation.md). Both models are scored on the tuned run's split (its ratios and
 seed), so the tuned task's examples are its held-out ones.
 
     <output>/base/ and <output>/tuned/      two evaluations (results.json + per-example files)
@@ -20,12 +19,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
-from tunelab.config.scoring import PERCENT_SCALE, higher_is_better
-from tunelab.evaluate.harness import evaluate, read_examples, run_training_data, training_data
+from tunelab.config.base import UserError
+from tunelab.config.scoring import higher_is_better
+from tunelab.evaluate.comparison import compare_metric, held_out_change, mde_text
+from tunelab.evaluate.comparison import tuned_task as choose_tuned_task
+from tunelab.evaluate.harness import evaluate, limit_origin, read_examples, run_training_data, training_data
 from tunelab.evaluate.loading import model_spec, run_base_model
-from tunelab.evaluate.scoring import paired_difference
 from tunelab.evaluate.shard import ONE, World
 from tunelab.files import write_json, write_text
 from tunelab.metrics.stats import format_p_value, p_clause
@@ -33,48 +32,29 @@ from tunelab.metrics.stats import format_p_value, p_clause
 
 def paired_task_diff(base_dir: Path, tuned_dir: Path, base_task: dict, tuned_task: dict,
                      n_resamples: int = 1000) -> dict:
-    """The primary metric of one task, tuned - base, paired over the examples both evaluations scored."""
+    """The primary metric of one task, tuned - base, paired over the examples both evaluations
+    scored (the comparison engine: evaluate/comparison.py)."""
     name, metric = base_task["task"], base_task["primary_metric"]
     base_rows = {r["key"]: r for r in read_examples(base_dir, name)}
     tuned_rows = {r["key"]: r for r in read_examples(tuned_dir, name)}
-    keys = [k for k in base_rows if k in tuned_rows]
-    test = paired_difference(metric, [tuned_rows[k] for k in keys], [base_rows[k] for k in keys],
-                             base_task.get("labels"), n_resamples)
     # an lm-eval metric carries lm-eval's own direction; tunelab's metrics are known by name
     higher = base_task["metrics"][metric].get("higher_is_better", higher_is_better(metric))
-    out = {"task": name, "metric": metric, "n": len(keys), "higher_is_better": higher,
-           "base": base_task["metrics"][metric], "tuned": tuned_task["metrics"][metric],
-           "diff": test["diff"], "ci": test["ci"], "p_value": test["p_value"], "test": test["test"],
-           "paired_on": test["paired_on"]}
-    if len(keys) != base_task["n"] or len(keys) != tuned_task["n"]:
-        out["note"] = (f"paired over the {len(keys)} examples both evaluations scored "
+    test = compare_metric(metric, [tuned_rows], [base_rows], base_task.get("labels"), n_resamples, higher=higher)
+    if test is None:
+        raise UserError(f"task '{name}': the base and tuned evaluations share no example keys ({base_dir}, {tuned_dir})")
+    out = {"task": name, "base": base_task["metrics"][metric], "tuned": tuned_task["metrics"][metric], **test}
+    if test["n"] != base_task["n"] or test["n"] != tuned_task["n"]:
+        out["note"] = (f"paired over the {test['n']} examples both evaluations scored "
                        f"(base {base_task['n']}, tuned {tuned_task['n']})")
-    if "mcnemar" in test:
-        out["mcnemar"] = test["mcnemar"]
-    if metric in PERCENT_SCALE:
-        out["scale"] = "0-100"
-    sign = 1.0 if out["higher_is_better"] else -1.0
-    out["improvement"] = sign * out["diff"]  # > 0: the tuned model is better
     return out
 
 
 def summarize(rows: list[dict], tuned_task: str | None) -> dict:
-    """Gain on the tuned task; mean drop (base - tuned, in metric units) over held-out tasks."""
-    held = [r for r in rows if r["task"] != tuned_task]
+    """Gain on the tuned task and the held-out change (comparison.held_out_change: one rule)."""
     gain = next((r for r in rows if r["task"] == tuned_task), None)
-    # Only 0..1 scores where higher is better (accuracy, ROUGE F, exact match) are averaged;
-    # BLEU (0-100) and losses are listed apart.
-    bounded = [r for r in held if r["higher_is_better"] and r["metric"] not in PERCENT_SCALE]
-    drops = [-r["improvement"] for r in bounded]
-    return {
-        "tuned_task": tuned_task,
-        "gain": None if gain is None else {"metric": gain["metric"], "diff": gain["diff"], "ci": gain["ci"],
-                                           "p_value": gain["p_value"]},
-        "held_out_tasks": [r["task"] for r in held],
-        "average_drop": float(np.mean(drops)) if drops else None,
-        "average_drop_tasks": [r["task"] for r in bounded],
-        "significant_drops": [r["task"] for r in held if r["improvement"] < 0 and r["p_value"] < 0.05],
-    }
+    return {"tuned_task": tuned_task,
+            "gain": None if gain is None else {k: gain[k] for k in ("metric", "diff", "ci", "p_value", "test", "n", "mde")},
+            **held_out_change(rows, tuned_task)}
 
 
 def measure_forgetting(base: str | None, tuned_run: str, tasks: list, *, tuned_task: str | None = None,
@@ -100,7 +80,7 @@ def measure_forgetting(base: str | None, tuned_run: str, tasks: list, *, tuned_t
     # Reused base results name the model that produced them (not necessarily the run's own base:
     # a second-stage run compared with the original model).
     base_label = (base_res.get("model") or {}).get("label") or base
-    return write_forgetting(base_res, tuned_res, base_dir, tuned_dir, out, tuned_task or guess_tuned_task(run),
+    return write_forgetting(base_res, tuned_res, base_dir, tuned_dir, out, tuned_task or guess_tuned_task(run, list(tuned_res["tasks"])),
                             n_resamples, base_label=base_label, tuned_label=str(run))
 
 
@@ -116,19 +96,21 @@ def write_forgetting(base_res: dict, tuned_res: dict, base_dir: Path, tuned_dir:
     return report
 
 
-def guess_tuned_task(run: Path) -> str | None:
-    """The run's training task, when it trained on exactly one (names from config.resolved.yaml)."""
+def guess_tuned_task(run: Path, scored: list[str]) -> str | None:
+    """The run's tuned task by the one rule (comparison.tuned_task): forgetting.tuned_task when
+    the config sets it, else the one scored task the run's model trained on (train_keys.json,
+    counting the run it started from; the config's task names when that file is missing)."""
     import yaml
 
+    from tunelab.evaluate.compare import trained_tasks
+
     cfg_file = run / "config.resolved.yaml"
-    if not cfg_file.exists():
-        return None
-    data = yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}
-    section = data.get("forgetting") or {}
-    if section.get("tuned_task"):
-        return section["tuned_task"]
-    names = [t.get("name") for t in (data.get("data") or {}).get("tasks") or [] if isinstance(t, dict)]
-    return names[0] if len(names) == 1 else None
+    data = (yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}) if cfg_file.exists() else {}
+    given = (data.get("forgetting") or {}).get("tuned_task")
+    trained = trained_tasks(run)
+    if trained is None and data:
+        trained = {t.get("name") for t in (data.get("data") or {}).get("tasks") or [] if isinstance(t, dict)}
+    return choose_tuned_task([None, trained], scored, given)
 
 
 def _fmt(x, digits=4) -> str:
@@ -138,22 +120,22 @@ def _fmt(x, digits=4) -> str:
 def forgetting_markdown(report: dict) -> str:
     s = report["summary"]
     lines = [f"# Forgetting: {report['tuned']} vs {report['base']}", "",
-             "| task | metric | n | base | tuned | diff (tuned - base) | paired 95% CI | p |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| task | metric | n | base | tuned | diff (tuned - base) | paired 95% CI | p | test | detectable change (80% power) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["tasks"]:
         mark = " (tuned task)" if r["task"] == s["tuned_task"] else ""
         metric = r["metric"] + (" (0-100)" if r.get("scale") == "0-100" else "")
         lines.append(f"| {r['task']}{mark} | {metric} | {r['n']} | {_fmt(r['base']['value'])} | "
                      f"{_fmt(r['tuned']['value'])} | {r['diff']:+.4f} | [{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}] | "
-                     f"{format_p_value(r['p_value'])} |")
+                     f"{format_p_value(r['p_value'])} | {r.get('test', 'n/a')} | {mde_text(r)} |")
     lines.append("")
     if s["gain"]:
         g = s["gain"]
         lines.append(f"Gain on the tuned task ({s['tuned_task']}, {g['metric']}): {g['diff']:+.4f} "
-                     f"(95% CI [{_fmt(g['ci'][0])}, {_fmt(g['ci'][1])}], {p_clause(g['p_value'])}).")
-    if s["average_drop"] is not None:
-        lines.append(f"Average drop over held-out tasks ({', '.join(s['average_drop_tasks'])}): "
-                     f"{s['average_drop']:+.4f} (positive = worse after tuning).")
+                     f"(95% CI [{_fmt(g['ci'][0])}, {_fmt(g['ci'][1])}], {p_clause(g['p_value'])}, {g.get('test')}).")
+    if s.get("held_out_change") is not None:
+        lines.append(f"Held-out change ({', '.join(s['held_out_change_tasks'])}): {s['held_out_change']:+.4f} "
+                     "(mean improvement on a 0-1 scale; negative = worse after tuning; docs/evaluation.md).")
     if s["significant_drops"]:
         lines.append(f"Significant drops (p < 0.05): {', '.join(s['significant_drops'])}.")
     return "\n".join(lines) + "\n"
@@ -170,7 +152,8 @@ def _eval_kwargs(cfg, section) -> dict:
     from tunelab.evaluate.loading import load_options
 
     data = training_data(cfg)
-    return dict(model_options=load_options(cfg.model), limit=section.limit, split=section.split, batch_size=section.batch_size,
+    return dict(model_options=load_options(cfg.model), limit=section.limit,
+                limit_from=limit_origin("forgetting.limit", section), split=section.split, batch_size=section.batch_size,
                 generation=section.generation, cache=section.cache, n_resamples=section.bootstrap_resamples,
                 config_dir=getattr(cfg, "config_dir", "."), allow_train_overlap=section.allow_train_overlap,
                 lm_eval=section.lm_eval.model_dump() if section.lm_eval and section.lm_eval.tasks else None, **data)
@@ -236,5 +219,5 @@ def forgetting_during_training(cfg, run_dir: str | Path, stage: str = "before", 
     if not world.main:
         return None
     return write_forgetting(base, tuned, folder / "base", folder / "tuned", folder,
-                            section.tuned_task or guess_tuned_task(Path(run_dir)), section.bootstrap_resamples,
+                            section.tuned_task or guess_tuned_task(Path(run_dir), list(tuned["tasks"])), section.bootstrap_resamples,
                             base_label=cfg.model.name, tuned_label=str(run_dir))

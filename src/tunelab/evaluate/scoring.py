@@ -4,13 +4,11 @@ Text metrics come from `tunelab.metrics.score.score_records`, the engine behind 
 one scorer, so a number from `eval` equals the one `tunelab score` gives on the same predictions.
 Every CI is a percentile bootstrap with exactly the requested number of resamples (seed 0).
 
-Two kinds of corpus number, and their paired differences (forgetting, compare):
-- means over examples (accuracy, exact match, token F1, ROUGE F1, acc, acc_norm): the difference
-  is the mean of per-example differences, its CI a paired bootstrap of that mean;
+Two kinds of corpus number (their paired differences: evaluate/comparison.py):
+- means over examples (accuracy, exact match, token F1, ROUGE F1, acc, acc_norm);
 - corpus statistics (BLEU, chrF, macro-F1, perplexity, bits per byte, token NLL): each is a
-  function of per-example statistics summed over the corpus; the difference is the difference of
-  the two corpus values, its CI a paired bootstrap of that same difference (the same resampled
-  examples for both systems). A difference and its CI are always the same statistic.
+  function of per-example statistics summed over the corpus (`statistic_of` gives both), so a
+  paired difference and its CI are always the same statistic.
 """
 
 from __future__ import annotations
@@ -19,9 +17,8 @@ import math
 
 import numpy as np
 
-from tunelab.config.scoring import PERCENT_SCALE, higher_is_better
 from tunelab.metrics import bootstrap_ci
-from tunelab.metrics.stats import bootstrap_statistic, paired_bootstrap, paired_bootstrap_statistic, percentile_interval
+from tunelab.metrics.stats import bootstrap_statistic, percentile_interval
 
 ROUGE_PREFIX = "rouge"
 
@@ -166,31 +163,3 @@ def statistic_of(metric: str, rows: list[dict], labels: list[str] | None):
                                           [r["scores"].get("predicted_label") for r in rows], labels)
         return stats, macro_f1_score_fn(len(labels))
     return None
-
-
-def per_example_key(metric: str) -> str:
-    """The per-example score of a mean metric (what its paired test pairs on)."""
-    return metric
-
-
-def paired_difference(metric: str, rows_a: list[dict], rows_b: list[dict], labels: list[str] | None = None,
-                      n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
-    """metric(a) - metric(b) over the same examples (rows in the same order), with its paired CI and p."""
-    stat = statistic_of(metric, rows_a, labels)
-    if stat is not None:
-        stats_b, _ = statistic_of(metric, rows_b, labels)
-        test = paired_bootstrap_statistic(stat[0], stats_b, stat[1], n_resamples, seed, confidence)
-        test["paired_on"] = f"corpus {metric} (summed per-example statistics)"
-    else:
-        a = np.asarray([r["scores"][metric] for r in rows_a], dtype=float)
-        b = np.asarray([r["scores"][metric] for r in rows_b], dtype=float)
-        test = paired_bootstrap(a, b, n_resamples, seed, confidence)
-        test["paired_on"] = f"per-example {metric}"
-        if set(np.unique(np.concatenate([a, b]))) <= {0.0, 1.0}:
-            from tunelab.metrics import mcnemar
-
-            test["mcnemar"] = mcnemar(a.astype(bool), b.astype(bool))
-    test["higher_is_better"] = higher_is_better(metric)
-    if metric in PERCENT_SCALE:
-        test["scale"] = "0-100"
-    return test

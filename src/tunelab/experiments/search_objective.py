@@ -75,11 +75,11 @@ class TrialObjective:
         if not self.search.forgetting:
             return best
         report_file = run / "forgetting" / "forgetting.json"
-        drop = json.loads(report_file.read_text(encoding="utf-8"))["summary"]["average_drop"]
-        if drop is None:
-            raise ConfigError("search.forgetting_tasks: none of them has a 0-1 metric to average a drop over "
-                              "(accuracy, exact match, ROUGE, acc)")
-        return best, drop
+        change = json.loads(report_file.read_text(encoding="utf-8"))["summary"]["held_out_change"]
+        if change is None:
+            raise ConfigError("search.forgetting_tasks: none of them has a bounded metric to average the held-out "
+                              "change over (accuracy, exact match, ROUGE, BLEU, acc)")
+        return best, -change  # minimised: the drop (the held-out change with the sign flipped)
 
 
 def make_train_and_validate(search, train_fn=None) -> TrialObjective:

@@ -166,8 +166,8 @@ def send_results(state: TrainState) -> None:
     if report:
         numbers = {f"forgetting/{r['task']}/{k}": r[k] for r in report["tasks"] for k in ("diff", "p_value")}
         numbers.update({f"forgetting/{r['task']}/tuned": r["tuned"]["value"] for r in report["tasks"]})
-        if report["summary"].get("average_drop") is not None:
-            numbers["forgetting/average_drop"] = report["summary"]["average_drop"]
+        if report["summary"].get("held_out_change") is not None:
+            numbers["forgetting/held_out_change"] = report["summary"]["held_out_change"]
         state.trackers.log_metrics(numbers, step)
     html, _ = write_report(run)
     for path in (run / "summary.json", run / "config.resolved.yaml", run / "forgetting" / "forgetting.json",
