@@ -81,10 +81,16 @@ def eval_settings(args) -> tuple[list, dict]:
                                  "seed": args.seed, "do_sample": True if args.sample else None,
                                  "top_k": args.top_k, "top_p": args.top_p, "stop": args.stop}.items() if v is not None}
     gen = gen.model_copy(update=updates)
-    kwargs = dict(limit=args.limit if args.limit is not None else section.limit, split=args.split or section.split,
+    from tunelab.evaluate.harness import limit_origin
+
+    # where the limit came from goes into results.json, so a cut is never silent
+    origin = limit_origin("--limit") if args.limit is not None else limit_origin("eval.limit", section)
+    kwargs = dict(limit=args.limit if args.limit is not None else section.limit, limit_from=origin,
+                  split=args.split or section.split,
                   batch_size=args.batch_size or section.batch_size, dtype=args.dtype or section.dtype,
                   generation=gen, cache=section.cache and not args.no_cache,
                   n_resamples=args.bootstrap if args.bootstrap is not None else section.bootstrap_resamples,
+                  confidence=section.confidence,
                   config_dir=str(Path(config_dir)),
                   allow_train_overlap=args.allow_train_overlap or section.allow_train_overlap, **extra)
     if args.chat_template:
@@ -122,12 +128,22 @@ def lm_eval_settings(args, section, config_dir: str) -> dict | None:
     return settings_of({"tasks": tasks, "include": include, "num_fewshot": shots})
 
 
+def print_scored(name: str, res: dict, indent: str = "") -> None:
+    """A task's line: split and n ("n=50 of 180" when a limit cut the split), then what was scored
+    out of what and why (results.json's `scored`: the split rule, the limit and how to lift it)."""
+    from tunelab.evaluate.harness import count_text
+
+    overlap = (res.get("contamination") or {}).get("overlap")
+    note = f"  ({overlap} training examples included)" if overlap else ""
+    note += "  (lm-eval task; contamination not checked)" if res.get("source") == "lm-eval" else ""
+    print(f"{indent}{name}: {res['split']} split, n={count_text(res)}{note}")
+    if res.get("scored"):
+        print(f"{indent}  {res['scored']}")
+
+
 def print_results(results: dict) -> None:
     for name, res in results["tasks"].items():
-        overlap = (res.get("contamination") or {}).get("overlap")
-        note = f"  ({overlap} training examples included)" if overlap else ""
-        note += "  (lm-eval task; contamination not checked)" if res.get("source") == "lm-eval" else ""
-        print(f"{name}: {res['split']} split, n={res['n']}{note}")
+        print_scored(name, res)
         for metric, entry in res["metrics"].items():
             ci = entry.get("ci")
             ci_text = f"  95% CI [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""

@@ -22,4 +22,22 @@ def run(args) -> int:
     report = measure_forgetting(args.base, args.tuned, tasks, tuned_task=args.tuned_task, output_dir=args.output,
                         adapter=args.adapter, n_resamples=n_resamples, **kwargs)
     print(forgetting_markdown(report))
+    print_examples_scored(report)
     return 0
+
+
+def print_examples_scored(report: dict) -> None:
+    """Per task, what both models were scored on (the same examples): n of the split, the split's
+    rule and the limit that cut it, read from the tuned model's results.json."""
+    import json
+    from pathlib import Path
+
+    from tunelab.cli.eval import print_scored
+
+    path = Path(report["tuned_dir"]) / "results.json"
+    if not path.exists():
+        return
+    tasks = json.loads(path.read_text(encoding="utf-8"))["tasks"]
+    print("Examples scored (the same for base and tuned):")
+    for name, res in tasks.items():
+        print_scored(name, res, indent="  ")

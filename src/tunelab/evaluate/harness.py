@@ -1,7 +1,9 @@
 """`evaluate(...)`: score a model, adapter or run on tasks; write results JSON + per-example JSONL.
 
     <output_dir>/results.json              every task: metrics {value, ci, n}, split, example keys,
-                                           config, model identity (file hashes), contamination check
+                                           config, model identity (file hashes), contamination check,
+                                           and what was scored out of what (n_available, limit,
+                                           split_rule, scored: see scored_fields)
     <output_dir>/<task>.examples.jsonl     one line per example: prompt, prediction, references, scores
 
 Order of work: every task is expanded, named and built (tokenizer only) and checked against the
@@ -27,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from tunelab.config.base import UserError, check_path_name
+from tunelab.config.data import SPLIT_NAMES, SplitConfig
 from tunelab.config.evaluate import GenerationConfig
 from tunelab.data.templates import absolute_choice
 from tunelab.evaluate.engine import log, score_examples
@@ -145,6 +148,81 @@ def load_examples(spec: dict, tokenizer, split: str, limit: int | None, config_d
     return data, split, examples[:limit] if limit else examples
 
 
+def limit_origin(key: str, section=None) -> dict:
+    """Where a limit came from, for results.json: `key` names the setting ("--limit", "eval.limit",
+    "forgetting.limit"); with its config section, whether the value is the schema's default. A
+    default that cuts a task's examples must say so wherever the result prints."""
+    default = section is not None and section.limit == type(section).model_fields["limit"].default
+    return {"from": key, "default": default}
+
+
+def split_rule(spec: dict, split: str, data_split, seed: int) -> dict:
+    """How the scored split was made: the task's own file(s) for it, or carved by the seeded ratios.
+    Restates tunelab.data.build's split assignment (given splits, else data.split ratios with the
+    task's `ratios` over them) so that results.json can say which share of which data was scored."""
+    task = data_task_config(spec)
+    given = task.get("splits") or {}
+    if task.get("source") is None and split in given:
+        return {"split": split, "rule": "given"}
+    defaults = SplitConfig()
+    config = data_split if data_split is not None else defaults
+    ratios = {s: getattr(config, s) for s in SPLIT_NAMES}
+    base_default = ratios == {s: getattr(defaults, s) for s in SPLIT_NAMES}
+    ratios.update(task.get("ratios") or {})
+    origin = "data.split" + (" default" if base_default else "")
+    origin += " and the task's ratios" if task.get("ratios") else ""
+    plain = task.get("source") is not None
+    targets = list(SPLIT_NAMES) if plain else ["train"] + [s for s in SPLIT_NAMES if s not in given]
+    total = sum(ratios[t] for t in targets)
+    return {"split": split, "rule": "ratios", "of": "source" if plain else "train", "ratios": ratios,
+            "ratios_from": origin, "share": round(ratios[split] / total, 6) if total else 0.0, "seed": seed}
+
+
+def count_text(entry: dict) -> str:
+    """"50 of 180" when a limit cut the split, else "180"; entries without n_available (lm-eval
+    tasks, results written before it existed) give just n."""
+    n, available = entry["n"], entry.get("n_available")
+    return f"{n} of {available}" if available is not None and n < available else str(n)
+
+
+def scored_note(entry: dict) -> str:
+    """One line: what was scored out of what, from which split, and the limit that cut it (with how
+    to lift it), e.g. "scored 50 of 180 test examples (10% of the source by data.split default
+    ratios [0.8, 0.1, 0.1], seed 42): forgetting.limit (default 50); set forgetting.limit: null to
+    score all"."""
+    split, rule, limit = entry["split"], entry.get("split_rule") or {}, entry.get("limit")
+    cut = entry.get("n_available") is not None and entry["n"] < entry["n_available"]
+    text = f"scored {count_text(entry)} {split} examples" if cut else f"scored all {entry['n']} {split} examples"
+    if rule.get("rule") == "ratios":
+        listed = ", ".join(f"{rule['ratios'][s]:g}" for s in SPLIT_NAMES)
+        whole = "source" if rule["of"] == "source" else "task's train file"
+        text += f" ({rule['share']:.0%} of the {whole} by {rule['ratios_from']} ratios [{listed}], seed {rule['seed']})"
+    elif rule.get("rule") == "given":
+        text += f" (the task's own {split} file)"
+    if cut and limit:
+        key, value = limit["from"], limit["value"]
+        if key == "--limit":
+            text += f": --limit {value}; leave out --limit to score all"
+        elif key.endswith(".limit"):
+            setting = f"{key} (default {value})" if limit.get("default") else f"{key}: {value}"
+            text += f": {setting}; set {key}: null to score all"
+        else:
+            text += f": limit={value}; pass limit=None to score all"
+    return text
+
+
+def scored_fields(spec: dict, split: str, n: int, available: int, limit: int | None, limit_from: dict | None,
+                  data_split, seed: int) -> dict:
+    """results.json's record of what was scored out of what: n_available (the split's examples
+    before the limit), limit ({value, from, default}, or None: none in force), split_rule, and
+    `scored`, the line the commands print."""
+    entry = {"split": split, "n": n, "n_available": available,
+             "limit": {"value": limit, **(limit_from or {"from": "limit", "default": False})} if limit else None,
+             "split_rule": split_rule(spec, split, data_split, seed)}
+    entry["scored"] = scored_note(entry)
+    return {k: entry[k] for k in ("n_available", "limit", "split_rule", "scored")}
+
+
 def evaluate(model_ref: str | None, tasks: list, adapter: str | None = None, run: str | None = None,
              limit: int | None = None, output_dir: str | Path | None = None, *, split: str = "test",
              batch_size: int = 8, dtype: str = "float32", generation: GenerationConfig | None = None,
@@ -153,8 +231,9 @@ def evaluate(model_ref: str | None, tasks: list, adapter: str | None = None, run
              data_tasks: dict | None = None, data_split=None, max_length: int = 4096,
              data_settings: dict | None = None, allow_train_overlap: bool = False, verbose: bool = True,
              model_options: dict | None = None, chat_template: str | None = None, lm_eval=None,
-             world: World = ONE) -> dict:
+             world: World = ONE, limit_from: dict | None = None) -> dict:
     """Evaluate one model on tasks. Returns the results dict (also written to output_dir/results.json).
+    limit_from: where `limit` came from, limit_origin(...) (default: the `limit` argument itself);
     chat_template: a data.chat_template choice for every task (a run's model: the run's own);
     lm_eval: {tasks, include, num_fewshot}, lm-evaluation-harness tasks scored after these (lmeval.py);
     world: the processes sharing this evaluation (shard.launched_world()); each must call this."""
@@ -201,7 +280,9 @@ def evaluate(model_ref: str | None, tasks: list, adapter: str | None = None, run
                                       chat_template=getattr(data, "chat_template", None), world=world)
         name = s["name"]
         result = {"task": name, "kind": result["eval_kind"], "data_kind": s["kind"], "split": task_split,
-                  "n": len(examples), **result, "labels": data.labels,
+                  "n": len(examples), **scored_fields(s, task_split, len(examples), len(data.splits[task_split]),
+                                                      limit, limit_from, data_split, seed),
+                  **result, "labels": data.labels,
                   "example_keys_sha256": keys_digest([r["key"] for r in rows]),
                   "contamination": checks.get(name) or {"checked_against": [], "overlap": None,
                                                         "note": "not a tuned run: training data unknown"},
@@ -231,7 +312,7 @@ def evaluate(model_ref: str | None, tasks: list, adapter: str | None = None, run
 def log_task(result: dict) -> None:
     summary = ", ".join(f"{m}={e['value']:.4g}" for m, e in result["metrics"].items() if e.get("ci"))
     overlap = result["contamination"].get("overlap")
-    log(f"{result['task']}: n={result['n']} ({result['split']} split) {summary}"
+    log(f"{result['task']}: n={count_text(result)} ({result['split']} split) {summary}"
         + (f"; {overlap} training examples of the model included (allowed)" if overlap else ""))
 
 
