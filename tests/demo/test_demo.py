@@ -175,3 +175,83 @@ def test_the_readings_name_only_changes_whose_paired_ci_excludes_zero():
     assert qa_cost_reading(results).startswith("cost on held-out QA: none detectable at these settings")
     results["systems"]["full-then-qa"]["vs_previous"]["sentiment"]["ci"] = [-0.2, 0.01]
     assert ": no detectable change: -10.0 points" in second_task_reading(results)
+
+
+def test_a_null_reading_says_what_the_test_could_have_seen():
+    """Rows shaped like forgetting.json's and compare.json's tests (with n and mde)."""
+    from tunelab.experiments.demo_results import qa_cost_reading, ranking_reading, second_task_reading
+
+    qa = {"metric": "token_f1", "diff": -0.016, "ci": [-0.119, 0.084], "p_value": 0.75, "n": 60, "mde": 0.142}
+    previous = {"metric": "accuracy", "diff": -0.027, "ci": [-0.062, 0.0], "p_value": 0.104, "n": 112, "mde": None}
+    results = {"seed": 0, "training_seeds": [0], "systems": {
+        "base": {"label": "base model (no tuning)", "trained_on": []},
+        "lora-sentiment": {"label": "LoRA, sentiment only", "trained_on": ["sentiment"], "vs_base": {"qa": qa}},
+        "full-sentiment": {"label": "full fine-tuning, sentiment only", "trained_on": ["sentiment"],
+                           "vs_base": {"qa": {**qa, "diff": 0.044, "ci": [-0.071, 0.159], "p_value": 0.46}}},
+        "lora-then-qa": {"label": "LoRA, sentiment then QA", "trained_on": ["qa"], "vs_base": {"qa": qa},
+                         "after_label": "LoRA, sentiment only", "vs_previous": {"sentiment": previous}},
+        "full-then-qa": {"label": "full fine-tuning, sentiment then QA", "trained_on": ["qa"], "vs_base": {"qa": qa},
+                         "after_label": "full fine-tuning, sentiment only",
+                         "vs_previous": {"sentiment": {**previous, "diff": -0.045, "ci": [-0.089, -0.01],
+                                                       "p_value": 0.03, "mde": 0.06}}}}}
+    assert ("LoRA, sentiment only -1.6 points [-11.9, +8.4] (p = 0.75; n = 60, this test could see changes of "
+            "≥ 14.2 points); full fine-tuning, sentiment only +4.4 points") in qa_cost_reading(results)
+    # mde None (not computable): n alone; a detected change needs no detectable-effect clause.
+    assert second_task_reading(results) == (
+        "cost of a second task on sentiment accuracy: LoRA, sentiment then QA: no detectable change: -2.7 points "
+        "[-6.2, +0.0] (p = 0.104; n = 112) vs LoRA, sentiment only; full fine-tuning, sentiment then QA: lost "
+        "-4.5 points [-8.9, -1.0] (p = 0.03) vs full fine-tuning, sentiment only")
+    assert ranking_reading(results) == (
+        "LoRA vs full fine-tuning: QA token F1 change vs base: LoRA -1.6, full fine-tuning +4.4 points; sentiment "
+        "accuracy change in the second stage: LoRA -2.7, full fine-tuning -4.5 points (one training seed: this "
+        "ranking may not hold for another seed; --seeds 3 trains each over three)")
+    # Over three training seeds: each comparison says whether it held in every seed, from each seed's
+    # own paired difference, and the ranking is stated only as far as the seeds agree.
+    by_seed = {}
+    for s, (lora, full) in enumerate([(-0.02, 0.04), (0.01, 0.03), (-0.03, 0.05)]):
+        systems = json.loads(json.dumps(results["systems"]))
+        systems["lora-sentiment"]["vs_base"]["qa"]["diff"] = lora
+        systems["full-sentiment"]["vs_base"]["qa"]["diff"] = full
+        systems["full-then-qa"]["vs_previous"]["sentiment"]["diff"] = [-0.05, 0.01, -0.04][s]
+        by_seed[str(s)] = systems
+    results.update(training_seeds=[0, 1, 2], by_seed=by_seed)
+    results["systems"]["lora-sentiment"]["vs_base"]["qa"]["holds_in_every_seed"] = False
+    assert ("LoRA, sentiment only -1.6 points [-11.9, +8.4] (p = 0.75; n = 60, this test could see changes of "
+            "≥ 14.2 points; does not hold in every seed (3 seeds: -2.0, +1.0, -3.0))") in qa_cost_reading(results)
+    assert ranking_reading(results) == (
+        "LoRA vs full fine-tuning over 3 training seeds: QA token F1 change vs base: full fine-tuning higher in "
+        "every seed (LoRA -2.0, +1.0, -3.0; full fine-tuning +4.0, +3.0, +5.0); sentiment accuracy change in the "
+        "second stage: no order holds in every seed: LoRA higher in 2, full fine-tuning in 1 of 3 (LoRA -2.7, "
+        "-2.7, -2.7; full "
+        "fine-tuning -5.0, +1.0, -4.0)")
+
+
+def test_quick_demo_over_two_training_seeds(tiny_model_dir, tmp_path, capsys):
+    from tunelab.cli.main import main
+
+    assert main(["demo", "--quick", "--seeds", "2", "--no-full", "--output", str(tmp_path),
+                 "--model", tiny_model_dir]) == 0
+    out = capsys.readouterr().out
+    (folder,) = list(tmp_path.glob("demo-seed0-*"))
+    results = json.loads((folder / "results.json").read_text())
+    assert results["training_seeds"] == [0, 1] and set(results["by_seed"]) == {"0", "1"}
+    for name in ("lora-sentiment", "lora-mixture", "lora-then-qa"):
+        seeds = json.loads((folder / name / "seeds.json").read_text())
+        assert seeds == {"seeds": [0, 1], "runs": ["seed-0", "seed-1"]}
+        for s in (0, 1):
+            run = folder / name / f"seed-{s}"
+            assert json.loads((run / "env.json").read_text())["seed"] == s
+            assert (run / "forgetting" / "forgetting.json").exists()
+        system = results["systems"][name]
+        assert system["seed_runs"] == [str(folder / name / "seed-0"), str(folder / name / "seed-1")]
+        assert len(system["vs_base"]["qa"]["per_seed_diffs"]) == 2
+    # The second stage of each seed starts from the same seed's first stage.
+    for s in (0, 1):
+        cfg = (folder / "lora-then-qa" / f"seed-{s}" / "config.resolved.yaml").read_text()
+        assert f"name: {folder / 'lora-sentiment' / f'seed-{s}' / 'merged'}" in cfg
+    assert results["systems"]["lora-then-qa"]["vs_previous"]["sentiment"]["metric"] == "accuracy"
+    compared = json.loads((folder / "compare.json").read_text())
+    assert len(compared["runs"]) == 4  # the base model and three systems, each over its two seeds
+    assert "LoRA vs full fine-tuning" not in out  # --no-full: nothing to rank
+    assert "# tunelab demo (seed 0, means over training seeds 0, 1)" in (folder / "results.md").read_text()
+    assert out.strip().splitlines()[-1].endswith("report.html")

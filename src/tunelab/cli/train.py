@@ -1,6 +1,8 @@
 """`tunelab train CONFIG.yaml [key=value ...] [--resume]`: fine-tune a model from a config.
 
 Under `accelerate launch` the same command trains with several processes (see docs/training.md).
+A config with `seeds:` trains one run per training seed (experiments/seeds.py), with `study:` a
+trade-off study (experiments/study.py), with `stages:` continual fine-tuning.
 """
 
 from __future__ import annotations
@@ -26,7 +28,15 @@ def run(args) -> int:
     if cfg.study:  # a trade-off study: one run per system, then all of them side by side
         from tunelab.experiments.study import run_study
 
-        print(run_study(cfg, resume=args.resume, log=lambda m: print(m, file=sys.stderr)))
+        print(run_study(cfg, resume=args.resume, log=to_stderr))
+        return 0
+    if cfg.seeds:  # one run per training seed, then the system over its seeds against the base model
+        from tunelab.experiments.seeds import compare_seeds, train_seeds
+
+        root = train_seeds(cfg, resume=args.resume, log=to_stderr)
+        if launched_world().main:
+            compare_seeds(cfg, root, log=to_stderr)
+            print(root)  # stdout: the seeds folder alone, for scripts
         return 0
     if cfg.stages:  # continual fine-tuning: one run per stage, then the task x stage matrix
         from tunelab.experiments import run_continual
@@ -41,6 +51,12 @@ def run(args) -> int:
     print(closing_lines(run_dir, summary, cfg, args), file=sys.stderr)
     print(run_dir)  # stdout: the run folder alone, for scripts
     return 130 if summary.get("status") == "interrupted" else 0
+
+
+def to_stderr(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr)
 
 
 def closing_lines(run, summary: dict, cfg, args) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, PrivateAttr, field_validator
+from typing import Annotated
+
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from tunelab.config.base import StrictModel, check_path_name
 from tunelab.config.data import DataConfig
@@ -15,6 +17,10 @@ from tunelab.config.train import TrainConfig
 class ExperimentConfig(StrictModel):
     name: str = "run"
     seed: int = 42
+    # Train the same system once per seed; each seed is its own run folder
+    # <output_dir>/<name>/seed-<s>/ (tunelab.experiments.seeds). The data split stays the one
+    # `seed` gives: only the training seed (initialisation, data order, dropout) changes.
+    seeds: list[Annotated[int, Field(strict=True, ge=0)]] | None = None
     # Run folders are created as <output_dir>/<name>/.
     output_dir: str = "runs"
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -37,6 +43,28 @@ class ExperimentConfig(StrictModel):
     @classmethod
     def _name_is_a_folder_name(cls, value):
         return check_path_name(value, "run name")  # the run folder is <output_dir>/<name>
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_are_distinct(cls, value):
+        if value is not None and not value:
+            raise ValueError("give at least one seed, e.g. seeds: [0, 1, 2] (or remove the key for one run)")
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"each seed once: {value} lists a seed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _seeds_fit_the_experiment(self):
+        if not self.seeds:
+            return self
+        if self.search is not None:
+            raise ValueError("seeds: a search's trials are single runs; remove 'seeds:' (or 'search:')")
+        if self.stages:
+            raise ValueError("seeds: not supported with 'stages:'; run the continual experiment once per "
+                             "training seed instead (train.seed=N name=...)")
+        if self.train.seed is not None:
+            raise ValueError("seeds: each seed's run sets train.seed itself; remove train.seed")
+        return self
 
     @property
     def config_dir(self) -> str:

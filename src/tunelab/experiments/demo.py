@@ -13,6 +13,12 @@
               the gain-vs-forgetting plot, per-task tables, costs, links to each run's report)
               and a summary table; the report's path is printed last.
 
+`--seeds N` trains every system (both stages) once per training seed, seed, seed + 1, ...
+(the first is the plain demo's): <demo>/<system>/seed-<s>/ with <demo>/<system>/seeds.json
+(experiments/seeds.py). The split, the base model's scores and the test examples stay those of
+`--seed`; compare.json pairs each system over its seeds with the base model (seed and example
+variance in one test), and the readings say whether each comparison holds in every seed.
+
 Everything goes through the public APIs of the pipeline (tunelab.data, tunelab.train,
 tunelab.evaluate, tunelab.metrics, tunelab.report); this module only decides what to run and
 prints the story. The data is built in (demo_data/, written for tunelab). Each phase is timed:
@@ -26,9 +32,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tunelab.experiments.demo_results import (items, metric, results_markdown, show_examples, show_forgetting,
-                                              show_numbers, show_phases, show_summary)
-from tunelab.files import write_json, write_text
+from tunelab.experiments.demo_results import (items, metric, paired, show_examples, show_forgetting, show_numbers,
+                                              show_phases, show_summary, write_results)
+from tunelab.files import write_json
 
 DATA_DIR = Path(__file__).resolve().parent / "demo_data"
 MODEL = "smollm2-135m-instruct"
@@ -98,7 +104,8 @@ def eval_task(task: dict, plan: DemoPlan) -> dict:
 # --- training runs -------------------------------------------------------------------------
 
 def run_config(name: str, out: Path, model: str, tasks: list[dict], method: str, plan: DemoPlan, seed: int,
-               steps: int):
+               steps: int, train_seed: int | None = None):
+    """train_seed: the training seed (initialisation, data order) when not `seed`, which also splits."""
     from tunelab.config import load_config
 
     raw = {
@@ -123,6 +130,7 @@ def run_config(name: str, out: Path, model: str, tasks: list[dict], method: str,
             "lora": {"r": 8, "alpha": 16, "target_modules": "all-linear"},
             "checkpoint_every": None,
             "keep_last": 1,
+            "seed": train_seed,
         },
     }
     return load_config(data=raw)
@@ -143,9 +151,17 @@ class DemoState:
     plan: DemoPlan
     model: str
     precision: str = "fp32"  # training precision: choose_precision() at setup
+    train_seeds: list[int] = field(default_factory=list)  # one, `seed`, unless --seeds N
+    train_seed: int = 0  # the training seed of the runs now being trained
     phases: list[Phase] = field(default_factory=list)
-    evaluations: dict = field(default_factory=dict)  # system -> task -> result
-    runs: dict = field(default_factory=dict)  # system -> run folder
+    evaluations: dict = field(default_factory=dict)  # system -> task -> result (this training seed's)
+    runs: dict = field(default_factory=dict)  # system -> run folder (this training seed's)
+    by_seed: dict = field(default_factory=dict)  # training seed -> its systems (system_entries)
+    all_runs: list[Path] = field(default_factory=list)  # every run folder, every seed
+
+    @property
+    def several(self) -> bool:
+        return len(self.train_seeds) > 1
 
     def timed(self, name: str):
         return _Timer(self, name)
@@ -206,24 +222,30 @@ HEADINGS = {"lora-sentiment": "2. Single-task LoRA fine-tuning on sentiment (and
 
 
 def run_demo(seed: int = 0, output: str | Path = "runs", quick: bool = False, model: str = MODEL,
-             full_finetune: bool = True, console=None) -> Path:
-    """Run the whole demo; returns the demo folder (report.html is inside)."""
+             full_finetune: bool = True, console=None, seeds: int = 1) -> Path:
+    """Run the whole demo; returns the demo folder (report.html is inside). seeds: how many
+    training seeds (seed, seed + 1, ...) every system is trained with."""
     from rich.console import Console
 
+    from tunelab.config import UserError
     from tunelab.evaluate import evaluate
     from tunelab.models import resolve_model
 
+    if seeds < 1:
+        raise UserError(f"--seeds {seeds}: train with at least one seed")
     console = console or Console(highlight=False)
     plan = DemoPlan.quick() if quick else DemoPlan()
     plan.full_finetune = plan.full_finetune and full_finetune
     stamp = time.strftime("%Y%m%d-%H%M%S")
     folder = Path(output) / f"demo-seed{seed}-{stamp}"
     folder.mkdir(parents=True, exist_ok=False)
-    state = DemoState(folder=folder, seed=seed, plan=plan, model=model)
+    state = DemoState(folder=folder, seed=seed, plan=plan, model=model, train_seeds=[seed + k for k in range(seeds)])
     started = time.perf_counter()
 
     console.rule("[bold]tunelab demo")
     console.print(f"model {model}, seed {seed}, output {folder}" + (" (quick mode: numbers mean nothing)" if quick else ""))
+    if state.several:
+        console.print(f"training seeds {', '.join(map(str, state.train_seeds))}: every system trained once per seed")
     with state.timed("setup: resolve model") as phase:
         model_path = resolve_model(model)
         state.precision = choose_precision()
@@ -234,30 +256,24 @@ def run_demo(seed: int = 0, output: str | Path = "runs", quick: bool = False, mo
     with state.timed("1. evaluate the base model") as phase:
         base = evaluate(model, eval_tasks(plan), output_dir=folder / "base", **eval_kwargs(state))
         phase.detail = items(base)
-    state.evaluations["base"] = base["tasks"]
     show_examples(console, folder / "base", "sentiment", 3)
     show_numbers(console, "base model", base["tasks"])
 
     order = ["lora-sentiment", "lora-mixture"] + (["full-sentiment"] if plan.full_finetune else []) + \
         ["lora-then-qa"] + (["full-then-qa"] if plan.full_finetune else [])
-    for name in order:
-        console.rule(f"[bold]{HEADINGS[name]}")
-        train_and_measure(state, name, console)
+    for k, train_seed in enumerate(state.train_seeds):
+        state.train_seed, state.runs, state.evaluations = train_seed, {}, {"base": base["tasks"]}
+        if k:
+            console.rule(f"[bold]Training seed {train_seed} ({k + 1} of {seeds}): the same systems again")
+        for name in order:
+            if not k:
+                console.rule(f"[bold]{HEADINGS[name]}")
+            train_and_measure(state, name, console)
+        state.by_seed[train_seed] = system_entries(state)
 
     console.rule("[bold]6. Results")
     with state.timed("write results and reports"):
-        results = collect_results(state, time.perf_counter() - started)
-        write_json(folder / "results.json", results)
-        write_text(folder / "results.md", results_markdown(results))
-        from tunelab.evaluate.compare import compare_runs
-        from tunelab.report import write_report
-
-        for run in state.runs.values():
-            write_report(run)  # each run's own: loss curves, forgetting, predictions before vs after
-        # The demo folder's report.html: every system side by side (compare.json), the trade-off
-        # of gain on sentiment against the change on QA, and links to each run's report.
-        compare_runs([str(folder)], output_dir=folder, tuned_task="sentiment", n_resamples=plan.bootstrap)
-        html, _md = write_report(folder)
+        results, html = write_results(state, time.perf_counter() - started)
     results["phases"] = [asdict(p) for p in state.phases]
     results["wall_s"] = round(time.perf_counter() - started, 1)
     write_json(folder / "results.json", results)
@@ -289,23 +305,27 @@ def train_and_measure(state: DemoState, name: str, console) -> None:
     start = starting_model(state, system)
     tasks = [{"sentiment": sentiment_task(), "qa": qa_task()}[t] for t in system.trained_on]
     steps = plan.second_steps if system.after else plan.steps
-    cfg = run_config(name, folder, start, tasks, system.method, plan, state.seed, steps)
+    # One seed: <demo>/<system>/; several: <demo>/<system>/seed-<s>/ (a seeds folder per system).
+    run_name, parent, which = (f"seed-{state.train_seed}", folder / name, f", seed {state.train_seed}") \
+        if state.several else (name, folder, "")
+    cfg = run_config(run_name, parent, start, tasks, system.method, plan, state.seed, steps, state.train_seed)
     cfg.train.precision = state.precision
-    with state.timed(f"train {name} ({steps} steps)") as phase:
+    with state.timed(f"train {name} ({steps} steps{which})") as phase:
         run = train(cfg)
         summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
         phase.detail = f"{summary.get('steps')} steps, {summary.get('wall_s', 0):.0f}s"
     state.runs[name] = run
-    with state.timed(f"evaluate {name}") as phase:
+    state.all_runs.append(run)
+    with state.timed(f"evaluate {name}{which}") as phase:
         report = measure_forgetting(start, str(run), eval_tasks(plan), tuned_task="sentiment",
                                     output_dir=run / "forgetting", base_results_dir=folder / "base",
                                     **eval_kwargs(state))
         tuned = json.loads((run / "forgetting" / "tuned" / "results.json").read_text(encoding="utf-8"))
         phase.detail = items(tuned)
     entry = {"tasks": tuned["tasks"], "forgetting": report, "summary": summary}
-    if name == "lora-sentiment":
+    if name == "lora-sentiment" and state.train_seed == state.train_seeds[0]:
         show_examples(console, run / "forgetting" / "tuned", "sentiment", 3)
-    show_numbers(console, system.label, tuned["tasks"])
+    show_numbers(console, system.label + which, tuned["tasks"])
     show_forgetting(console, report)
     if system.after:  # the same examples, scored after the first stage and after the second
         first = state.runs[system.after] / "forgetting" / "tuned"
@@ -332,7 +352,8 @@ def starting_model(state: DemoState, system: System) -> str:
     return str(merge_adapter(state.model, first, ModelConfig(name=state.model)))
 
 
-def collect_results(state: DemoState, wall_s: float) -> dict:
+def system_entries(state: DemoState) -> dict:
+    """This training seed's systems: metrics with CIs, paired changes, costs."""
     systems = {}
     for name, entry in state.evaluations.items():
         tasks = entry["tasks"] if name != "base" else entry
@@ -353,9 +374,4 @@ def collect_results(state: DemoState, wall_s: float) -> dict:
             system["after"], system["after_label"] = SYSTEMS[name].after, SYSTEMS[SYSTEMS[name].after].label
             system["vs_previous"] = paired(entry["vs_previous"])
         systems[name] = system
-    return {"seed": state.seed, "model": state.model, "precision": state.precision, "plan": asdict(state.plan),
-            "folder": str(state.folder), "systems": systems, "wall_s": round(wall_s, 1)}
-
-
-def paired(report: dict) -> dict:
-    return {row["task"]: {k: row[k] for k in ("metric", "n", "diff", "ci", "p_value")} for row in report["tasks"]}
+    return systems

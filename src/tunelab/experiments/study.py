@@ -15,6 +15,10 @@ on the tuned task against the change on the others) and the study folder gets co
 compare.md and report.html (report/systems.py: the gain-vs-forgetting plot with paired CIs and the
 Pareto front, metric bars, per-task tables, costs, links to each run's report).
 
+With a top-level `seeds: [0, 1, 2]` every system is trained once per training seed
+(`runs/<system>/seed-<s>/`, with `runs/<system>/seeds.json`: experiments/seeds.py) and compared
+as one system over its seeds (its seed-to-seed variance counts in every test).
+
 Running the same config again continues the study: finished systems are kept, an interrupted
 one resumes from its checkpoint, the comparison is redone over all of them.
 """
@@ -86,7 +90,6 @@ def run_study(cfg, resume: bool = False, log=print) -> Path:
     """Train and score every system, then compare them; returns the study folder."""
     from tunelab.evaluate.compare import compare_runs
     from tunelab.report import write_report
-    from tunelab.train import train
     from tunelab.train.run import run_dir
 
     if cfg.study is None:
@@ -99,18 +102,32 @@ def run_study(cfg, resume: bool = False, log=print) -> Path:
         raise ConfigError(f"{root} already holds a study; pass --resume to continue it, or choose another name")
     root.mkdir(parents=True, exist_ok=True)
     write_resolved(cfg, root)
-    runs = []
-    for i, (name, system_cfg) in enumerate(configs, start=1):
-        run = root / "runs" / name
-        runs.append(run)
-        if finished(run):
-            log(f"study: system {i}/{len(configs)} {name}: done earlier, kept")
-            continue
-        log(f"study: system {i}/{len(configs)} {name}")
-        train(system_cfg, resume=(run / "config.resolved.yaml").exists(), handle_signals=True)
-    base = runs[0] / "forgetting" / "base"  # the base model's scores, the same for every system
-    compare_runs([str(base)] + [str(r) for r in runs], output_dir=root, tuned_task=tuned_task_of(cfg),
+    systems = [train_system(system_cfg, root / "runs" / name, f"study: system {i}/{len(configs)} {name}", resume, log)
+               for i, (name, system_cfg) in enumerate(configs, start=1)]
+    first = systems[0][0] if isinstance(systems[0], list) else systems[0]
+    base = Path(first) / "forgetting" / "base"  # the base model's scores, the same for every system
+    compare_runs([str(base)] + systems, output_dir=root, tuned_task=tuned_task_of(cfg),
                  n_resamples=cfg.forgetting.bootstrap_resamples)
     html, _ = write_report(root)
     log(f"study: {root / 'compare.md'}\nreport: {html}")
     return root
+
+
+def train_system(system_cfg, run: Path, title: str, resume: bool, log) -> str | list[str]:
+    """Train one system unless it finished earlier: its run folder, or with `seeds:` the list of
+    its seed runs (one system to compare_runs)."""
+    if system_cfg.seeds:
+        from tunelab.experiments.seeds import seed_runs, train_seeds
+
+        log(title)
+        return [str(r) for r in seed_runs(train_seeds(system_cfg, resume=resume, log=log))]
+    from tunelab.experiments.seeds import stop_unless_done
+    from tunelab.train import train
+
+    if finished(run):
+        log(f"{title}: done earlier, kept")
+        return str(run)
+    log(title)
+    train(system_cfg, resume=(run / "config.resolved.yaml").exists(), handle_signals=True)
+    stop_unless_done(run, log)  # an interrupted system stops the study (--resume continues it)
+    return str(run)

@@ -153,7 +153,8 @@ def seeds_and_examples(seed_values_a, seed_values_b, example_var: float, n: int,
     alpha = 1 - confidence
     half = _half_width(alpha, var_seed, df_seed, example_var)
     mde = math.hypot((_upper(alpha / 2, df_seed) + _upper(1 - POWER, df_seed)) * math.sqrt(var_seed),
-                     (_upper(alpha / 2, math.inf) + _upper(1 - POWER, math.inf)) * math.sqrt(example_var))
+                     (_upper(alpha / 2, math.inf) + _upper(1 - POWER, math.inf)) * math.sqrt(example_var)) \
+        if var_seed + example_var > 0 else None  # no spread at all: nothing to plan from
     per_seed = per_seed_differences(a, b, seeds_a, seeds_b)
     holds = bool(per_seed) and diff != 0 and all(np.sign(x) == np.sign(diff) for x in per_seed)
     return {"diff": diff, "ci": [diff - half, diff + half], "p_value": _p_value(diff, var_seed, df_seed, example_var),
