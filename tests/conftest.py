@@ -25,8 +25,11 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The real datasets beside the checkout (../shared/data); tests read them in place."""
+    """The real datasets beside the checkout (../shared/data); tests read them in place. In CI
+    their absence fails the test: a skip there would hide a broken setup."""
     if not SHARED_DATA.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{SHARED_DATA} not present (CI has it beside the checkout)")
         pytest.skip(f"{SHARED_DATA} not present")
     return SHARED_DATA
 

@@ -1,7 +1,9 @@
-"""A synthetic but complete run folder: metrics log, summary, eval results and a forgetting report.
+"""Report fixtures that need no model: a complete run folder (metrics log, summary, eval results,
+a forgetting report) and a comparison of several systems, one of them trained over three seeds.
 
-Built through the real writers (evaluate.forgetting.write_forgetting), so the report reads what
-tunelab itself writes, without needing a model."""
+Both are built through the real writers and scorers (evaluate.forgetting.write_forgetting,
+evaluate.compare.compare_runs, the engine's scoring functions), so the report reads what tunelab
+itself writes."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import random
 from pathlib import Path
 
 import pytest
-
+import yaml
 
 def _write_eval(folder: Path, tasks: dict[str, list[float]], predictions: dict[str, list[str]]) -> dict:
     from tunelab.evaluate.scoring import _mean_metric
@@ -69,3 +71,73 @@ def make_run(root: Path) -> Path:
 @pytest.fixture
 def synthetic_run(tmp_path) -> Path:
     return make_run(tmp_path)
+
+
+WORDS = ("the team met on monday to plan the launch and agreed to ship the new release after "
+         "more tests while anna will write notes for the client").split()
+
+
+def _summary(rng: random.Random, reference: str, quality: float) -> str:
+    """A prediction that keeps each reference word with probability `quality`."""
+    return " ".join(w if rng.random() < quality else rng.choice(WORDS) for w in reference.split())
+
+
+def _write_system(folder: Path, quality: float, nll: float, seed: int | None, n: int = 30,
+                  started_from: Path | None = None) -> None:
+    """One system's evaluation folder, scored by the engine's own scorers: "summary" (BLEU, 0-100,
+    and ROUGE-L), "topic" (accuracy of extracted labels) and "text" (token NLL, a loss)."""
+    from tunelab.config.scoring import higher_is_better
+    from tunelab.evaluate.scoring import score_generations, score_perplexity
+
+    data = random.Random(7)  # the examples: the same for every system
+    refs = [" ".join(data.choice(WORDS) for _ in range(data.randint(6, 12))) for _ in range(n)]
+    gold = [data.choice(["business", "science"]) for _ in range(n)]
+    tokens = [data.randint(5, 40) for _ in range(n)]
+    rng = random.Random(hash((quality, nll, seed)) & 0xFFFF)  # the system's own outputs
+    summaries = [{"prediction": _summary(rng, r, quality), "references": [r], "label": None} for r in refs]
+    topics = [{"prediction": g if rng.random() < quality else "sports", "references": [g], "label": g} for g in gold]
+    texts = [{"logprob": -t * (nll + rng.uniform(-0.3, 0.3)), "n_tokens": t, "n_bytes": 4 * t} for t in tokens]
+    scored = {"summary": (summaries, *score_generations(summaries, ["bleu", "rougeL"], n_resamples=200)),
+              "topic": (topics, *score_generations(topics, ["accuracy"], labels=["business", "science"],
+                                                   n_resamples=200)),
+              "text": (texts, *score_perplexity(texts, ["token_nll", "perplexity"], n_resamples=200))}
+    folder.mkdir(parents=True)
+    results = {"tasks": {}}
+    for task, (records, corpus, per) in scored.items():
+        for metric, entry in corpus.items():
+            entry.setdefault("higher_is_better", higher_is_better(metric))
+        with (folder / f"{task}.examples.jsonl").open("w") as f:
+            for i, (r, p) in enumerate(zip(records, per)):
+                f.write(json.dumps({"index": i, "key": f"test:{task}.jsonl:{i + 1}", "prompt": f"{task} {i}",
+                                    "references": r.get("references", []), "prediction": r.get("prediction"),
+                                    "label": r.get("label"), "scores": p}) + "\n")
+        results["tasks"][task] = {"task": task, "n": n, "primary_metric": next(iter(corpus)), "metrics": corpus,
+                                  "labels": ["business", "science"] if task == "topic" else None,
+                                  "examples_file": f"{task}.examples.jsonl"}
+    (folder / "results.json").write_text(json.dumps(results))
+    if seed is not None:  # a training run: its seed, the model it started from, what it trained on
+        model = {"name": str(started_from / "final")} if started_from else {}
+        (folder / "config.resolved.yaml").write_text(yaml.safe_dump({"seed": seed, "train": {"seed": seed},
+                                                                     "model": model}))
+        (folder / "train_keys.json").write_text(json.dumps({"tasks": ["summary"]}))
+
+
+def make_systems(root: Path) -> Path:
+    """compare.json of four systems: a base model, "lora" trained over three seeds, "full", and
+    "full-then-more", a second stage that continued from full's model."""
+    from tunelab.evaluate.compare import compare_runs
+
+    _write_system(root / "base", 0.3, 3.0, None)
+    for s in range(3):
+        _write_system(root / "lora" / f"seed{s}", 0.55 + 0.05 * s, 3.1 + 0.05 * s, s)
+    _write_system(root / "full", 0.75, 3.4, 0)
+    _write_system(root / "full-then-more", 0.8, 3.6, 0, started_from=root / "full")
+    out = root / "compared"
+    compare_runs([str(root / "base"), [str(root / "lora" / f"seed{s}") for s in range(3)], str(root / "full"),
+                  str(root / "full-then-more")], output_dir=str(out), tuned_task="summary", n_resamples=200)
+    return out
+
+
+@pytest.fixture
+def systems_folder(tmp_path) -> Path:
+    return make_systems(tmp_path)

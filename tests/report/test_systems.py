@@ -1,6 +1,13 @@
-"""The pieces of the several-systems report that need no model: the Pareto front and the signs."""
+"""The several-systems report (compare.json), no model needed: the Pareto front, and the page
+against its JSON in Chromium."""
 
-from tunelab.evaluate.compare import better
+import json
+
+from browser_check import render_and_check
+from json_check import check_systems_figures, check_systems_tables
+from page_check import read_page
+
+from tunelab.report import write_report
 from tunelab.report.plots import pareto_front
 
 
@@ -10,8 +17,26 @@ def test_pareto_front_keeps_the_points_no_other_beats_on_both():
     assert pareto_front(points) == [0, 1, 4]  # (-0.05, 0.20) loses to (0.0, 0.30); (-0.20, 0.40) to (-0.10, 0.40)
 
 
-def test_a_lower_is_better_metric_turns_into_an_improvement():
-    perplexity_up = {"diff": 2.5, "ci": [1.0, 4.0], "p_value": 0.01, "n": 30, "higher_is_better": False}
-    assert better(perplexity_up) == {"diff": -2.5, "ci": [-4.0, -1.0], "p_value": 0.01, "n": 30}
-    accuracy_up = {"diff": 0.1, "ci": [0.02, 0.18], "p_value": 0.02, "n": 30, "higher_is_better": True}
-    assert better(accuracy_up)["ci"] == [0.02, 0.18]
+def test_systems_page_equals_compare_json(systems_folder, tmp_path):
+    """A comparison with BLEU (0-100), accuracy and ROUGE (0-1) and losses, one system over three
+    training seeds, one second stage: every number in the tables and every CI in compare.json drawn
+    at its bounds, each seed's value and difference as a dot, and no panel mixing scales."""
+    html_path, md_path = write_report(systems_folder)
+    render_and_check(html_path, tmp_path, ["Systems side by side", "Learning vs forgetting", "Second stages",
+                                           "Per task", "Costs"],
+                     {"plot-systems", "plot-systems-diffs", "plot-trade-off", "plot-continued"})
+    cmp = json.loads((systems_folder / "compare.json").read_text())
+    page = read_page(html_path, tmp_path)
+    rows = len(cmp["rows"])
+    assert rows == 6  # summary: bleu, rougeL; topic: accuracy, macro_f1; text: token_nll, perplexity
+    assert [c["label"] for c in cmp["continued"]] == ["full-then-more"]
+    stages = len(cmp["continued"][0]["tests"])  # each task's primary metric
+    assert check_systems_tables(page, cmp) == rows * 4 + sum(len(p["others"]) for p in cmp["trade_off"]) + stages
+    assert check_systems_figures(page, cmp) == rows * 4 + rows * 3 + len(cmp["trade_off"]) + stages
+    # the seeds reached the page: lora's three seeds, in the table and as dots
+    assert len(cmp["rows"][0]["values"][1]["per_seed"]) == 3 and "seed/trade_off/0" in page["marks"]
+    # BLEU's and accuracy's differences are drawn on separate axes, each loss on its own
+    panels = {m["axes"] for gid, m in page["marks"].items() if gid.startswith("ci/systems-diffs/")}
+    assert panels == {"axes/systems-diffs/0-1", "axes/systems-diffs/0-100", "axes/systems-diffs/token_nll",
+                      "axes/systems-diffs/perplexity"}
+    assert "report_files/systems-diffs.png" in md_path.read_text()

@@ -1,4 +1,5 @@
-"""Run report: one self-contained report.html (plots inlined as base64 PNG) and a report.md.
+"""Run report: one self-contained report.html (figures inlined as SVG, every bar and CI named by its
+gid so that a test can check it against the JSON) and a report.md (figures as PNG files).
 
     from tunelab.report import write_report
     write_report("runs/sst2-lora")   # -> [runs/sst2-lora/report.html, runs/sst2-lora/report.md]

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from tunelab.config.base import UserError
 from tunelab.files import write_text
-from tunelab.metrics.stats import format_p_value, p_clause
 from tunelab.report import experiments, plots, systems
 from tunelab.report.text import fmt as _fmt
+from tunelab.report.text import mde_text, p_with_test, scale_of
 
 COST_ROWS = [("method", "method"), ("base_model", "base model"), ("status", "status"), ("steps", "steps"),
              ("wall_s", "wall time (s)"), ("train_tokens", "training tokens"),
@@ -54,13 +54,15 @@ def collect(run_dir: str | Path) -> dict:
         for row in forgetting["tasks"]:
             base = {e["key"]: e for e in _jsonl(Path(forgetting["base_dir"]) / f"{row['task']}.examples.jsonl")}
             tuned = _jsonl(Path(forgetting["tuned_dir"]) / f"{row['task']}.examples.jsonl")
+            # the per-example score behind the metric (older files lack score_key: the metric's own name)
+            key = row.get("score_key") or row["metric"]
             for e in tuned[:EXAMPLES_PER_TASK]:
                 b = base.get(e["key"], {})
                 examples.append({"task": row["task"], "key": e["key"], "prompt": e.get("prompt", ""),
                                  "references": e.get("references") or [], "before": b.get("prediction"),
-                                 "after": e.get("prediction"), "metric": row["metric"],
-                                 "score_before": (b.get("scores") or {}).get(row["paired_on"]),
-                                 "score_after": (e.get("scores") or {}).get(row["paired_on"])})
+                                 "after": e.get("prediction"), "score_key": key,
+                                 "score_before": (b.get("scores") or {}).get(key),
+                                 "score_after": (e.get("scores") or {}).get(key)})
     parts = {
         "run": run, "name": run.name,
         "summary": _json(run / "summary.json"),
@@ -97,15 +99,18 @@ def _short(text: str | None, n: int = 400) -> str:
     return text if len(text) <= n else "…" + text[-n:]
 
 
+STYLE = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}"
+         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;"
+         "vertical-align:top}th{background:#f3f3f3}img{max-width:100%;display:block;margin:1em 0}"
+         "figure.plot{margin:1em 0}figure.plot svg{max-width:100%;height:auto;display:block}"
+         ".pred{white-space:pre-wrap;font-family:monospace;font-size:90%}.bad{color:#b00}.good{color:#070}")
+
+
 def render_html(parts: dict, figures: dict, folder: Path) -> str:
     """folder: where report.html goes (links to other reports are relative to it)."""
     e = html.escape
     out = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
-           f"<title>tunelab report: {e(parts['name'])}</title>",
-           "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}"
-           "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;"
-           "vertical-align:top}th{background:#f3f3f3}img{max-width:100%;display:block;margin:1em 0}"
-           ".pred{white-space:pre-wrap;font-family:monospace;font-size:90%}.bad{color:#b00}.good{color:#070}</style>",
+           f"<title>tunelab report: {e(parts['name'])}</title>", f"<style>{STYLE}</style>",
            "</head><body>", f"<h1>tunelab report: {e(parts['name'])}</h1>"]
     if parts["systems"]:
         out += systems.systems_html(parts["systems"], figures, folder)
@@ -116,59 +121,84 @@ def render_html(parts: dict, figures: dict, folder: Path) -> str:
                 if s.get(key) is not None]
         out.append("</table>")
     if figures.get("loss"):
-        out += ["<h2 id='loss'>Loss curves</h2>",
-                f"<img id='plot-loss' alt='loss curves' src='data:image/png;base64,{figures['loss']}'>"]
+        out += ["<h2 id='loss'>Loss curves</h2>", plots.embed(figures["loss"], "loss", "loss curves")]
     if parts["eval"]:
         out += ["<h2 id='metrics'>Metrics</h2>"]
         if figures.get("metrics"):
-            out.append(f"<img id='plot-metrics' alt='metrics with 95% CIs' src='data:image/png;base64,{figures['metrics']}'>")
+            out.append(plots.embed(figures["metrics"], "metrics", "metrics with 95% CIs"))
         out.append("<table id='metrics-table'><tr><th>task</th><th>metric</th><th>value</th><th>95% CI</th><th>n</th></tr>")
         for r in _metric_rows(parts["eval"]):
             out.append(f"<tr><td>{e(r['task'])}</td><td>{e(r['metric'])}</td><td>{_fmt(r['value'])}</td>"
                        f"<td>[{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}]</td><td>{r['n']}</td></tr>")
         out.append("</table>")
-    f = parts["forgetting"]
-    if f:
-        sm = f["summary"]
-        out.append("<h2 id='forgetting'>Forgetting: base vs tuned</h2>")
-        if figures.get("forgetting"):
-            out.append(f"<img id='plot-forgetting' alt='forgetting per task' src='data:image/png;base64,{figures['forgetting']}'>")
-        if sm.get("gain"):
-            g = sm["gain"]
-            out.append(f"<p id='gain'>Gain on the tuned task <b>{e(str(sm['tuned_task']))}</b> ({e(g['metric'])}): "
-                       f"<b>{g['diff']:+.4f}</b> (95% CI [{_fmt(g['ci'][0])}, {_fmt(g['ci'][1])}], {p_clause(g['p_value'])})</p>")
-        if sm.get("average_drop") is not None:
-            out.append(f"<p id='drop'>Average drop over held-out tasks: <b>{sm['average_drop']:+.4f}</b> "
-                       "(base - tuned; positive = worse after tuning)</p>")
-        out.append("<table id='forgetting-table'><tr><th>task</th><th>metric</th><th>n</th><th>base</th><th>tuned</th>"
-                   "<th>diff</th><th>95% CI (paired)</th><th>p</th></tr>")
-        for r in f["tasks"]:
-            cls = "good" if r["improvement"] >= 0 else "bad"
-            out.append(f"<tr><td>{e(r['task'])}</td><td>{e(r['metric'])}</td><td>{r['n']}</td>"
-                       f"<td>{_fmt(r['base']['value'])}</td><td>{_fmt(r['tuned']['value'])}</td>"
-                       f"<td class='{cls}'>{r['diff']:+.4f}</td><td>[{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}]</td>"
-                       f"<td>{format_p_value(r['p_value'])}</td></tr>")
-        out.append("</table>")
+    if parts["forgetting"]:
+        out += forgetting_html(parts["forgetting"], figures)
     if parts["examples"]:
-        out.append("<h2 id='examples'>Example predictions before vs after</h2><table id='examples-table'>"
-                   "<tr><th>task</th><th>prompt (end)</th><th>reference</th><th>before</th><th>after</th></tr>")
-        for x in parts["examples"]:
-            out.append(f"<tr><td>{e(x['task'])}<br><small>{e(x['key'])}</small></td>"
-                       f"<td class='pred'>{e(_short(x['prompt'], 300))}</td>"
-                       f"<td class='pred'>{e(_short((x['references'] or [''])[0], 300))}</td>"
-                       f"<td class='pred'>{e(_short(x['before'], 300))}<br><small>{e(x['metric'])}={_fmt(x['score_before'], 3)}</small></td>"
-                       f"<td class='pred'>{e(_short(x['after'], 300))}<br><small>{e(x['metric'])}={_fmt(x['score_after'], 3)}</small></td></tr>")
-        out.append("</table>")
+        out += examples_html(parts["examples"])
     if parts["continual"]:
         out += experiments.continual_html(parts["continual"])
     if parts["search"]:
         out += experiments.search_html(parts["search"])
-    if parts["eval"] or f or parts["systems"]:
+    if parts["eval"] or parts["forgetting"] or parts["systems"]:
         out.append("<p><small>Every number above is computed from per-example files next to it "
                    "(eval/*.examples.jsonl, forgetting/*/*.examples.jsonl); CIs are percentile bootstrap intervals "
-                   "(docs/evaluation.md).</small></p>")
+                   "unless the test named beside them says otherwise (docs/evaluation.md).</small></p>")
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def _value_ci(v: dict) -> str:
+    ci = v.get("ci")
+    return _fmt(v["value"]) + (f"<br><small>[{_fmt(ci[0])}, {_fmt(ci[1])}]</small>" if ci else "")
+
+
+def forgetting_html(f: dict, figures: dict) -> list[str]:
+    """The forgetting section: the figures, the gain and drop sentences, one table row per task."""
+    e = html.escape
+    sm = f["summary"]
+    out = ["<h2 id='forgetting'>Forgetting: base vs tuned</h2>"]
+    for key, alt in (("forgetting", "tuned - base per task with paired 95% CIs"),
+                     ("forgetting-scores", "base and tuned scores with 95% CIs")):
+        if figures.get(key):
+            out.append(plots.embed(figures[key], key, alt))
+    if sm.get("gain"):
+        g = sm["gain"]
+        row = next((r for r in f["tasks"] if r["task"] == sm["tuned_task"]), {})
+        out.append(f"<p id='gain'>Gain on the tuned task <b>{e(str(sm['tuned_task']))}</b> ({e(g['metric'])}): "
+                   f"<b>{g['diff']:+.4f}</b> (95% CI [{_fmt(g['ci'][0])}, {_fmt(g['ci'][1])}], "
+                   f"{e(p_with_test({'test': row.get('test'), **g}))})</p>")
+    if sm.get("average_drop") is not None:
+        out.append(f"<p id='drop'>Average drop over held-out tasks: <b>{sm['average_drop']:+.4f}</b> "
+                   "(base - tuned; positive = worse after tuning)</p>")
+    mde = any("mde" in r for r in f["tasks"])
+    out.append("<table id='forgetting-table'><tr><th>task</th><th>metric</th><th>n</th><th>base [95% CI]</th>"
+               "<th>tuned [95% CI]</th><th>diff (tuned - base)</th><th>95% CI (paired)</th><th>test, p</th>"
+               + ("<th>could detect (80% power)</th>" if mde else "") + "</tr>")
+    for r in f["tasks"]:
+        cls = "good" if r["improvement"] >= 0 else "bad"
+        scale = " (0-100 scale)" if scale_of(r["metric"], r) == "0-100" else ""
+        out.append(f"<tr><td>{e(r['task'])}</td><td>{e(r['metric'] + scale)}</td><td>{r['n']}</td>"
+                   f"<td>{_value_ci(r['base'])}</td><td>{_value_ci(r['tuned'])}</td>"
+                   f"<td class='{cls}'>{r['diff']:+.4f}</td><td>[{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}]</td>"
+                   f"<td>{e(p_with_test(r))}</td>"
+                   + (f"<td>{e(mde_text(r.get('mde'), r['metric'], r))}</td>" if mde else "") + "</tr>")
+    out.append("</table>")
+    return out
+
+
+def examples_html(examples: list[dict]) -> list[str]:
+    e = html.escape
+    out = ["<h2 id='examples'>Example predictions before vs after</h2><table id='examples-table'>"
+           "<tr><th>task</th><th>prompt (end)</th><th>reference</th><th>before</th><th>after</th></tr>"]
+    for x in examples:
+        score = lambda v: f"<br><small>{e(x['score_key'])}={_fmt(v, 3)}</small>"  # noqa: E731
+        out.append(f"<tr><td>{e(x['task'])}<br><small>{e(x['key'])}</small></td>"
+                   f"<td class='pred'>{e(_short(x['prompt'], 300))}</td>"
+                   f"<td class='pred'>{e(_short((x['references'] or [''])[0], 300))}</td>"
+                   f"<td class='pred'>{e(_short(x['before'], 300))}{score(x['score_before'])}</td>"
+                   f"<td class='pred'>{e(_short(x['after'], 300))}{score(x['score_after'])}</td></tr>")
+    out.append("</table>")
+    return out
 
 
 def render_md(parts: dict, figure_files: dict) -> str:
@@ -180,7 +210,8 @@ def render_md(parts: dict, figure_files: dict) -> str:
         lines += ["## Run and cost", "", "| | |", "|---|---|"]
         lines += [f"| {label} | {_fmt(s.get(key), 3)} |" for key, label in COST_ROWS if s.get(key) is not None]
         lines.append("")
-    for key, title in (("loss", "Loss curves"), ("metrics", "Metrics"), ("forgetting", "Forgetting")):
+    for key, title in (("loss", "Loss curves"), ("metrics", "Metrics"), ("forgetting", "Forgetting"),
+                       ("forgetting-scores", "Base and tuned scores")):
         if key in figure_files:
             lines += [f"![{title}]({figure_files[key]})", ""]
     if parts["eval"]:
@@ -209,33 +240,44 @@ def render_md(parts: dict, figure_files: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def draw_figures(parts: dict) -> dict:
+    """key -> a rendered figure ({"svg", "png"}) or a base64 PNG read from the folder."""
+    drawn = {"loss": plots.loss_curves(parts["events"])}
+    if parts["eval"]:
+        drawn["metrics"] = plots.metric_bars(_metric_rows(parts["eval"]), "metrics with 95% bootstrap CIs")
+    f = parts["forgetting"]
+    if f:
+        drawn["forgetting"] = plots.forgetting_bars(f["tasks"], f["summary"].get("tuned_task"))
+        drawn["forgetting-scores"] = plots.forgetting_scores(f["tasks"], f["summary"].get("tuned_task"))
+    table = parts["systems"]
+    if table:
+        drawn["systems"] = plots.system_bars(table)
+        drawn["systems-diffs"] = plots.system_diffs(table)
+        drawn["continued"] = plots.continued_diffs(table)
+        if table.get("trade_off"):
+            drawn["trade-off"] = plots.gain_vs_change(table["trade_off"], table["tuned_task"],
+                                                      (table.get("labels") or table["runs"])[0])
+    figures = {key: plots.render(fig, key) for key, fig in drawn.items() if fig is not None}
+    if parts["continual"] and parts["continual"]["heatmap"]:
+        figures["matrix"] = parts["continual"]["heatmap"]
+    if parts["search"] and parts["search"]["plot"]:
+        figures["search"] = parts["search"]["plot"]
+    return figures
+
+
 def write_report(run_dir: str | Path, output_dir: str | Path | None = None) -> list[Path]:
     parts = collect(run_dir)
     out = Path(output_dir) if output_dir else parts["run"]
     out.mkdir(parents=True, exist_ok=True)
-    figures = {"loss": plots.loss_curves(parts["events"])}
-    if parts["eval"]:
-        figures["metrics"] = plots.metric_bars(_metric_rows(parts["eval"]), "metrics with 95% bootstrap CIs")
-    if parts["forgetting"]:
-        figures["forgetting"] = plots.forgetting_bars(parts["forgetting"]["tasks"],
-                                                      parts["forgetting"]["summary"].get("tuned_task"))
-    if parts["continual"]:
-        figures["matrix"] = parts["continual"]["heatmap"]
-    if parts["search"]:
-        figures["search"] = parts["search"]["plot"]
-    if parts["systems"]:
-        table = parts["systems"]
-        figures["systems"] = plots.system_bars(table)
-        if table.get("trade_off"):
-            figures["trade_off"] = plots.gain_vs_change(table["trade_off"], table["tuned_task"],
-                                                        (table.get("labels") or table["runs"])[0])
-    figures = {k: v for k, v in figures.items() if v}
-    # report.md links PNG files (markdown viewers rarely show data URIs); report.html inlines them.
+    figures = draw_figures(parts)
+    # report.md links PNG files (markdown viewers rarely show data URIs or inline SVG); report.html
+    # inlines the SVG.
     figure_files = {}
     if figures:
         (out / "report_files").mkdir(exist_ok=True)
-        for key, b64 in figures.items():
-            (out / "report_files" / f"{key}.png").write_bytes(base64.b64decode(b64))
+        for key, fig in figures.items():
+            png = fig["png"] if isinstance(fig, dict) else base64.b64decode(fig)
+            (out / "report_files" / f"{key}.png").write_bytes(png)
             figure_files[key] = f"report_files/{key}.png"
     html_path, md_path = out / "report.html", out / "report.md"
     write_text(html_path, render_html(parts, figures, out))

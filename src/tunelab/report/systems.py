@@ -12,29 +12,40 @@ import html
 import os
 from pathlib import Path
 
-from tunelab.metrics.stats import format_p_value
-from tunelab.report.text import fmt
+from tunelab.report.plots import embed
+from tunelab.report.text import fmt, mde_text, p_with_test
 
 COSTS = [("method", "method"), ("steps", "steps"), ("wall_s", "wall time (s)"), ("train_tokens", "training tokens"),
          ("trainable_params", "trainable parameters"), ("peak_rss_mb", "peak memory (RSS, MB)")]
 
 
 def _value(v: dict | None) -> str:
+    """A system's score: value [95% CI], and with several training seeds each seed's value and their sd."""
     if v is None:
         return "n/a"
     ci = v.get("ci")
-    return fmt(v["value"]) + (f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "")
+    text = fmt(v["value"]) + (f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "")
+    if v.get("per_seed"):
+        text += f"; seeds {', '.join(fmt(x) for x in v['per_seed'])}"
+    if v.get("seed_sd") is not None:
+        text += f"; seed sd {fmt(v['seed_sd'])}"
+    return text
 
 
-def _paired(d: dict | None) -> str:
-    """A paired difference: diff [95% CI], p."""
+def _paired(d: dict | None, metric: str | None = None) -> str:
+    """A paired difference: diff [95% CI], p (the test's name), and what it could detect."""
     if not d:
         return "n/a"
-    return f"{d['diff']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}], p {format_p_value(d['p_value'])}"
+    text = f"{d['diff']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}], {p_with_test(d)}"
+    if metric and d.get("mde") is not None:
+        text += f"; could detect {mde_text(d['mde'], metric, d)}"
+    if d.get("holds_in_every_seed") is not None:
+        text += f"; holds in every seed: {'yes' if d['holds_in_every_seed'] else 'no'}"
+    return text
 
 
-def _test(t: dict | None) -> str:
-    return f"Δ {_paired(t)}" if t else ""
+def _test(t: dict | None, metric: str) -> str:
+    return f"Δ {_paired(t, metric)}" if t else ""
 
 
 def _tone(d: dict | None) -> str:
@@ -63,16 +74,18 @@ def systems_html(table: dict, figures: dict, out: Path) -> list[str]:
         res.append(f"<tr><td>{e(label)}</td><td>{e(name)}</td><td>"
                    + (f"<a href='{e(link)}'>report</a>" if link else "") + "</td></tr>")
     res.append("</table>")
-    if figures.get("systems"):
-        res.append(f"<img id='plot-systems' alt='metrics per system' src='data:image/png;base64,{figures['systems']}'>")
+    for key, alt in (("systems", "metrics per system with 95% CIs"),
+                     ("systems-diffs", "paired differences from the first system with 95% CIs")):
+        if figures.get(key):
+            res.append(embed(figures[key], key, alt))
     if table.get("trade_off"):
         res += trade_off_html(table, figures)
     if table.get("continued"):
-        res += continued_html(table)
+        res += continued_html(table, figures)
     res += ["<h2 id='per-task'>Per task</h2>", "<table id='per-task-table'><tr><th>task</th><th>metric</th>"
             + "".join(f"<th>{e(x)}</th>" for x in labels) + "</tr>"]
     for row in table["rows"]:
-        cells = "".join(f"<td>{_value(v)}<br><small>{e(_test(t))}</small></td>"
+        cells = "".join(f"<td>{e(_value(v))}<br><small>{e(_test(t, row['metric']))}</small></td>"
                         for v, t in zip(row["values"], row["tests"] + [None] * len(labels)))
         res.append(f"<tr><td>{e(row['task'])}</td><td>{e(row['metric'])}{' *' if row['primary'] else ''}</td>{cells}</tr>")
     res.append("</table><p><small>* the task's primary metric.</small></p>")
@@ -91,14 +104,14 @@ def trade_off_html(table: dict, figures: dict) -> list[str]:
            f"<p>Gain on the tuned task <b>{e(table['tuned_task'])}</b> against the change on the other tasks, "
            f"each a paired difference against <b>{e(first)}</b> on the same examples (higher = better; a change "
            "below 0 is forgetting). Systems marked * are on the Pareto front: none of the others is better on both.</p>"]
-    if figures.get("trade_off"):
-        res.append(f"<img id='plot-trade-off' alt='gain vs forgetting' src='data:image/png;base64,{figures['trade_off']}'>")
+    if figures.get("trade-off"):
+        res.append(embed(figures["trade-off"], "trade-off", "gain vs forgetting"))
     res.append("<table id='trade-off-table'><tr><th>system</th><th>gain [95% CI], p</th><th>task</th>"
                "<th>change [95% CI], p</th><th>trained on it</th></tr>")
     for point in table["trade_off"]:
-        gain = _paired(point["gain"])
+        gain = e(_paired(point["gain"], point["gain"] and point["gain"]["metric"]))
         for j, o in enumerate(point["others"] or [None]):
-            change = _paired(o)
+            change = e(_paired(o, o and o["metric"]))
             res.append(f"<tr><td>{e(point['label']) if j == 0 else ''}</td><td>{gain if j == 0 else ''}</td>"
                        f"<td>{e(o['task'] + ' (' + o['metric'] + ')') if o else ''}</td><td{_tone(o)}>{change}</td>"
                        f"<td>{'' if not o else ('no' if o['held_out'] else 'yes')}</td></tr>")
@@ -106,18 +119,21 @@ def trade_off_html(table: dict, figures: dict) -> list[str]:
     return res
 
 
-def continued_html(table: dict) -> list[str]:
+def continued_html(table: dict, figures: dict) -> list[str]:
     """Second stages against the model each continued from: what the later task cost the earlier one."""
     e = html.escape
     res = ["<h2 id='continued'>Second stages</h2>",
            "<p>Each system that continued training from another system's model, paired against that model "
-           "on the same examples (higher = better; below 0 the later training cost the earlier ability).</p>",
-           "<table id='continued-table'><tr><th>system</th><th>continued from</th><th>task</th>"
-           "<th>change [95% CI], p</th></tr>"]
+           "on the same examples (higher = better; below 0 the later training cost the earlier ability).</p>"]
+    if figures.get("continued"):
+        res.append(embed(figures["continued"], "continued", "second stages with paired 95% CIs"))
+    res.append("<table id='continued-table'><tr><th>system</th><th>continued from</th><th>task</th>"
+               "<th>change [95% CI], p</th></tr>")
     for c in table["continued"]:
         for j, t in enumerate(c["tests"]):
             res.append(f"<tr><td>{e(c['label']) if j == 0 else ''}</td><td>{e(c['after_label']) if j == 0 else ''}</td>"
-                       f"<td>{e(t['task'] + ' (' + t['metric'] + ')')}</td><td{_tone(t)}>{_paired(t)}</td></tr>")
+                       f"<td>{e(t['task'] + ' (' + t['metric'] + ')')}</td>"
+                       f"<td{_tone(t)}>{e(_paired(t, t['metric']))}</td></tr>")
     res.append("</table>")
     return res
 
@@ -126,7 +142,8 @@ def systems_md(table: dict, figure_files: dict) -> list[str]:
     from tunelab.evaluate.compare import compare_markdown
 
     lines = ["## Systems side by side", ""]
-    for key, title in (("systems", "Metrics per system"), ("trade_off", "Learning vs forgetting")):
+    for key, title in (("systems", "Metrics per system"), ("systems-diffs", "Differences from the first system"),
+                       ("trade-off", "Learning vs forgetting"), ("continued", "Second stages")):
         if key in figure_files:
             lines += [f"![{title}]({figure_files[key]})", ""]
     body = compare_markdown(table).split("\n", 2)[2]  # without its own title

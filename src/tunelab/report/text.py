@@ -1,6 +1,9 @@
-"""Number formatting shared by the report's HTML and Markdown writers."""
+"""Number formatting and metric scales shared by the report's HTML, Markdown and figures."""
 
 from __future__ import annotations
+
+from tunelab.config.scoring import LOWER_IS_BETTER, PERCENT_SCALE
+from tunelab.metrics.stats import format_p_value
 
 
 def fmt(x, digits: int = 4) -> str:
@@ -13,3 +16,43 @@ def fmt(x, digits: int = 4) -> str:
     if isinstance(x, int) and not isinstance(x, bool):
         return f"{x:,}"
     return str(x)
+
+
+def scale_of(metric: str, entry: dict | None = None) -> str:
+    """The axis a metric can share: "0-100" (BLEU, chrF), "0-1" (accuracy, ROUGE, EM, ...), or the
+    metric's own name for an unbounded lower-is-better one (token_nll, perplexity, bits_per_byte):
+    perplexity and token_nll differ by orders of magnitude, so each gets its own axis.
+    entry: the JSON row or value, whose "scale" / "higher_is_better" (lm-eval metrics carry their
+    own) win over the name."""
+    entry = entry or {}
+    if entry.get("scale") == "0-100" or metric in PERCENT_SCALE:
+        return "0-100"
+    if metric in LOWER_IS_BETTER or entry.get("higher_is_better") is False:
+        return metric
+    return "0-1"
+
+
+def scale_title(scale: str) -> str:
+    if scale == "0-1":
+        return "0-1 scale"
+    if scale == "0-100":
+        return "0-100 scale"
+    return f"{scale} (lower is better)"
+
+
+def mde_text(mde: float | None, metric: str, entry: dict | None = None) -> str:
+    """The smallest change the test could detect (80% power): "≥ 4.1 points" for a 0-1 metric
+    (percentage points, 100 x mde), "≥ 2.30 bleu" for a 0-100 one, "≥ 0.0123 token_nll" for a loss."""
+    if mde is None:
+        return "n/a"
+    scale = scale_of(metric, entry)
+    if scale == "0-1":
+        return f"≥ {100 * mde:.1f} points"
+    return f"≥ {mde:.2f} {metric}" if scale == "0-100" else f"≥ {mde:.4f} {metric}"
+
+
+def p_with_test(d: dict) -> str:
+    """"p = 0.0123 (exact McNemar)": a p-value always beside the name of the test that produced it."""
+    p = format_p_value(d.get("p_value"))
+    clause = f"p {p}" if p.startswith("<") else f"p = {p}"
+    return f"{clause} ({d['test']})" if d.get("test") else clause
