@@ -38,17 +38,20 @@ def test_mcnemar_ci_agrees_with_p_on_edge_cases(b, c, n):
 
 
 def test_mcnemar_ci_agrees_with_p_everywhere():
-    """Every (b, c) with b + c <= 60, and random large tables: never a CI beside a contrary p."""
-    cases = [(b, c, 200) for b in range(61) for c in range(61 - b)]
-    rng = np.random.default_rng(0)
-    cases += [(int(x), int(y), 5000) for x, y in rng.integers(0, 400, size=(200, 2))]
-    for b, c, n in cases:
-        from tunelab.metrics.stats import mcnemar
+    """Every table with b, c <= 80 at n = 5 ... 5,000 (where they fit), and random large tables:
+    never a CI beside a contrary p."""
+    from tunelab.metrics.stats import mcnemar
 
+    cases = [(b, c, n) for n in (5, 50, 200, 5000) for b in range(min(n, 80) + 1) for c in range(min(n - b, 80) + 1)]
+    rng = np.random.default_rng(0)
+    cases += [(int(x), int(y), 5000) for x, y in rng.integers(0, 1500, size=(100, 2))]
+    for b, c, n in cases:
         a, other = binary_pair(b, c, n)
         p = mcnemar(a, other, exact=True)["p_value"]
-        for confidence in (0.9, 0.95, 0.99):
-            assert excludes_zero(mcnemar_interval(b, c, n, confidence)) == (p < 1 - confidence), (b, c, n, confidence)
+        for confidence in (0.9, 0.95):
+            ci = mcnemar_interval(b, c, n, confidence)
+            assert excludes_zero(ci) == (p < 1 - confidence), (b, c, n, confidence)
+            assert ci[0] <= (b - c) / n <= ci[1]
 
 
 def test_the_user_case_five_discordant_pairs_is_not_significant():
@@ -74,14 +77,21 @@ def test_bootstrap_ci_agrees_with_p(n):
 
 
 def test_mcnemar_interval_covers():
-    """1,000 simulated paired 0/1 test sets per setting: the exact conditional interval covers the
-    true difference p10 - p01 at least 95% - 2 points (it is exact-conservative, never liberal)."""
+    """1,000 simulated paired 0/1 test sets per setting, few discordant pairs included: the interval
+    covers the true difference p10 - p01 in 95% - 2 to 95% + 3 points of them (the widening to 0
+    where the exact test does not reject makes it conservative, never liberal; figures in
+    docs/evaluation.md)."""
     rng = np.random.default_rng(1)
-    for n, p10, p01 in ((112, 0.10, 0.04), (60, 0.05, 0.05), (1000, 0.06, 0.03)):
+    for n, p10, p01 in ((112, 0.0, 0.027), (112, 0.01, 0.03), (112, 0.10, 0.04), (60, 0.05, 0.05),
+                        (1000, 0.005, 0.0), (1000, 0.06, 0.03)):
         cells = rng.multinomial(n, [p10, p01, 1 - p10 - p01], size=1000)
-        covered = [mcnemar_interval(int(b), int(c), n)[0] <= p10 - p01 <= mcnemar_interval(int(b), int(c), n)[1]
-                   for b, c, _ in cells]
-        assert 0.93 <= np.mean(covered) <= 0.99, (n, np.mean(covered))
+        covered = []
+        for b, c, _ in cells:
+            lo, hi = mcnemar_interval(int(b), int(c), n)
+            covered.append(lo <= p10 - p01 <= hi)
+        # at p10 = p01 coverage is 1 - the exact test's size, which is below alpha: up to 99%
+        high = 1.0 if p10 == p01 else 0.98
+        assert 0.93 <= np.mean(covered) <= high, (n, p10, p01, np.mean(covered))
 
 
 def simulate(k, l, n, sd_seed, sd_item_system, sd_noise, base, rng, true=0.05):

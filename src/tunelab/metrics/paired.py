@@ -3,14 +3,15 @@
 - `paired_test(a, b)`: per-record scores of two systems on the same records. 0/1 scores get the
   exact McNemar test and its consistent interval (`mcnemar_test`), anything else the paired
   bootstrap (stats.paired_bootstrap: percentile interval and the p-value that inverts it).
-- `mcnemar_test`: exact McNemar at every number of discordant pairs m = b + c, and the
-  Clopper-Pearson interval of b / m (scipy's beta quantiles) mapped to the difference
-  (b - c) / n = (m / n)(2 pi - 1). Clopper-Pearson's bounds are where each one-sided binomial tail
-  equals alpha / 2, and the exact p-value is twice the smaller tail at pi = 1/2, so "the CI excludes
-  0" and "p < alpha" are the same event. The interval is conditional on the observed m (the usual
-  exact conditional interval; Fay 2010, "Two-sided exact tests and matching confidence
-  intervals for discrete data"); its coverage of the unconditional difference is checked by
-  simulation in tests/metrics/test_paired.py.
+- `mcnemar_test`: exact McNemar at every number of discordant pairs m = b + c (p = twice the
+  smaller binomial tail of b under Bin(m, 1/2)), and beside it Tango's score interval for the
+  difference (b - c) / n (Tango 1998; recommended for paired proportions by Newcombe 1998 and
+  Fagerland, Lydersen & Laake 2013), widened to reach 0 whenever the exact test does not reject:
+  "the CI excludes 0" and "p < alpha" are the same event (tests/metrics/test_paired.py checks every
+  table up to 80 + 80 discordant pairs). An interval conditional on m (Clopper-Pearson on b / m,
+  scaled by m / n) would agree with the p by construction, but with few discordant pairs its width
+  is capped at m / n: it covered a difference of 0.027 at n = 112 in 36% of simulated test sets
+  (0.01 vs 0.03: 82%). The score interval covers 95-97% there (simulated in the tests).
 - `seeds_and_examples`: systems trained over several seeds (docs/evaluation.md, "Seeds").
 
 Every result names its test ("test"), and carries n and the minimum detectable effect ("mde":
@@ -37,23 +38,47 @@ def is_binary(*arrays) -> bool:
     return bool(len(values)) and set(values.tolist()) <= {0.0, 1.0}
 
 
-def clopper_pearson(k: int, m: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Exact interval of a binomial proportion k / m (Clopper & Pearson 1934)."""
-    from scipy.stats import beta
+def tango_score(b: int, c: int, n: int, d0: float) -> float:
+    """Tango's score statistic for H0: p10 - p01 = d0 (b = #10, c = #01 of n pairs), with the
+    restricted maximum-likelihood estimate of the discordant cell (Tango 1998; as PropCIs'
+    scoreci.mp, cells named the other way round)."""
+    pa, pb, pc = 2 * n, -b - c + (2 * n - b + c) * d0, -c * d0 * (1 - d0)
+    q = (math.sqrt(max(pb * pb - 4 * pa * pc, 0.0)) - pb) / (2 * pa)
+    var = n * (2 * q + d0 * (1 - d0))
+    gap = b - c - n * d0
+    if var <= 0:
+        return 0.0 if gap == 0 else math.copysign(math.inf, gap)
+    return gap / math.sqrt(var)
 
-    alpha = 1 - confidence
-    lo = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, m - k + 1))
-    hi = 1.0 if k == m else float(beta.ppf(1 - alpha / 2, k + 1, m - k))
-    return lo, hi
+
+def mcnemar_interval(b: int, c: int, n: int, confidence: float = 0.95, p_value: float | None = None) -> list[float]:
+    """The interval of (b - c) / n beside the exact McNemar p: Tango's score interval, widened to
+    reach 0 whenever the exact test does not reject (the exact test is the more conservative,
+    so the CI never claims what the p does not). Bisection on the monotone score."""
+    from scipy.stats import norm
+
+    z = float(norm.isf((1 - confidence) / 2))
+    d = (b - c) / n
+
+    def root(target: float, lo: float, hi: float) -> float:
+        for _ in range(80):  # (hi - lo) / 2^80: far below any printed digit
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if tango_score(b, c, n, mid) > target else (lo, mid)
+        return (lo + hi) / 2
+
+    lo, hi = root(z, -1.0, d), root(-z, d, 1.0)
+    p = mcnemar_exact_p(b, c) if p_value is None else p_value
+    if p >= 1 - confidence:
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+    elif lo <= 0 <= hi:  # the score test is the less conservative: never seen (tests), kept by construction
+        lo, hi = (math.nextafter(0.0, 1.0), hi) if d > 0 else (lo, math.nextafter(0.0, -1.0))
+    return [lo, hi]
 
 
-def mcnemar_interval(b: int, c: int, n: int, confidence: float = 0.95) -> list[float]:
-    """The exact conditional interval of (b - c) / n, consistent with the exact McNemar p."""
-    m = b + c
-    if m == 0:
-        return [0.0, 0.0]
-    lo, hi = clopper_pearson(b, m, confidence)
-    return [m / n * (2 * lo - 1), m / n * (2 * hi - 1)]
+def mcnemar_exact_p(b: int, c: int) -> float:
+    from tunelab.metrics.stats import _binomial_two_sided
+
+    return 1.0 if b + c == 0 else _binomial_two_sided(b, b + c)
 
 
 def mcnemar_test(correct_a, correct_b, confidence: float = 0.95) -> dict:
@@ -64,7 +89,8 @@ def mcnemar_test(correct_a, correct_b, confidence: float = 0.95) -> dict:
     b, c, n = result["b"], result["c"], result["n"]
     if n == 0:
         raise MetricInputError("a paired comparison needs at least one record")
-    return {"diff": (b - c) / n, "ci": mcnemar_interval(b, c, n, confidence), "p_value": result["p_value"],
+    return {"diff": (b - c) / n, "ci": mcnemar_interval(b, c, n, confidence, result["p_value"]),
+            "p_value": result["p_value"],
             "n": n, "test": EXACT_MCNEMAR, "mcnemar": result,
             "mde": mde_mcnemar(n, (b + c) / n, alpha=1 - confidence, power=POWER)}
 
