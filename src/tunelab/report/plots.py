@@ -9,7 +9,7 @@ report.md links. In the SVG every drawn number carries an id (a matplotlib gid) 
     seed/<figure>/<name>         one point per training seed
     point/<figure>/<name>        a point of the gain-vs-change plot
 
-so the page itself shows that every CI in the JSON is drawn, and where (tests/report/figures.py
+so the page itself shows that every CI in the JSON is drawn, and where (tests/report/page_check.py
 reads the bounds back through the tick labels). Metrics on different scales (0-1, 0-100, each
 loss) never share an axis: every figure of values has one panel per scale.
 """
