@@ -226,8 +226,11 @@ def system_cost(runs: list[Path]) -> dict:
     merged = {}
     for key in COST_FIELDS:
         values = [c.get(key) for c in costs]
-        numeric = [v for v in values if isinstance(v, (int, float))]
-        merged[key] = (sum(numeric) / len(numeric)) if numeric and len(numeric) == len(values) else values[0]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if len(set(map(str, values))) == 1 or not numeric:  # the same in every run (parameters, steps, method)
+            merged[key] = values[0]
+        else:
+            merged[key] = round(sum(values) / len(values), 1)
     return {**merged, "runs": len(runs)}
 
 
