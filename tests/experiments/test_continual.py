@@ -34,6 +34,13 @@ def _check_matrix(root):
         sign = 1 if m["higher_is_better"] else -1
         assert m["summary"]["BWT"] == pytest.approx(sign * (r[2][0] - r[1][0]))
         assert m["summary"]["FWT"] == pytest.approx(sign * (r[1][1] - r[0][1]))
+        # BWT's one term as a paired test (the comparison engine): stage 2's model vs stage 1's on
+        # sentiment's examples, the same difference as the matrix holds, with its CI and p
+        test = m["backward_tests"]["sentiment"]
+        assert (test["stage_learned"], test["stage_last"]) == (1, 2) and test["n"] == 6
+        assert test["diff"] == pytest.approx(r[2][0] - r[1][0], abs=1e-9)
+        assert test["ci"][0] <= test["diff"] <= test["ci"][1] and 0 < test["p_value"] <= 1 and "test" in test
+        assert "colour" not in m["backward_tests"]  # learned at the last stage: nothing after it
     loss = out["matrices"]["loss"]["scores"]
     # training stage 1 on sentiment lowers its loss (lr 5e-3 on a random tiny model)
     assert loss[1][0] < loss[0][0]

@@ -73,8 +73,6 @@ def test_seeds_refuse_what_they_cannot_mean(two_tasks):
     raw = dict(two_tasks(), seeds=[0, 1])
     with pytest.raises(ConfigError, match="seeds: each seed's run sets train.seed itself; remove train.seed"):
         load_config(data=dict(raw, train=dict(raw["train"], seed=7)))
-    with pytest.raises(ConfigError, match="seeds: not supported with 'stages:'"):
-        load_config(data=dict(raw, stages=[{"tasks": ["sentiment"]}, {"tasks": ["colour"]}]))
     search = {"space": {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}}
     with pytest.raises(ConfigError, match="seeds: a search's trials are single runs"):
         load_config(data=dict(raw, search=search))
@@ -125,3 +123,27 @@ def test_study_with_seeds_trains_each_system_per_seed(two_tasks):
     for row in (r for r in table["rows"] if r["primary"]):
         assert [len(t["per_seed_diffs"]) for t in row["tests"][1:]] == [2, 2]
     assert [p["system"] for p in table["trade_off"]] == table["runs"][1:]
+
+
+def test_stages_over_seeds_write_the_matrices_over_them(two_tasks, tmp_path, capsys):
+    """`stages:` with `seeds:`: the whole continual experiment once per training seed, then every
+    cell's mean and SD, BWT per seed, and the seed-aware paired test of what stage 2 cost stage 1."""
+    raw = dict(two_tasks(steps=3), seeds=[0, 1])
+    raw["stages"] = [{"name": "sent", "tasks": ["sentiment"]}, {"name": "col", "tasks": ["colour"]}]
+    raw["continual"] = {"eval_limit": 6, "max_new_tokens": 4, "metrics": ["loss"]}
+    config = tmp_path / "cl.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["train", str(config)]) == 0
+    root = tmp_path / "runs" / "cl"
+    assert capsys.readouterr().out.strip() == str(root)
+    assert json.loads((root / "seeds.json").read_text()) == {"seeds": [0, 1], "runs": ["seed-0", "seed-1"]}
+    own = [json.loads((root / f"seed-{s}" / "matrix.json").read_text())["matrices"]["loss"] for s in (0, 1)]
+    assert own[0]["scores"][1] != own[1]["scores"][1]  # two trainings
+    over = json.loads((root / "matrix_over_seeds.json").read_text())["matrices"]["loss"]
+    assert over["mean"][2][0] == pytest.approx((own[0]["scores"][2][0] + own[1]["scores"][2][0]) / 2)
+    assert over["summary"]["BWT"]["per_seed"] == [m["summary"]["BWT"] for m in own]
+    test = over["backward_tests"]["sentiment"]
+    assert test["test"].startswith("seeds") and test["n_seeds"] == [2, 2] and test["n"] == 6
+    assert test["per_seed_diffs"] == pytest.approx([m["scores"][2][0] - m["scores"][1][0] for m in own])
+    assert (test["ci"][0] > 0 or test["ci"][1] < 0) == (test["p_value"] < 0.05)
+    assert "BWT" in (root / "matrix_over_seeds.md").read_text()

@@ -30,6 +30,11 @@ def run(args) -> int:
 
         print(run_study(cfg, resume=args.resume, log=to_stderr))
         return 0
+    if cfg.seeds and cfg.stages:  # the continual experiment once per training seed, then its matrices over them
+        from tunelab.experiments.continual_tests import run_continual_seeds
+
+        print(run_continual_seeds(cfg, resume=args.resume, log=to_stderr))
+        return 0
     if cfg.seeds:  # one run per training seed, then the system over its seeds against the base model
         from tunelab.experiments.seeds import compare_seeds, train_seeds
 

@@ -59,9 +59,6 @@ class ExperimentConfig(StrictModel):
             return self
         if self.search is not None:
             raise ValueError("seeds: a search's trials are single runs; remove 'seeds:' (or 'search:')")
-        if self.stages:
-            raise ValueError("seeds: not supported with 'stages:'; run the continual experiment once per "
-                             "training seed instead (train.seed=N name=...)")
         if self.train.seed is not None:
             raise ValueError("seeds: each seed's run sets train.seed itself; remove train.seed")
         return self

@@ -285,6 +285,11 @@ def write_matrices(root: Path, cfg, tasks: list[str], names: list[str], rows: li
         matrix = build_matrix(values, tasks, names, learned, metric=metric, higher_is_better=higher)
         out["matrices"][key] = matrix.to_dict()
         text.append(format_matrix(matrix))
+    from tunelab.experiments.continual_tests import backward_tests
+
+    for key in out["matrices"]:  # what the later stages cost each earlier task, as paired tests
+        out["matrices"][key]["backward_tests"] = backward_tests([root], tasks, learned, len(names) - 1, key,
+                                                                cfg.continual.bootstrap_resamples)
     write_json(root / "matrix.json", out)
     write_text(root / "matrix.md", "```\n" + "\n\n".join(text) + "\n```\n")
     plot_matrices(out, root / "matrix.png")
