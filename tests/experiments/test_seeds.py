@@ -147,3 +147,9 @@ def test_stages_over_seeds_write_the_matrices_over_them(two_tasks, tmp_path, cap
     assert test["per_seed_diffs"] == pytest.approx([m["scores"][2][0] - m["scores"][1][0] for m in own])
     assert (test["ci"][0] > 0 or test["ci"][1] < 0) == (test["p_value"] < 0.05)
     assert "BWT" in (root / "matrix_over_seeds.md").read_text()
+    from tunelab.report import write_report
+
+    html, md = write_report(root)  # the report reads the matrices over seeds
+    text = md.read_text()
+    assert "mean over training seeds 0, 1" in text and "BWT per seed" in text
+    assert f"{test['diff']:+.4f} [{test['ci'][0]:+.4f}, {test['ci'][1]:+.4f}]" in text and "seeds" in html.read_text()

@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from tunelab.config.scoring import PERCENT_SCALE, higher_is_better
+from tunelab.config.scoring import LOWER_IS_BETTER, PERCENT_SCALE, higher_is_better
 from tunelab.evaluate.scoring import statistic_of
 from tunelab.metrics.paired import paired_test, paired_test_statistic, seed_noise, seeds_and_examples
-
-UNBOUNDED = {"perplexity", "token_nll", "bits_per_byte", "nll"}
 
 
 def paired_keys(*systems: list[dict]) -> list[str]:
@@ -136,7 +134,7 @@ def system_value(entries: list[dict], confidence: float = 0.95) -> dict:
 
 def bounded_improvement(test: dict) -> float | None:
     """The improvement on a common 0-1 scale (0-100 metrics / 100), None for unbounded metrics."""
-    if test["metric"] in UNBOUNDED or (not test.get("higher_is_better", True) and test["metric"] not in PERCENT_SCALE):
+    if test["metric"] in LOWER_IS_BETTER or (not test.get("higher_is_better", True) and test["metric"] not in PERCENT_SCALE):
         return None
     return test["improvement"] / (100.0 if test.get("scale") == "0-100" or test["metric"] in PERCENT_SCALE else 1.0)
 
@@ -167,9 +165,14 @@ def tuned_task(trained: list[set[str] | None], common: list[str], given: str | N
 
 
 def mde_text(row: dict) -> str:
-    """"could see changes of >= 8.9 points" (0-1 metrics in points), "n/a" without an MDE."""
-    mde = row.get("mde")
+    """The smallest change a row's test could detect (80% power): "≥ 4.1 points" for a 0-1 metric
+    (percentage points, 100 x mde), "≥ 2.30 bleu" for a 0-100 one, "≥ 0.0123 token_nll" for an
+    unbounded loss; "n/a" without an mde. Every table and sentence that prints an mde uses this."""
+    mde, metric = row.get("mde"), row.get("metric", "")
     if mde is None:
         return "n/a"
-    percent = row.get("scale") == "0-100"
-    return f">= {mde:.2f}" if percent else f">= {100 * mde:.1f} points"
+    if row.get("scale") == "0-100" or metric in PERCENT_SCALE:
+        return f"≥ {mde:.2f} {metric}"
+    if metric in LOWER_IS_BETTER or row.get("higher_is_better") is False:
+        return f"≥ {mde:.4f} {metric}"
+    return f"≥ {100 * mde:.1f} points"

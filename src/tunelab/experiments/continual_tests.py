@@ -126,6 +126,6 @@ def over_seeds_markdown(out: dict) -> str:
         for task, t in m["backward_tests"].items():
             lines.append(f"- {task}: after the last stage vs after stage {t['stage_learned']} ({t['metric']}): "
                          f"{t['diff']:+.4f} [{t['ci'][0]:+.4f}, {t['ci'][1]:+.4f}] ({p_clause(t['p_value'])}, "
-                         f"{t['test']}; detectable {mde_text(t)})")
+                         f"{t['test']}; could see {mde_text(t)})")
         lines.append("")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+from tunelab.evaluate.comparison import mde_text
 from tunelab.files import write_json, write_text
 from tunelab.metrics.stats import p_clause
 
@@ -176,7 +177,7 @@ def detectable(d: dict) -> str:
     ≥ 14.2 points" (mde: the smallest change it detects 80% of the time at alpha 0.05)."""
     parts = [f"n = {d['n']}"] if d.get("n") is not None else []
     if d.get("mde") is not None:
-        parts.append(f"this test could see changes of ≥ {100 * d['mde']:.1f} points")
+        parts.append(f"this test could see changes of {mde_text(d)}")
     return ", ".join(parts)
 
 

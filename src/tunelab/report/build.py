@@ -8,10 +8,11 @@ import json
 from pathlib import Path
 
 from tunelab.config.base import UserError
+from tunelab.evaluate.comparison import mde_text
 from tunelab.files import write_text
 from tunelab.report import experiments, plots, systems
 from tunelab.report.text import fmt as _fmt
-from tunelab.report.text import mde_text, p_with_test, scale_of
+from tunelab.report.text import p_with_test, scale_of
 
 COST_ROWS = [("method", "method"), ("base_model", "base model"), ("status", "status"), ("steps", "steps"),
              ("wall_s", "wall time (s)"), ("train_tokens", "training tokens"),
@@ -40,6 +41,22 @@ def _jsonl(path: Path) -> list[dict]:
     return out
 
 
+def over_seeds(run: Path) -> dict | None:
+    """A continual experiment over training seeds (matrix_over_seeds.json) in matrix.json's shape:
+    the cells' means as its scores, the mean ACC / BWT / FWT as its summary, per-seed figures beside."""
+    data = _json(run / "matrix_over_seeds.json")
+    if not data:
+        return None
+    matrices = {}
+    for key, m in data["matrices"].items():
+        matrices[key] = {"tasks": data["tasks"], "stages": data["stages"], "scores": m["mean"],
+                         "metric": f"{m['metric']}, mean over training seeds {', '.join(map(str, data['seeds']))}",
+                         "higher_is_better": m["higher_is_better"],
+                         "summary": {k: s["mean"] for k, s in m["summary"].items()},
+                         "seed_summary": m["summary"], "backward_tests": m["backward_tests"]}
+    return {"tasks": data["tasks"], "stages": data["stages"], "learned_at": data["learned_at"], "matrices": matrices}
+
+
 def collect(run_dir: str | Path) -> dict:
     run = Path(run_dir)
     if not run.is_dir():
@@ -47,7 +64,7 @@ def collect(run_dir: str | Path) -> dict:
     forgetting = _json(run / "forgetting" / "forgetting.json")
     eval_dir = next((d for d in (run / "eval", run / "forgetting" / "tuned")
                      if (d / "results.json").exists()), None)
-    matrix, search = _json(run / "matrix.json"), _json(run / "search.json")
+    matrix, search = _json(run / "matrix.json") or over_seeds(run), _json(run / "search.json")
     compared = _json(run / "compare.json")  # several systems side by side (compare, demo, study)
     examples = []
     if forgetting:
@@ -181,7 +198,7 @@ def forgetting_html(f: dict, figures: dict) -> list[str]:
                    f"<td>{_value_ci(r['base'])}</td><td>{_value_ci(r['tuned'])}</td>"
                    f"<td class='{cls}'>{r['diff']:+.4f}</td><td>[{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}]</td>"
                    f"<td>{e(p_with_test(r))}</td>"
-                   + (f"<td>{e(mde_text(r.get('mde'), r['metric'], r))}</td>" if mde else "") + "</tr>")
+                   + (f"<td>{e(mde_text(r))}</td>" if mde else "") + "</tr>")
     out.append("</table>")
     return out
 

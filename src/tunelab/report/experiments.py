@@ -2,7 +2,9 @@
 
 They render what build.collect read from the files tunelab.experiments writes (this package
 never imports it):
-  continual root: matrix.json (R[stage][task], ACC / BWT / FWT) and matrix.png (the heatmap);
+  continual root: matrix.json (R[stage][task], ACC / BWT / FWT, each BWT term's paired test) and
+                  matrix.png (the heatmap); over training seeds matrix_over_seeds.json (its cells'
+                  means, build.collect puts them in matrix.json's shape, with the seeds' SDs);
   study folder:   search.json (summary, best trials), trials.json (one row per trial), search.png.
 """
 
@@ -33,6 +35,26 @@ def _summary_line(m: dict) -> str:
     return "; ".join(parts)
 
 
+def _seed_line(m: dict) -> str | None:
+    """Over training seeds: ACC / BWT / FWT per seed and whether each one's sign holds in every seed."""
+    seeds = m.get("seed_summary")
+    if not seeds:
+        return None
+    return "; ".join(f"{k} per seed {', '.join(_signed(v) for v in s['per_seed'])} "
+                     f"({'same sign in every seed' if s['holds_in_every_seed'] else 'sign differs between seeds'})"
+                     for k, s in seeds.items())
+
+
+def _backward_lines(m: dict) -> list[str]:
+    """Each BWT term as its paired test: the task after the last stage vs after the stage that learned it."""
+    from tunelab.evaluate.comparison import mde_text
+    from tunelab.metrics.stats import p_clause
+
+    return [f"{task}: after stage {t['stage_last']} vs after stage {t['stage_learned']} ({t['metric']}): "
+            f"{t['diff']:+.4f} [{t['ci'][0]:+.4f}, {t['ci'][1]:+.4f}] ({p_clause(t['p_value'])}, {t['test']}; "
+            f"n = {t['n']}; could see {mde_text(t)})" for task, t in (m.get("backward_tests") or {}).items()]
+
+
 def _trial_columns(trials: list[dict]) -> list[str]:
     cols: list[str] = []
     for row in trials:
@@ -54,6 +76,12 @@ def continual_html(c: dict) -> list[str]:
                    + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
         out += ["<tr>" + "".join(f"<td>{e(v)}</td>" for v in row) + "</tr>" for row in rows]
         out.append(f"</table><p>{e(_summary_line(m))}</p>")
+        seed_line = _seed_line(m)
+        if seed_line:
+            out.append(f"<p class='seeds'>{e(seed_line)}</p>")
+        backward = _backward_lines(m)
+        if backward:
+            out.append("<ul class='backward'>" + "".join(f"<li>{e(x)}</li>" for x in backward) + "</ul>")
     if learned:
         out.append("<p><small>learned at stage: " + e(", ".join(f"{t} {s}" for t, s in learned.items()))
                    + "</small></p>")
@@ -88,6 +116,9 @@ def continual_md(c: dict) -> list[str]:
         lines += [f"### {m.get('metric', key)}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines += ["", _summary_line(m), ""]
+        seed_line = _seed_line(m)
+        lines += [seed_line, ""] if seed_line else []
+        lines += [f"- {x}" for x in _backward_lines(m)] + ([""] if m.get("backward_tests") else [])
     return lines
 
 

@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 
 from tunelab.report.plots import embed
-from tunelab.report.text import fmt, mde_text, p_with_test
+from tunelab.evaluate.comparison import mde_text
+from tunelab.report.text import fmt, p_with_test
 
 COSTS = [("method", "method"), ("steps", "steps"), ("wall_s", "wall time (s)"), ("train_tokens", "training tokens"),
          ("trainable_params", "trainable parameters"), ("peak_rss_mb", "peak memory (RSS, MB)")]
@@ -38,7 +39,7 @@ def _paired(d: dict | None, metric: str | None = None) -> str:
         return "n/a"
     text = f"{d['diff']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}], {p_with_test(d)}"
     if metric and d.get("mde") is not None:
-        text += f"; could detect {mde_text(d['mde'], metric, d)}"
+        text += f"; could detect {mde_text({**d, 'metric': metric})}"
     if d.get("holds_in_every_seed") is not None:
         text += f"; holds in every seed: {'yes' if d['holds_in_every_seed'] else 'no'}"
     return text

@@ -40,17 +40,6 @@ def scale_title(scale: str) -> str:
     return f"{scale} (lower is better)"
 
 
-def mde_text(mde: float | None, metric: str, entry: dict | None = None) -> str:
-    """The smallest change the test could detect (80% power): "≥ 4.1 points" for a 0-1 metric
-    (percentage points, 100 x mde), "≥ 2.30 bleu" for a 0-100 one, "≥ 0.0123 token_nll" for a loss."""
-    if mde is None:
-        return "n/a"
-    scale = scale_of(metric, entry)
-    if scale == "0-1":
-        return f"≥ {100 * mde:.1f} points"
-    return f"≥ {mde:.2f} {metric}" if scale == "0-100" else f"≥ {mde:.4f} {metric}"
-
-
 def p_with_test(d: dict) -> str:
     """"p = 0.0123 (exact McNemar)": a p-value always beside the name of the test that produced it."""
     p = format_p_value(d.get("p_value"))
