@@ -1,5 +1,6 @@
-"""`tunelab compare RUN_A RUN_B ...`: one table of metrics with CIs, paired tests and run costs;
-with --output, also report.html (every system side by side, the gain-vs-forgetting plot)."""
+"""`tunelab compare RUN_A RUN_B ...`: one table of metrics with CIs, paired tests (each named, with
+its detectable change) and run costs; with --output, also report.html (every system side by side,
+the gain-vs-forgetting plot)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from tunelab.cli.eval import add_common
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("runs", nargs="+", help="run folders, eval output folders (results.json), or folders holding "
-                        "several systems: a demo folder or an earlier compare --output folder")
+    parser.add_argument("runs", nargs="+", help="run folders, eval output folders (results.json), seeds folders (one "
+                        "system trained over several seeds: its tests count seed and example variance), or folders "
+                        "holding several systems: a demo folder or an earlier compare --output folder")
     add_common(parser)
     parser.add_argument("--output", "-o", help="write compare.json, compare.md and report.html here")
     parser.add_argument("--tuned-task", help="the task the runs were tuned for: the others are the held-out side of "
