@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("tunelab.cli.eval", "evaluate a model, adapter or run on tasks"),
     "forgetting": ("tunelab.cli.forgetting", "base vs tuned on held-out tasks"),
     "compare": ("tunelab.cli.compare", "compare runs with CIs and paired tests"),
+    "interpolate": ("tunelab.cli.interpolate", "sweep weights from base to tuned (WiSE-FT): gain vs forgetting at each alpha"),
     "report": ("tunelab.cli.report", "write report.html and report.md for a run"),
     "tune": ("tunelab.cli.tune", "hyperparameter search with Optuna"),
     "score": ("tunelab.cli.score", "score predictions in a JSONL file"),

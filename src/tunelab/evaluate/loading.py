@@ -2,11 +2,14 @@
 
 The model is loaded lazily: when every answer is in the cache, the weights are never read.
 LoRA-family adapters are merged into the weights for evaluation (one matmul per layer instead
-of three); prompt/prefix tuning stay as PEFT models.
+of three); prompt/prefix tuning stay as PEFT models. With `alpha` set, the merged tuned weights
+are interpolated with the base model's (WiSE-FT, tunelab.models.interpolate): 0 is the base
+model, 1 the model as trained.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +33,13 @@ class ModelSpec:
     run: str | None = None
     # ModelConfig keys for loading (LOAD_OPTIONS): revision, trust_remote_code, allow_pickle, ...
     options: dict = field(default_factory=dict)
+    # WiSE-FT: (1 - alpha) * base + alpha * tuned weights; None = the model as trained
+    alpha: float | None = None
+
+    def __post_init__(self):
+        from tunelab.models.interpolate import check_alpha
+
+        self.alpha = check_alpha(self.alpha)
 
 
 def load_options(model_cfg) -> dict:
@@ -51,10 +61,12 @@ def run_base_model(run: Path) -> str:
 
 
 def model_spec(model: str | None = None, adapter: str | None = None, run: str | None = None,
-               dtype: str = "float32", options: dict | None = None) -> ModelSpec:
+               dtype: str = "float32", options: dict | None = None, alpha: float | None = None) -> ModelSpec:
     """Resolve the CLI's --model/--adapter/--run into one ModelSpec. A run's model is loaded with
-    the run's own load options (model.allow_pickle, trust_remote_code, revision); `options` adds to them."""
+    the run's own load options (model.allow_pickle, trust_remote_code, revision); `options` adds to them.
+    alpha: interpolate the tuned weights with the base's (WiSE-FT), 0 <= alpha <= 1."""
     spec = _model_spec(model, adapter, run, dtype)
+    spec.alpha = check_interpolable(spec, alpha)
     if spec.run:
         spec.options = load_options(run_model_section(Path(spec.run)))
     spec.options.update({k: v for k, v in (options or {}).items() if v not in (None, False)})
@@ -88,11 +100,33 @@ def _model_spec(model: str | None, adapter: str | None, run: str | None, dtype: 
     return ModelSpec(model, adapter=adapter, dtype=dtype, label=Path(adapter).name if adapter else Path(model).name)
 
 
+def check_interpolable(spec: ModelSpec, alpha: float | None) -> float | None:
+    """alpha for this model, or a one-line refusal: no tuned weights, or an adapter that does not
+    merge (prompt/prefix tuning add virtual tokens: nothing in the base to interpolate with)."""
+    from tunelab.models.interpolate import check_alpha
+
+    alpha = check_alpha(alpha)
+    if alpha is None:
+        return None
+    if not spec.adapter and not spec.full_model:
+        raise UserError("alpha interpolates a tuned model with its base: give a run or an adapter")
+    if spec.adapter:
+        config = Path(spec.adapter) / "adapter_config.json"
+        peft_type = str(json.loads(config.read_text(encoding="utf-8")).get("peft_type", "")) if config.exists() else ""
+        if any(t in peft_type for t in ("PROMPT", "PREFIX", "P_TUNING")):
+            raise UserError(f"{spec.adapter}: a {peft_type.lower()} adapter adds virtual tokens and cannot be "
+                            "interpolated with the base weights (only methods that merge: full, LoRA, DoRA, IA3)")
+    return alpha
+
+
 def spec_fingerprint(spec: ModelSpec) -> dict:
     from tunelab.models import resolve_model
 
     weights = spec.full_model or resolve_model(spec.base)
-    return {"model": fingerprint(weights), "adapter": fingerprint(spec.adapter), "dtype": spec.dtype}
+    found = {"model": fingerprint(weights), "adapter": fingerprint(spec.adapter), "dtype": spec.dtype}
+    if spec.alpha is not None:  # the interpolated weights also depend on the base's
+        found.update(alpha=spec.alpha, base=fingerprint(resolve_model(spec.base)))
+    return found
 
 
 @dataclass
@@ -134,6 +168,8 @@ class LazyModel:
                 peft_type = str(getattr(model.peft_config.get("default"), "peft_type", ""))
                 if not any(t in peft_type for t in ("PROMPT", "PREFIX", "P_TUNING")):
                     model = model.merge_and_unload()
+            if self.spec.alpha is not None:
+                model = self.interpolated(model)
             model.eval()
             self._model = model
             self._tokenizer = self._tokenizer or (self.tokenizer if self.adapter_tokenizer() else tok)
@@ -141,6 +177,15 @@ class LazyModel:
             if self.counter is not None:
                 self.counter.model_loads += 1
         return self._model
+
+    def interpolated(self, model):
+        """The merged tuned model moved to (1 - alpha) * base + alpha * tuned (WiSE-FT)."""
+        from tunelab.config.model import ModelConfig
+        from tunelab.models.interpolate import interpolate_, load_base_state
+
+        check_interpolable(self.spec, self.spec.alpha)
+        base = ModelConfig(name=self.spec.base, **self.spec.options)
+        return interpolate_(model, load_base_state(base, self.spec.dtype), self.spec.alpha)
 
     def max_positions(self) -> int | None:
         cfg = getattr(self._model, "config", None)

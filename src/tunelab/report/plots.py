@@ -276,7 +276,8 @@ def continued_diffs(table: dict):
 def gain_vs_change(trade_off: list[dict], tuned_task: str, baseline: str):
     """Learning vs forgetting: gain on the tuned task (y) against the change on the other tasks
     (x), against the first system, with paired 95% CIs; the Pareto front joined; each training
-    seed's own point as a small marker in the system's colour."""
+    seed's own point as a small marker in the system's colour; the points of an interpolation
+    sweep (each with its "alpha") joined in alpha order."""
     points = [(i, p) for i, p in enumerate(trade_off) if p["gain"] and p["change"] is not None]
     if not points:
         return None
@@ -300,6 +301,12 @@ def gain_vs_change(trade_off: list[dict], tuned_task: str, baseline: str):
             ax.plot([s["change"] for s in seeds], [s["gain"] for s in seeds], "o", markersize=4, alpha=0.7,
                     color=colour, linestyle="none", gid=f"seed/trade_off/{i}", zorder=3)
     ax.plot(*zip(*sorted(xy[k] for k in front)), "--", color="grey", linewidth=1, label="Pareto front (*)")
+    # a weight-interpolation sweep (evaluate/interpolation.py): the alphas joined in order, from
+    # the reference (alpha = 0, the origin) to the model as trained
+    curve = sorted((p["alpha"], xy[k]) for k, (_, p) in enumerate(points) if p.get("alpha") is not None)
+    if curve:
+        ax.plot(*zip((0.0, 0.0), *(c for _, c in curve)), "-", color="tab:blue", linewidth=1.2, alpha=0.6,
+                gid="curve/trade_off/interpolation", zorder=2, label="interpolation (alpha 0 to 1)")
     ax.axhline(0, color="black", linewidth=0.7)
     ax.axvline(0, color="black", linewidth=0.7)
     others = sorted({o["task"] for _, p in points for o in p["others"]})

@@ -5,6 +5,8 @@ A merged export is a plain safetensors model folder (config, weights, tokenizer)
 what training used) or cast to bfloat16/float16 after merging, so the merge itself is exact.
 A GGUF export (tunelab.train.gguf) is the same merged model converted by llama.cpp's own
 converter. Every export folder gets a model card (README.md, tunelab.train.model_card).
+With `alpha`, the merged weights are first interpolated with the base model's (WiSE-FT,
+tunelab.models.interpolate): (1 - alpha) * base + alpha * tuned, in float32.
 """
 
 from __future__ import annotations
@@ -100,15 +102,20 @@ def merged_model(model, method: str):
 
 
 def export_run(run: str | Path, merge: bool = False, checkpoint: str = "final", output: str | None = None,
-               dtype: str | None = None, gguf: str | None = None) -> Path:
+               dtype: str | None = None, gguf: str | None = None, alpha: float | None = None) -> Path:
     """Write the export folder and its model card; return the folder.
 
     gguf: None, or "f16" | "bf16" | "q8_0" (implies merging); dtype: the merged or full model's
-    safetensors dtype (float32 default; bf16 | fp16)."""
+    safetensors dtype (float32 default; bf16 | fp16); alpha: interpolate the merged weights with
+    the base's (0 = base, 1 = as trained; needs merge or gguf)."""
+    from tunelab.models.interpolate import check_alpha
     from tunelab.train.gguf import GGUF_TYPES, converter
     from tunelab.train.model_card import write_model_card
 
     run = Path(run)
+    alpha = check_alpha(alpha)
+    if alpha is not None and not (merge or gguf):
+        raise ConfigError("--alpha interpolates merged weights: add --merge (or --gguf)")
     if gguf is not None and gguf not in GGUF_TYPES:
         raise ConfigError(f"--gguf-type {gguf!r}: choose from {', '.join(GGUF_TYPES)}")
     if dtype is not None and dtype not in DTYPES:
@@ -123,10 +130,16 @@ def export_run(run: str | Path, merge: bool = False, checkpoint: str = "final", 
     if kind == "adapter" and dtype not in (None, "float32", "fp32"):
         raise ConfigError("--dtype needs --merge: a PEFT adapter is saved as trained (float32)")
     default = "export-gguf" if kind == "gguf" else "export-merged" if merge else "export-adapter"
+    default += "" if alpha is None else f"-alpha-{alpha:g}"  # beside the as-trained export, not over it
     out = Path(output) if output else run / default
     info = {"kind": kind, "checkpoint": checkpoint, "dtype": DTYPES[dtype or "float32"], "gguf_type": gguf}
     if kind != "adapter":
         model = merged_model(model, cfg.train.method)
+    if alpha is not None:
+        from tunelab.models.interpolate import interpolate_, load_base_state
+
+        model = interpolate_(model, load_base_state(cfg.model, "float32"), alpha)
+        info["alpha"] = alpha
     out.mkdir(parents=True, exist_ok=True)
     if kind == "gguf":
         info["gguf_file"] = write_gguf(model, tokenizer, out, cfg, gguf).name

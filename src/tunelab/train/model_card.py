@@ -191,6 +191,9 @@ def card_text(run: Path, cfg, export: dict) -> str:
     lines = ["---", f"library_name: {library}", f"tags: [tunelab, {cfg.train.method}]", "---", "",
              f"# {cfg.name}: {cfg.train.method} fine-tune of {cfg.model.name}", "",
              f"Exported by tunelab from run `{run.name}` (checkpoint: {export['checkpoint']}) as a {what}.", "",
+             *([f"Weights interpolated with the base model's (WiSE-FT): (1 - alpha) * base + alpha * tuned, "
+                f"alpha = {export['alpha']:g}; the run's evaluation below is of the model as trained (alpha = 1).", ""]
+               if export.get("alpha") is not None else []),
              *base_model_lines(cfg.model.name), "", *data_lines(cfg, summary), "",
              *training_lines(cfg, summary), "", *evaluation_lines(run, export["checkpoint"]),
              *usage_lines(export, cfg.model.name)]
