@@ -268,9 +268,16 @@ def unique_names(paths: list[Path]) -> list[str]:
 
 
 def compare_markdown(table: dict) -> str:
+    return "\n".join(["# Comparison", ""] + compare_sections(table, level=2)) + "\n"
+
+
+def compare_sections(table: dict, level: int = 2) -> list[str]:
+    """compare.md's body as lines, its section headings at `level` (the run report nests them one
+    level deeper than compare.md does)."""
+    h = "#" * level
     names = table["runs"]
     head = "| task | metric | " + " | ".join(names) + " |"
-    lines = ["# Comparison", "", f"Paired tests: each system minus {names[0]} on the same examples "
+    lines = [f"Paired tests: each system minus {names[0]} on the same examples "
              "(diff, 95% CI, p, the test that gave them, and the smallest change it could detect at 80% power; "
              "docs/evaluation.md).", "", head, "|" + "---|" * (len(names) + 2)]
     for row in table["rows"]:
@@ -285,7 +292,7 @@ def compare_markdown(table: dict) -> str:
             cells.append(cell)
         lines.append(f"| {row['task']} | {row['metric']}{' *' if row['primary'] else ''} | " + " | ".join(cells) + " |")
     if table.get("trade_off"):
-        lines += ["", f"## Gain on {table['tuned_task']} vs change on the other tasks", "",
+        lines += ["", f"{h} Gain on {table['tuned_task']} vs change on the other tasks", "",
                   f"Each against {names[0]} on the same examples, higher = better (diff, 95% CI, p, test).",
                   "", "| system | gain | change on the other tasks (average) | per task |", "|---|---|---|---|"]
         for point in table["trade_off"]:
@@ -295,16 +302,16 @@ def compare_markdown(table: dict) -> str:
             change = "n/a" if point["change"] is None else f"{point['change']:+.4f}"
             lines.append(f"| {point['label']} | {_diff(g) if g else 'n/a'} | {change} | {per_task} |")
     if table.get("continued"):
-        lines += ["", "## Second stages: each against the model it continued from", "",
+        lines += ["", f"{h} Second stages: each against the model it continued from", "",
                   "Paired on the same examples, higher = better (diff, 95% CI, p, test).", "",
                   "| system | continued from | change per task |", "|---|---|---|"]
         for c in table["continued"]:
             per_task = "; ".join(f"{t['task']} ({t['metric']}) {_diff(t)}" for t in c["tests"])
             lines.append(f"| {c['label']} | {c['after_label']} | {per_task} |")
-    lines += ["", "## Cost", "", "| run | " + " | ".join(COST_FIELDS) + " |", "|" + "---|" * (len(COST_FIELDS) + 1)]
+    lines += ["", f"{h} Cost", "", "| run | " + " | ".join(COST_FIELDS) + " |", "|" + "---|" * (len(COST_FIELDS) + 1)]
     for name, cost in zip(names, table["costs"]):
         lines.append(f"| {name} | " + " | ".join("n/a" if cost.get(k) is None else str(cost.get(k)) for k in COST_FIELDS) + " |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _diff(d: dict) -> str:

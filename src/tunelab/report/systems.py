@@ -140,12 +140,11 @@ def continued_html(table: dict, figures: dict) -> list[str]:
 
 
 def systems_md(table: dict, figure_files: dict) -> list[str]:
-    from tunelab.evaluate.compare import compare_markdown
+    from tunelab.evaluate.compare import compare_sections
 
     lines = ["## Systems side by side", ""]
     for key, title in (("systems", "Metrics per system"), ("systems-diffs", "Differences from the first system"),
                        ("trade-off", "Learning vs forgetting"), ("continued", "Second stages")):
         if key in figure_files:
             lines += [f"![{title}]({figure_files[key]})", ""]
-    body = compare_markdown(table).split("\n", 2)[2]  # without its own title
-    return lines + [body.replace("\n## ", "\n### ")]
+    return lines + compare_sections(table, level=3) + [""]
