@@ -23,9 +23,9 @@ def test_smollm2_over_two_seeds_is_compared_with_seed_and_example_variance(tmp_p
                             "source": {"path": str(d / "sst2" / "sst2_glue_validation.tsv")},
                             "fields": {"text": "sentence", "label": "label"}, "system_prompt": "Classify sentiment.",
                             "labels": {0: "negative", 1: "positive"}}]},
-        "train": {"method": "lora", "lr": 1e-3, "max_steps": 10, "batch_size": 8, "precision": "auto",
+        "train": {"method": "lora", "lr": 1e-3, "max_steps": 6, "batch_size": 8, "precision": "auto",
                   "progress": "plain", "lora": {"r": 8, "alpha": 16}},
-        "forgetting": {"tuned_task": "sst2", "limit": 24, "bootstrap_resamples": 200, "tasks": [
+        "forgetting": {"tuned_task": "sst2", "limit": 16, "bootstrap_resamples": 200, "tasks": [
             {"name": "sst2", "max_new_tokens": 4},
             f"t0={d}/t0_multitask_mix/rotten_tomatoes_Movie_Expressed_Sentiment.jsonl,max_new_tokens=4"]},
     }))
@@ -35,7 +35,7 @@ def test_smollm2_over_two_seeds_is_compared_with_seed_and_example_variance(tmp_p
     assert json.loads((root / "seeds.json").read_text()) == {"seeds": [0, 1], "runs": ["seed-0", "seed-1"]}
     losses = [[e["loss"] for e in map(json.loads, (root / f"seed-{s}" / "metrics.jsonl").read_text().splitlines())
                if "loss" in e] for s in (0, 1)]
-    assert len(losses[0]) == len(losses[1]) == 10 and losses[0] != losses[1]  # two real trainings
+    assert len(losses[0]) == len(losses[1]) == 6 and losses[0] != losses[1]  # two real trainings
 
     table = json.loads((root / "compare.json").read_text())
     assert table["seed_paths"][1] == [str(root / "seed-0"), str(root / "seed-1")] and table["seeds"][1] == [0, 1]
@@ -44,7 +44,7 @@ def test_smollm2_over_two_seeds_is_compared_with_seed_and_example_variance(tmp_p
     for row in primary.values():
         value, test = row["values"][1], row["tests"][1]
         assert len(value["per_seed"]) == 2 and value["seed_sd"] >= 0
-        assert test["test"].startswith("seeds") and test["n"] == 24 and test["n_seeds"] == [2, 1]
+        assert test["test"].startswith("seeds") and test["n"] == 16 and test["n_seeds"] == [2, 1]
         assert len(test["per_seed_diffs"]) == 2 and isinstance(test["holds_in_every_seed"], bool)
         assert (test["ci"][0] > 0 or test["ci"][1] < 0) == (test["p_value"] < 0.05)
         # each seed's own difference is the one its own forgetting report holds
