@@ -7,23 +7,20 @@ gives the same stream), approximate randomisation draws swap masks as
 n_resamples), and tests check it against a plain loop with the same seed.
 
 One comparison, one test, and a CI that agrees with its p (docs/evaluation.md, "Paired tests"):
-- 0/1 per-record scores (accuracy, exact match): `mcnemar_test`, the exact McNemar test
+- 0/1 per-record scores (accuracy, exact match): `paired.mcnemar_test`, the exact McNemar test
   (b ~ Bin(b + c, 1/2), p = 2 x the smaller tail, at every b + c: McNemar 1947, exact
-  conditional form) with the Clopper-Pearson interval of b / (b + c), scaled to the difference
-  (b - c) / n by the observed discordance (b + c) / n. Clopper-Pearson inverts the same two
-  one-sided binomial tails as the p-value, so the CI excludes 0 exactly when p < 1 - confidence.
+  conditional form) beside Tango's score interval of (b - c) / n, widened to 0 wherever the
+  exact test does not reject, so the CI excludes 0 exactly when p < 1 - confidence.
 - everything else: `paired_bootstrap` / `paired_bootstrap_statistic`, the percentile interval of
   the resampled difference and the p-value that inverts it, p = 2 min(#{d* <= 0}, #{d* >= 0}) / R
   (Efron & Tibshirani 1993, ch. 15-16: the achieved significance level of the percentile
   interval); the interval's ends are the order statistics that make "CI excludes 0" and
   "p < 1 - confidence" the same event (no interpolation between resamples). p is at least 1/R:
   R resamples cannot show less.
-- several training seeds per system: `seeds_and_examples`, a t interval whose variance adds the
-  seed-to-seed variance of each system's score to the example-level variance of the
-  seed-averaged paired difference, with Welch-Satterthwaite degrees of freedom (Satterthwaite
-  1946; Welch 1947; why seeds: Bouthillier et al. 2021). A resampling bootstrap over 3 seeds
-  cannot do this: resampling 3 values with replacement under-covers (checked by simulation in
-  tests/metrics/test_seed_variance.py).
+- several training seeds per system: `paired.seeds_and_examples`: the seed-to-seed variance of
+  each system's score (a Welch t part) and the example-level variance of the seed-averaged paired
+  difference (a z part) in one interval (why seeds: Bouthillier et al. 2021); its coverage is
+  simulated in tests/metrics/test_paired.py.
 - approx_randomization (Noreen 1989; Riezler & Maxwell 2005) and the chi-square McNemar are kept
   for `tunelab score --compare`'s JSON, which lists them beside the chosen test.
 Ties in the p-value counts use a relative tolerance of 1e-12 so that float round-off in the
