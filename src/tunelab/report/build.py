@@ -184,7 +184,11 @@ def forgetting_html(f: dict, figures: dict) -> list[str]:
         out.append(f"<p id='gain'>Gain on the tuned task <b>{e(str(sm['tuned_task']))}</b> ({e(g['metric'])}): "
                    f"<b>{g['diff']:+.4f}</b> (95% CI [{_fmt(g['ci'][0])}, {_fmt(g['ci'][1])}], "
                    f"{e(p_with_test({'test': row.get('test'), **g}))})</p>")
-    if sm.get("average_drop") is not None:
+    if sm.get("held_out_change") is not None:
+        out.append(f"<p id='held-out'>Held-out change ({e(', '.join(sm['held_out_change_tasks']))}): "
+                   f"<b>{sm['held_out_change']:+.4f}</b> (mean improvement on a 0-1 scale; negative = worse after "
+                   "tuning; docs/evaluation.md)</p>")
+    elif sm.get("average_drop") is not None:  # a forgetting.json written before the held-out change
         out.append(f"<p id='drop'>Average drop over held-out tasks: <b>{sm['average_drop']:+.4f}</b> "
                    "(base - tuned; positive = worse after tuning)</p>")
     mde = any("mde" in r for r in f["tasks"])
