@@ -111,3 +111,18 @@ def task_scoring(kind: str, eval_kind: str | None = None, metrics: list[str] | N
 
 def higher_is_better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER
+
+
+def scale_of(metric: str, entry: dict | None = None) -> str:
+    """The scale a metric is on: "0-100" (BLEU, chrF), "0-1" (accuracy, ROUGE, EM, ...), or the
+    metric's own name for an unbounded lower-is-better one (token_nll, perplexity, bits_per_byte).
+    The report draws each scale on its own axis (perplexity and token_nll differ by orders of
+    magnitude); the comparison engine averages only the bounded ones and words an MDE by it.
+    entry: the JSON row or value, whose "scale" / "higher_is_better" (lm-eval metrics carry their
+    own) win over the name."""
+    entry = entry or {}
+    if entry.get("scale") == "0-100" or metric in PERCENT_SCALE:
+        return "0-100"
+    if metric in LOWER_IS_BETTER or entry.get("higher_is_better") is False:
+        return metric
+    return "0-1"

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tunelab.config.scoring import LOWER_IS_BETTER, PERCENT_SCALE, higher_is_better
+from tunelab.config.scoring import PERCENT_SCALE, higher_is_better, scale_of
 from tunelab.evaluate.scoring import statistic_of
 from tunelab.metrics.paired import paired_test, paired_test_statistic, seed_noise, seeds_and_examples
 
@@ -134,9 +134,10 @@ def system_value(entries: list[dict], confidence: float = 0.95) -> dict:
 
 def bounded_improvement(test: dict) -> float | None:
     """The improvement on a common 0-1 scale (0-100 metrics / 100), None for unbounded metrics."""
-    if test["metric"] in LOWER_IS_BETTER or (not test.get("higher_is_better", True) and test["metric"] not in PERCENT_SCALE):
+    scale = scale_of(test["metric"], test)
+    if scale not in ("0-1", "0-100"):  # a loss: its own units, never averaged with scores
         return None
-    return test["improvement"] / (100.0 if test.get("scale") == "0-100" or test["metric"] in PERCENT_SCALE else 1.0)
+    return test["improvement"] / (100.0 if scale == "0-100" else 1.0)
 
 
 def held_out_change(tests: list[dict], tuned_task: str | None, trained: set[str] | None = None) -> dict:
@@ -171,8 +172,7 @@ def mde_text(row: dict) -> str:
     mde, metric = row.get("mde"), row.get("metric", "")
     if mde is None:
         return "n/a"
-    if row.get("scale") == "0-100" or metric in PERCENT_SCALE:
-        return f"≥ {mde:.2f} {metric}"
-    if metric in LOWER_IS_BETTER or row.get("higher_is_better") is False:
-        return f"≥ {mde:.4f} {metric}"
-    return f"≥ {100 * mde:.1f} points"
+    scale = scale_of(metric, row)
+    if scale == "0-1":
+        return f"≥ {100 * mde:.1f} points"
+    return f"≥ {mde:.2f} {metric}" if scale == "0-100" else f"≥ {mde:.4f} {metric}"

@@ -8,11 +8,12 @@ import json
 from pathlib import Path
 
 from tunelab.config.base import UserError
+from tunelab.config.scoring import scale_of
 from tunelab.evaluate.comparison import mde_text
 from tunelab.files import write_text
 from tunelab.report import experiments, plots, systems
 from tunelab.report.text import fmt as _fmt
-from tunelab.report.text import p_with_test, scale_of
+from tunelab.report.text import p_with_test
 
 COST_ROWS = [("method", "method"), ("base_model", "base model"), ("status", "status"), ("steps", "steps"),
              ("wall_s", "wall time (s)"), ("train_tokens", "training tokens"),

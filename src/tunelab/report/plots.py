@@ -20,7 +20,8 @@ import io
 import re
 import textwrap
 
-from tunelab.report.text import scale_of, scale_title
+from tunelab.config.scoring import scale_of
+from tunelab.report.text import scale_title
 
 BLUE, GREY, GREEN, RED = "#4c72b0", "#9a9a9a", "#2ca02c", "#d62728"
 WIDTH = 7.5  # inches

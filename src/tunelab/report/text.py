@@ -1,8 +1,7 @@
-"""Number formatting and metric scales shared by the report's HTML, Markdown and figures."""
+"""Number formatting and scale titles shared by the report's HTML, Markdown and figures."""
 
 from __future__ import annotations
 
-from tunelab.config.scoring import LOWER_IS_BETTER, PERCENT_SCALE
 from tunelab.metrics.stats import format_p_value
 
 
@@ -16,20 +15,6 @@ def fmt(x, digits: int = 4) -> str:
     if isinstance(x, int) and not isinstance(x, bool):
         return f"{x:,}"
     return str(x)
-
-
-def scale_of(metric: str, entry: dict | None = None) -> str:
-    """The axis a metric can share: "0-100" (BLEU, chrF), "0-1" (accuracy, ROUGE, EM, ...), or the
-    metric's own name for an unbounded lower-is-better one (token_nll, perplexity, bits_per_byte):
-    perplexity and token_nll differ by orders of magnitude, so each gets its own axis.
-    entry: the JSON row or value, whose "scale" / "higher_is_better" (lm-eval metrics carry their
-    own) win over the name."""
-    entry = entry or {}
-    if entry.get("scale") == "0-100" or metric in PERCENT_SCALE:
-        return "0-100"
-    if metric in LOWER_IS_BETTER or entry.get("higher_is_better") is False:
-        return metric
-    return "0-1"
 
 
 def scale_title(scale: str) -> str:
