@@ -25,7 +25,7 @@ import numpy as np
 
 from tunelab.config.scoring import PERCENT_SCALE, higher_is_better, scale_of
 from tunelab.evaluate.scoring import statistic_of
-from tunelab.metrics.paired import paired_test, paired_test_statistic, seed_noise, seeds_and_examples
+from tunelab.metrics.paired import paired_test, paired_test_statistic, seed_half_width, seed_noise, seeds_and_examples
 
 
 def paired_keys(*systems: list[dict]) -> list[str]:
@@ -94,7 +94,7 @@ def _seeded(metric, rows_a, rows_b, labels, n_resamples, confidence, seed, seeds
         paired_on = f"per-example {metric}, averaged over seeds"
     else:
         score_fn = stat[1]
-        sa = [statistic_of(metric, rows, labels)[0] for rows in rows_a]
+        sa = [stat[0]] + [statistic_of(metric, rows, labels)[0] for rows in rows_a[1:]]  # seed 0's: above
         sb = [statistic_of(metric, rows, labels)[0] for rows in rows_b]
         values_a = np.asarray([float(score_fn(s.sum(axis=0)[None])[0]) for s in sa])
         values_b = np.asarray([float(score_fn(s.sum(axis=0)[None])[0]) for s in sb])
@@ -110,23 +110,20 @@ def _seeded(metric, rows_a, rows_b, labels, n_resamples, confidence, seed, seeds
 
 def system_value(entries: list[dict], confidence: float = 0.95) -> dict:
     """One system's score over its seeds: the mean of the seeds' values, each seed's value, the
-    seed-to-seed SD, and a t interval whose variance adds s^2 / k to the mean per-seed example
-    variance (from each seed's bootstrap CI; seeds see the same examples, so averaging them does
-    not shrink that part)."""
-    from scipy.stats import norm, t
+    seed-to-seed SD, and the interval every seed-aware result uses (metrics/paired.seed_half_width:
+    a t part for the seed variance s^2 / k, k - 1 df, and a z part for the mean per-seed example
+    variance, read from each seed's bootstrap CI; seeds see the same examples, so averaging them
+    does not shrink that part)."""
+    from scipy.stats import norm
 
     values = np.asarray([e["value"] for e in entries], dtype=float)
     k = len(values)
     if k == 1:
         return dict(entries[0])
-    z = norm.ppf(1 - (1 - confidence) / 2)
+    alpha = 1 - confidence
+    z = norm.isf(alpha / 2)
     ex = [((e["ci"][1] - e["ci"][0]) / (2 * z)) ** 2 for e in entries if e.get("ci")]
-    var_seed, var_ex = values.var(ddof=1) / k, float(np.mean(ex)) if ex else 0.0
-    se = float(np.sqrt(var_seed + var_ex))
-    terms = [(var_seed, k - 1)] + ([(var_ex, entries[0].get("n", 1) - 1)] if var_ex > 0 else [])
-    denom = sum(v * v / d for v, d in terms if v > 0 and d > 0)
-    df = (var_seed + var_ex) ** 2 / denom if denom > 0 else np.inf
-    half = float((t(df).ppf if np.isfinite(df) else norm.ppf)(1 - (1 - confidence) / 2)) * se
+    half = seed_half_width(alpha, float(values.var(ddof=1)) / k, k - 1, float(np.mean(ex)) if ex else 0.0)
     mean = float(values.mean())
     return {**{k2: v for k2, v in entries[0].items() if k2 not in ("value", "ci")}, "value": mean,
             "ci": [mean - half, mean + half], "per_seed": values.tolist(), "seed_sd": float(values.std(ddof=1))}

@@ -124,8 +124,10 @@ def _upper(tail: float, df: float) -> float:
     return float(t.isf(tail, df)) if math.isfinite(df) else float(norm.isf(tail))
 
 
-def _half_width(alpha: float, var_seed: float, df_seed: float, example_var: float) -> float:
-    """sqrt((t_{df_seed} * se_seed)^2 + (z * se_examples)^2) at level 1 - alpha."""
+def seed_half_width(alpha: float, var_seed: float, df_seed: float, example_var: float) -> float:
+    """sqrt((t_{df_seed} * se_seed)^2 + (z * se_examples)^2) at level 1 - alpha: the half-width of
+    every interval over training seeds (a difference here, one system's value in
+    evaluate/comparison.system_value)."""
     return math.hypot(_upper(alpha / 2, df_seed) * math.sqrt(var_seed),
                       _upper(alpha / 2, math.inf) * math.sqrt(example_var))
 
@@ -136,7 +138,7 @@ def _p_value(diff: float, var_seed: float, df_seed: float, example_var: float) -
 
     if var_seed + example_var == 0:
         return 1.0 if diff == 0 else 0.0
-    f = lambda y: _half_width(10.0 ** y, var_seed, df_seed, example_var) - abs(diff)  # noqa: E731
+    f = lambda y: seed_half_width(10.0 ** y, var_seed, df_seed, example_var) - abs(diff)  # noqa: E731
     top = math.log10(1.0 - 1e-12)
     if f(top) >= 0:
         return 1.0
@@ -177,7 +179,7 @@ def seeds_and_examples(seed_values_a, seed_values_b, example_var: float, n: int,
     df_seed = var_seed ** 2 / denom if denom > 0 else math.inf
     diff = float(a.mean() - b.mean())
     alpha = 1 - confidence
-    half = _half_width(alpha, var_seed, df_seed, example_var)
+    half = seed_half_width(alpha, var_seed, df_seed, example_var)
     mde = math.hypot((_upper(alpha / 2, df_seed) + _upper(1 - POWER, df_seed)) * math.sqrt(var_seed),
                      (_upper(alpha / 2, math.inf) + _upper(1 - POWER, math.inf)) * math.sqrt(example_var)) \
         if var_seed + example_var > 0 else None  # no spread at all: nothing to plan from
