@@ -236,18 +236,31 @@ def _context(task, module, raw) -> TaskContext:
     return TaskContext(instruction=instruction, labels=labels, label_words=words, label_synonyms=synonyms)
 
 
+def split_ratios(split: SplitConfig, task_ratios: dict | None) -> dict[str, float]:
+    """Each split's ratio: data.split's, with the task's own `ratios` over them."""
+    return {**{s: getattr(split, s) for s in SPLIT_NAMES}, **(task_ratios or {})}
+
+
+def carve_plan(has_source: bool, given) -> tuple[str, list[str]] | None:
+    """Which pool the ratios carve and into which splits: a plain `source` into all three; else
+    the given train file into train plus the splits not given; None when nothing is carved (no
+    train file, or every split given)."""
+    if has_source:
+        return "all", list(SPLIT_NAMES)
+    missing = [s for s in SPLIT_NAMES if s not in given]
+    if "train" not in given or not missing:
+        return None
+    return "train", ["train"] + missing
+
+
 def _assign_splits(task, drafts: dict[str, list], split: SplitConfig, seed: int) -> dict[str, list]:
     """Use given split files; carve the rest (or everything) by the normalised ratios."""
-    ratios = {"train": split.train, "validation": split.validation, "test": split.test}
-    ratios.update(task.ratios or {})
+    ratios = split_ratios(split, task.ratios)
     out = {s: list(drafts.get(s, [])) for s in SPLIT_NAMES}
-    if "all" in drafts:
-        pool, targets = drafts["all"], list(SPLIT_NAMES)
-    else:
-        missing = [s for s in SPLIT_NAMES if s not in drafts]
-        if "train" not in drafts or not missing:
-            return out
-        pool, targets = drafts["train"], ["train"] + missing
+    plan = carve_plan("all" in drafts, drafts)
+    if plan is None:
+        return out
+    pool, targets = drafts[plan[0]], plan[1]
     carve = {s: ratios[s] for s in targets}
     if sum(carve.values()) <= 0:
         raise DataError(f"task '{task.name}': split ratios for {', '.join(targets)} are all zero")

@@ -31,6 +31,7 @@ import yaml
 from tunelab.config.base import UserError, check_path_name
 from tunelab.config.data import SPLIT_NAMES, SplitConfig
 from tunelab.config.evaluate import GenerationConfig
+from tunelab.data.build import carve_plan, split_ratios
 from tunelab.data.templates import absolute_choice
 from tunelab.evaluate.engine import log, score_examples
 from tunelab.evaluate.generation import WorkCounter
@@ -157,23 +158,20 @@ def limit_origin(key: str, section=None) -> dict:
 
 
 def split_rule(spec: dict, split: str, data_split, seed: int) -> dict:
-    """How the scored split was made: the task's own file(s) for it, or carved by the seeded ratios.
-    Restates tunelab.data.build's split assignment (given splits, else data.split ratios with the
-    task's `ratios` over them) so that results.json can say which share of which data was scored."""
+    """How the scored split was made: the task's own file(s) for it, or carved by the seeded ratios
+    (tunelab.data.build's own carve_plan and split_ratios), so that results.json can say which
+    share of which data was scored."""
     task = data_task_config(spec)
-    given = task.get("splits") or {}
-    if task.get("source") is None and split in given:
+    plain = task.get("source") is not None
+    plan = carve_plan(plain, task.get("splits") or {})
+    if plan is None or split not in plan[1]:
         return {"split": split, "rule": "given"}
     defaults = SplitConfig()
     config = data_split if data_split is not None else defaults
-    ratios = {s: getattr(config, s) for s in SPLIT_NAMES}
-    base_default = ratios == {s: getattr(defaults, s) for s in SPLIT_NAMES}
-    ratios.update(task.get("ratios") or {})
-    origin = "data.split" + (" default" if base_default else "")
+    origin = "data.split" + (" default" if split_ratios(config, None) == split_ratios(defaults, None) else "")
     origin += " and the task's ratios" if task.get("ratios") else ""
-    plain = task.get("source") is not None
-    targets = list(SPLIT_NAMES) if plain else ["train"] + [s for s in SPLIT_NAMES if s not in given]
-    total = sum(ratios[t] for t in targets)
+    ratios = split_ratios(config, task.get("ratios"))
+    total = sum(ratios[t] for t in plan[1])
     return {"split": split, "rule": "ratios", "of": "source" if plain else "train", "ratios": ratios,
             "ratios_from": origin, "share": round(ratios[split] / total, 6) if total else 0.0, "seed": seed}
 
