@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 
 from tunelab.config.base import UserError
-from tunelab.evaluate.comparison import compare_metric, held_out_change, mde_text, system_value
+from tunelab.evaluate.comparison import compare_metric, held_out_change, mde_text, sign, system_value
 from tunelab.evaluate.comparison import tuned_task as choose_tuned_task
 from tunelab.evaluate.harness import read_examples
 from tunelab.files import write_json, write_text
@@ -134,7 +134,6 @@ def trade_off(table: dict, tuned: str, trained: list[set[str] | None]) -> list[d
 
 def seed_points(gain: dict, tests: list[dict], tuned: str) -> list[dict]:
     """Each training seed's own (gain, change) point, for the plot (per_seed_diffs, as improvements)."""
-    sign = lambda t: 1.0 if t.get("higher_is_better", True) else -1.0  # noqa: E731
     out = []
     for s, g in enumerate(gain["per_seed_diffs"]):
         per_task = [{**t, "improvement": sign(t) * t["per_seed_diffs"][s]} for t in tests
@@ -215,7 +214,8 @@ def seed_of(run: Path) -> int | None:
     if not cfg_file.exists():
         return None
     data = yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}
-    return ((data.get("train") or {}).get("seed")) if (data.get("train") or {}).get("seed") is not None else data.get("seed")
+    train_seed = (data.get("train") or {}).get("seed")
+    return train_seed if train_seed is not None else data.get("seed")
 
 
 def system_cost(runs: list[Path]) -> dict:

@@ -54,13 +54,17 @@ def compare_metric(metric: str, runs_a: list[dict], runs_b: list[dict], labels: 
         test = _single(metric, rows_a[0], rows_b[0], labels, n_resamples, confidence, seed)
     else:
         test = _seeded(metric, rows_a, rows_b, labels, n_resamples, confidence, seed, seeds)
-    higher = higher_is_better(metric) if higher is None else higher
-    sign = 1.0 if higher else -1.0
-    test.update(metric=metric, score_key=metric, higher_is_better=higher, improvement=sign * test["diff"],
-                improvement_ci=sorted(sign * x for x in test["ci"]))
+    test.update(metric=metric, score_key=metric, higher_is_better=higher_is_better(metric) if higher is None else higher)
+    test.update(improvement=sign(test) * test["diff"], improvement_ci=sorted(sign(test) * x for x in test["ci"]))
     if metric in PERCENT_SCALE:
         test["scale"] = "0-100"
     return test
+
+
+def sign(test: dict) -> float:
+    """The sign rule: +1 where higher is better, -1 for a lower-is-better metric (a loss), so that
+    sign x difference is an improvement."""
+    return 1.0 if test.get("higher_is_better", True) else -1.0
 
 
 def _single(metric, rows_a, rows_b, labels, n_resamples, confidence, seed) -> dict:
