@@ -192,6 +192,15 @@ def check_systems_tables(page: dict, cmp: dict) -> int:
     return checked
 
 
+def check_bar_and_seeds(page: dict, figure: str, name: str, value: float, ci: list, per_seed: list | None,
+                        axes: str) -> int:
+    """One bar with its CI whisker, and each seed's point beside it; returns 1 (one CI checked)."""
+    check_marks(page, figure, name, value, ci, axes)
+    if per_seed:
+        assert_points_drawn(page, f"seed/{figure}/{name}", per_seed)
+    return 1
+
+
 def check_systems_figures(page: dict, cmp: dict) -> int:
     """Every values[i] CI and every tests[i] CI of every row, each seed's value and difference,
     the trade-off's gain CIs and seed points, second stages' CIs; returns the number of CIs checked."""
@@ -199,21 +208,13 @@ def check_systems_figures(page: dict, cmp: dict) -> int:
     for row in cmp["rows"]:
         task, metric = row["task"], row["metric"]
         for i, v in enumerate(row["values"]):
-            if v is None or not v.get("ci"):
-                continue
-            name = f"{task}/{metric}/{i}"
-            check_marks(page, "systems", name, v["value"], v["ci"], f"axes/systems/{task}/{metric}")
-            drawn += 1
-            if v.get("per_seed"):
-                assert_points_drawn(page, f"seed/systems/{name}", v["per_seed"])
+            if v is not None and v.get("ci"):
+                drawn += check_bar_and_seeds(page, "systems", f"{task}/{metric}/{i}", v["value"], v["ci"],
+                                             v.get("per_seed"), f"axes/systems/{task}/{metric}")
         for i, t in enumerate(row["tests"]):
-            if t is None:
-                continue
-            name = f"{task}/{metric}/{i}"
-            check_marks(page, "systems-diffs", name, t["diff"], t["ci"], f"axes/systems-diffs/{scale(metric, t)}")
-            drawn += 1
-            if t.get("per_seed_diffs"):
-                assert_points_drawn(page, f"seed/systems-diffs/{name}", t["per_seed_diffs"])
+            if t is not None:
+                drawn += check_bar_and_seeds(page, "systems-diffs", f"{task}/{metric}/{i}", t["diff"], t["ci"],
+                                             t.get("per_seed_diffs"), f"axes/systems-diffs/{scale(metric, t)}")
     for i, p in enumerate(cmp.get("trade_off") or []):
         if not p["gain"] or p["change"] is None:
             continue
