@@ -36,13 +36,14 @@ def backward_tests(roots: list[Path], tasks: list[str], learned: dict, n_stages:
     from tunelab.evaluate.comparison import compare_metric
     from tunelab.evaluate.harness import read_examples
 
+    # every row scores the same tasks the same way: one results.json says each task's metric and labels
+    scored = json.loads((cell_folder(roots[0], n_stages, kind) / "results.json").read_text(encoding="utf-8"))["tasks"]
     out = {}
     for task in tasks:
         at = learned.get(task)
         if at is None or at >= n_stages:
             continue
-        results = json.loads((cell_folder(roots[0], at, kind) / "results.json").read_text(encoding="utf-8"))
-        info = results["tasks"][task]
+        info = scored[task]
         metric = info["primary_metric"]
         after = [{r["key"]: r for r in read_examples(cell_folder(root, n_stages, kind), task)} for root in roots]
         then = [{r["key"]: r for r in read_examples(cell_folder(root, at, kind), task)} for root in roots]
