@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from tunelab.config.base import StrictModel
 
@@ -89,6 +89,35 @@ class DistributedOptions(StrictModel):
     cpu_offload: bool = False
 
 
+class FisherOptions(StrictModel):
+    """EWC's diagonal Fisher: the data an earlier stage trained on (its train split)."""
+
+    # Task references as in forgetting.tasks: bare names of data.tasks (or of dict entries of
+    # forgetting.tasks), RECIPE=PATH, or task dicts. Their train split is used, never test.
+    tasks: list[str | dict[str, Any]] = []
+    # Examples per task: the first N of its train split (deterministic for the config's seed).
+    examples: int = Field(64, ge=1)
+
+
+class RegularizationOptions(StrictModel):
+    """Keep the weights near where the run started (train/regularize.py): L2-SP or EWC."""
+
+    # l2sp: (weight/2) * sum (theta - theta0)^2; ewc: the same, each term times its Fisher F_i.
+    kind: Literal["l2sp", "ewc"] = "l2sp"
+    # lambda; 0 = plain training, bit-identical.
+    weight: float = Field(ge=0.0)
+    fisher: FisherOptions | None = None  # ewc only
+
+    @model_validator(mode="after")
+    def _fisher_for_ewc(self):
+        if self.kind == "l2sp" and self.fisher is not None:
+            raise ValueError("'fisher' applies to kind ewc only (l2sp weighs every parameter the same)")
+        if self.kind == "ewc" and (self.fisher is None or not self.fisher.tasks):
+            raise ValueError("kind ewc needs fisher.tasks: the tasks whose train split the Fisher is computed "
+                             "on (e.g. fisher: {tasks: [sentiment]})")
+        return self
+
+
 class TrainConfig(StrictModel):
     method: Literal[METHODS] = "lora"  # type: ignore[valid-type]
     lora: LoraOptions = Field(default_factory=LoraOptions)
@@ -139,6 +168,8 @@ class TrainConfig(StrictModel):
     # (elementwise ops) instead of keeping their outputs; bit-identical gradients (train/recompute.py).
     selective_recompute: bool = True
     distributed: DistributedOptions = Field(default_factory=DistributedOptions)
+    # L2-SP or EWC against forgetting (docs/training.md, "Regularised fine-tuning"); none by default.
+    regularization: RegularizationOptions | None = None
 
     eval_every: int | None = Field(None, ge=1)  # steps; validation also runs at each epoch end
     eval_at_start: bool = False  # validate the untrained model first (a baseline in metrics.jsonl)

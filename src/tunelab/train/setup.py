@@ -24,6 +24,7 @@ from tunelab.train.loss import PEFT_FORWARD_METHODS, CompletionLoss
 from tunelab.train.optim import build_optimizer, build_scheduler
 from tunelab.train.probes import check_packing
 from tunelab.train.recompute import enable_selective_recompute
+from tunelab.train.regularize import build_regularizer, check_regularization, save_fisher
 from tunelab.train.progress import Progress
 from tunelab.train.resume import check_resume_config, check_resume_data, data_fingerprint
 from tunelab.train.run import (MetricsLog, RunLock, check_new_run, clear_failed_start, environment, reset_peak_rss,
@@ -168,6 +169,7 @@ def setup(cfg, resume: bool = False, data=None, on_validation=None) -> TrainStat
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process
     check_config(cfg)
+    check_regularization(cfg, accelerator.num_processes)
     run = run_dir(cfg)
     lock = RunLock(run) if resume and main else None  # a live run is refused before any work
     try:
@@ -204,6 +206,9 @@ def setup(cfg, resume: bool = False, data=None, on_validation=None) -> TrainStat
         if t.packing:
             check_packing(model)  # a probe: refused, naming the model type, if packed examples see each other
         loss_model = CompletionLoss(model, architecture, t.method)
+        # theta0 and EWC's Fisher: of the starting weights, before DDP wraps the model (and before restore)
+        regularizer = build_regularizer(cfg, model, loss_model, tokenizer, run, resume, accelerator,
+                                        autocast_for(precision, accelerator.device.type))
         if t.distributed.strategy == "fsdp" and accelerator.num_processes > 1:
             loss_model = shard_model(loss_model, t.distributed, precision, accelerator.device.type)
         else:
@@ -226,7 +231,7 @@ def setup(cfg, resume: bool = False, data=None, on_validation=None) -> TrainStat
                        autocast=autocast_for(precision, accelerator.device.type),
                        trainable=[p for p in model.parameters() if p.requires_grad],
                        scaler=torch.amp.GradScaler(accelerator.device.type) if precision == "fp16" else None,
-                       sharded_checkpoints=t.distributed.strategy == "fsdp")
+                       sharded_checkpoints=t.distributed.strategy == "fsdp", regularizer=regularizer)
     state.val_sets, state.val_examples = validation_sets(data, architecture, t.eval_limit)
     state.log = MetricsLog(run / "metrics.jsonl", enabled=main)
     open_run_files(state, resume, changes, fingerprint)
@@ -246,6 +251,7 @@ def open_run_files(state: TrainState, resume: bool, changes: dict, fingerprint: 
             write_train_keys(state)
         elif resume:
             record_processes(state)
+        save_fisher(state.regularizer, run)  # a Fisher computed by this start (a resume loads it)
     state.accelerator.wait_for_everyone()
     if resume:
         restore(state)
@@ -253,6 +259,10 @@ def open_run_files(state: TrainState, resume: bool, changes: dict, fingerprint: 
             state.log.write({"event": "config_changed", "step": state.counters.step, "changes": changes})
     else:
         state.log.recover(0, say)  # a replaced failed start leaves no events behind
+    if state.regularizer is not None:
+        reg = state.regularizer
+        state.log.write({"event": "regularization", "step": state.counters.step, "kind": reg.kind,
+                         "weight": reg.weight, "fisher": reg.fisher_source})
     if state.counters.step == 0 and not state.counters.logged_data:
         state.log.write({"event": "data", "step": 0, "counts": getattr(state.data, "report", None)})
         state.counters.logged_data = True

@@ -94,6 +94,7 @@ class TrainState:
     trainable: list = field(default_factory=list)  # parameters with requires_grad (clipped each step)
     scaler: Any = None
     sharded_checkpoints: bool = False  # FSDP: checkpoints through torch.distributed.checkpoint
+    regularizer: Any = None  # tunelab.train.regularize.Regularizer (train.regularization), or None
     val_sets: dict = field(default_factory=dict)  # task -> list[Sequence] (validation loss)
     val_examples: dict = field(default_factory=dict)  # task -> list[Example] (validation generation)
     counters: Counters = field(default_factory=Counters)

@@ -78,6 +78,8 @@ def train_step(state, seqs, parts) -> dict:
     loss_sum_local = forward_backward(state, batches, n_global)
     if state.scaler:
         state.scaler.unscale_(state.optimizer)
+    # L2-SP / EWC: the penalty's gradient joins the (averaged) data gradient before clipping
+    penalty = state.regularizer.add_gradient() if state.regularizer is not None else None
     grad_norm = to_float(torch.nn.utils.clip_grad_norm_(state.trainable, t.max_grad_norm or float("inf")))
     stats = all_reduce(torch.tensor([float(loss_sum_local), sum(b.real_tokens for b in batches),
                                      sum(b.padded_tokens for b in batches), sum(b.n_examples for b in batches),
@@ -102,7 +104,8 @@ def train_step(state, seqs, parts) -> dict:
     c.step_in_epoch += 1
     c.train_tokens += int(stats[1])
     dt = time.perf_counter() - t0
-    return {"step": c.step, "epoch": c.epoch, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+    extra = {"penalty": penalty} if penalty is not None else {}
+    return {"step": c.step, "epoch": c.epoch, "loss": loss, **extra, "lr": lr, "grad_norm": grad_norm,
             "tokens_per_s": float(stats[1]) / dt, "real_tokens": int(stats[1]),
             "padding_tokens": int(stats[2] - stats[1]), "label_tokens": int(n_global), "examples": int(stats[3]),
             "step_s": dt, "elapsed_s": time.perf_counter() - state.started, "stop_requested": bool(stats[4] > 0)}
