@@ -91,13 +91,26 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def umask_mode(mode: int = 0o666) -> int:
+    """`mode` as the process's umask lets a new file have it (what open() would give the file)."""
+    try:  # Linux says it without changing it (threads may be creating files meanwhile)
+        with open("/proc/self/status", encoding="ascii") as f:
+            mask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        mask = os.umask(0o022)  # elsewhere, reading the umask means setting it: set it straight back
+        os.umask(mask)
+    return mode & ~mask
+
+
 def write_bytes(path: str | Path, data: bytes) -> Path:
-    """Atomically replace `path` with `data` (temporary file in the same folder, fsync, rename)."""
+    """Atomically replace `path` with `data` (temporary file in the same folder, fsync, rename).
+    The file gets the mode open() would give it (0666 less the umask), not mkstemp's private 0600."""
     path = Path(path)
     with disk_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
+            os.fchmod(fd, umask_mode())
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -109,6 +122,14 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
             raise
     fsync_dir(path.parent)
     return path
+
+
+def stored_path(folder: str | Path, path: str | Path) -> str:
+    """`path` as a file in `folder` records it: relative to `folder` when it is inside it (the
+    folder, a run, can then move or be copied as a whole), else absolute. Readers resolve it with
+    `Path(folder) / stored` (an absolute one stays itself)."""
+    folder, path = Path(folder).resolve(), Path(path).resolve()
+    return str(path.relative_to(folder)) if path.is_relative_to(folder) else str(path)
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -105,6 +105,16 @@ def test_eval_task_name_that_is_a_path_is_refused(capsys, tmp_path, tiny_model_d
 
 
 # -- empty and undecodable data files -----------------------------------------------------------
+# A data path is shown relative to the working folder when that is shorter, else absolute
+# (data/sources.py). Each test picks its working folder, so that what it expects does not depend
+# on where the checkout or pytest's temporary folder sits.
+
+def work_far_below(monkeypatch, tmp_path):
+    """Work from a folder so deep below tmp_path that the relative path back is the longer one."""
+    deep = tmp_path.joinpath(*["d"] * (len(str(tmp_path)) // 3 + 2))
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+
 
 def _empty_parquet(path):
     import pyarrow as pa
@@ -128,7 +138,7 @@ EMPTY_FILES = {
 
 
 @pytest.mark.parametrize("file_name", list(EMPTY_FILES))
-def test_empty_data_file_is_an_error_naming_it(capsys, tmp_path, tiny_model_dir, file_name):
+def test_empty_data_file_is_an_error_naming_it(capsys, monkeypatch, tmp_path, tiny_model_dir, file_name):
     content, why = EMPTY_FILES[file_name]
     path = tmp_path / file_name
     if content is None:
@@ -136,34 +146,38 @@ def test_empty_data_file_is_an_error_naming_it(capsys, tmp_path, tiny_model_dir,
     else:
         path.write_bytes(content)
     config = write_config(tmp_path, tiny_model_dir, task={"source": file_name})
+    monkeypatch.chdir(tmp_path)  # the file is in the working folder: shown by its name alone
     line = cli_error(capsys, "data", "preview", config)
-    assert line == f"tunelab: error: {path}: no records ({why})"
+    assert line == f"tunelab: error: {file_name}: no records ({why})"
     assert "None" not in capsys.readouterr().out
 
 
-def test_non_utf8_csv_names_file_and_line(capsys, tmp_path, tiny_model_dir):
+def test_non_utf8_csv_names_file_and_line(capsys, monkeypatch, tmp_path, tiny_model_dir):
     path = tmp_path / "reviews.csv"
     path.write_bytes(b"text,label\ngood,1\ncaf\xe9 was dull,0\nfine,1\n")
     config = write_config(tmp_path, tiny_model_dir, task={"source": "reviews.csv"})
+    work_far_below(monkeypatch, tmp_path)  # shown absolute
     line = cli_error(capsys, "data", "preview", config)
     assert line == (f"tunelab: error: {path}:3: not UTF-8 text (byte 4 of the line; "
                     f"save the file as UTF-8)")
 
 
-def test_non_utf8_jsonl_names_file_and_line(capsys, tmp_path, tiny_model_dir):
+def test_non_utf8_jsonl_names_file_and_line(capsys, monkeypatch, tmp_path, tiny_model_dir):
     path = tmp_path / "reviews.jsonl"
     path.write_bytes(b'{"text": "good", "label": 1}\n{"text": "bad", "label": 0}\n'
                      b'{"text": "ok", "label": 1}\n{"text": "caf\xe9", "label": 0}\n')
     config = write_config(tmp_path, tiny_model_dir, task={"source": "reviews.jsonl"})
+    work_far_below(monkeypatch, tmp_path)  # shown absolute
     line = cli_error(capsys, "data", "preview", config)
     assert line == f"tunelab: error: {path}:4: not UTF-8 text (byte 14 of the line; save the file as UTF-8)"
 
 
-def test_non_utf8_json_names_file_and_line(capsys, tmp_path, tiny_model_dir):
+def test_non_utf8_json_names_file_and_line(capsys, monkeypatch, tmp_path, tiny_model_dir):
     path = tmp_path / "reviews.json"
     records = json.dumps([{"text": "good", "label": 1}, {"text": "CAFE", "label": 0}], indent=1)
     path.write_bytes(records.encode().replace(b"CAFE", b"caf\xe9"))
     config = write_config(tmp_path, tiny_model_dir, task={"source": "reviews.json"})
+    work_far_below(monkeypatch, tmp_path)  # shown absolute
     line = cli_error(capsys, "data", "preview", config)
     assert line == (f"tunelab: error: {path}:7: not UTF-8 text (byte 15 of the line; "
                     f"save the file as UTF-8)")

@@ -111,8 +111,38 @@ def test_sigkill_after_a_step_then_torn_log_line_and_truncated_checkpoint(tmp_pa
     assert f"checkpoint {run / 'checkpoints' / 'step-6'} is damaged (trainable.safetensors has {size - 100} bytes" \
            in done.stderr
     assert "Traceback" not in done.stderr
+    assert f"falling back to checkpoint {run / 'checkpoints' / 'step-5'}" in done.stderr
+    assert f"resuming {run} from checkpoint step-5 (step 5 of {STEPS})" in done.stderr
     assert next(e for e in events(run) if e.get("event") == "resumed")["checkpoint"] == "step-5"
     assert_same_run(run, reference)
+
+
+def test_a_moved_run_resumes_where_it_is_now(tmp_path, tiny_model_dir, reference):
+    """Killed, moved to another folder, resumed there from a config naming the new place; killed
+    again, moved again, resumed from the folder alone: the run of the reference, bit for bit, and
+    its summary counts the time of all three starts."""
+    import shutil
+
+    config = write(tmp_path, tiny_model_dir)
+    assert inject("step", 8, "train", config).returncode == -signal.SIGKILL
+    second = tmp_path / "disk2" / "runs"
+    second.mkdir(parents=True)
+    shutil.move(tmp_path / "runs" / "run", second / "run")
+    killed = inject("step", 10, "train", config, "--resume", f"output_dir={second}")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert f"resuming {second / 'run'} from checkpoint step-6" in killed.stderr
+    third = tmp_path / "elsewhere" / "moved"
+    third.parent.mkdir()
+    shutil.move(second / "run", third)  # renamed too: the folder's name is not the run's identity
+    done = tunelab("train", third, "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resuming {third} from checkpoint step-" in done.stderr and "Traceback" not in done.stderr
+    assert str(tmp_path / "runs") not in (third / "config.resolved.yaml").read_text()
+    assert_same_run(third, reference)
+    summary = json.loads((third / "summary.json").read_text())
+    assert len(summary["wall_s_per_start"]) == 3 and summary["wall_s_per_start"][0] > 0
+    assert summary["wall_s"] == pytest.approx(sum(summary["wall_s_per_start"]), abs=0.01)
+    assert str(third) in done.stdout and "3 starts" in done.stderr
 
 
 def test_sigkill_before_the_first_checkpoint_starts_the_log_afresh(tmp_path, tiny_model_dir, reference):

@@ -94,17 +94,19 @@ def check_forgetting_page(page: dict, f: dict) -> int:
     return drawn
 
 
-def check_examples_table(page: dict, f: dict) -> int:
-    """Every before/after per-example score is the examples.jsonl score named by score_key."""
+def check_examples_table(page: dict, f: dict, folder: Path | None = None) -> int:
+    """Every before/after per-example score is the examples.jsonl score named by score_key.
+    `folder`: forgetting.json's own, which its relative base_dir/tuned_dir are relative to."""
     header, rows = table(page, "examples-table")
     by_task = {r["task"]: r for r in f["tasks"]}
+    folder_of_json = folder or Path.cwd()
     for cells in rows:
         cell = dict(zip(header, cells))
         task, key = cell["task"].split("\n")
         r = by_task[task]
         score_key = r.get("score_key") or r["metric"]
         for side, folder in (("before", f["base_dir"]), ("after", f["tuned_dir"])):
-            lines = Path(folder, f"{task}.examples.jsonl").read_text().splitlines()
+            lines = Path(folder_of_json, folder, f"{task}.examples.jsonl").read_text().splitlines()
             example = next(e for e in map(json.loads, lines) if e["key"] == key)
             shown = cell[side].split("\n")[-1]  # the score under the prediction (which may be blank)
             assert shown.startswith(f"{score_key}=") and "n/a" not in shown, shown

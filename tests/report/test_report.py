@@ -47,7 +47,7 @@ def test_every_number_and_ci_on_the_page_is_the_json(synthetic_run, tmp_path):
     page = read_page(html_path, tmp_path)
     forgetting = json.loads((synthetic_run / "forgetting" / "forgetting.json").read_text())
     assert check_forgetting_page(page, forgetting) == 3 * 3  # per task: the paired CI, base's and tuned's
-    assert check_examples_table(page, forgetting) == 3 * 3
+    assert check_examples_table(page, forgetting, synthetic_run / "forgetting") == 3 * 3
     results = json.loads((synthetic_run / "forgetting" / "tuned" / "results.json").read_text())
     assert check_metrics(page, results) == 3
     header, rows = page["tables"]["forgetting-table"][0], page["tables"]["forgetting-table"][1:]
@@ -69,7 +69,7 @@ def test_a_forgetting_file_without_the_new_fields_still_renders_its_cis_and_scor
     html_path, _ = write_report(synthetic_run)
     page = read_page(html_path, tmp_path)
     assert check_forgetting_page(page, old) == 9
-    assert check_examples_table(page, old) == 9
+    assert check_examples_table(page, old, path.parent) == 9
     assert "could detect (80% power)" not in page["tables"]["forgetting-table"][0]
 
 

@@ -61,7 +61,7 @@ def test_tuned_run_report_shows_its_forgetting_json(shared_data, tiny_model_dir,
 
     # every number in the tables is the JSON's; every CI drawn at its bounds, on its bar
     assert check_forgetting_page(page, forgetting) == 3 * 3
-    assert check_examples_table(page, forgetting) == 3 * 3  # the scores are numbers, not n/a
+    assert check_examples_table(page, forgetting, run / "forgetting") == 3 * 3  # the scores are numbers, not n/a
     tuned = json.loads((run / "forgetting" / "tuned" / "results.json").read_text())
     assert check_metrics(page, tuned) >= 5  # bleu; accuracy, macro_f1; token_nll, perplexity, bits_per_byte
 

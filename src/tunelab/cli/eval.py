@@ -44,7 +44,8 @@ def add_common(parser) -> None:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", help="alias, local folder or hub id (default: the run's base model)")
+    parser.add_argument("--model", help="alias, local folder or hub id (default: the run's base model, or with "
+                                        "--config the config's model.name)")
     parser.add_argument("--adapter", help="PEFT adapter folder")
     parser.add_argument("--run", help="tunelab run folder (its final/ adapter or model)")
     add_common(parser)
@@ -151,15 +152,30 @@ def print_results(results: dict) -> None:
             print(f"  {metric + scale:18s} {entry['value']:.4f}{ci_text}")
 
 
+def config_model(args, kwargs: dict) -> str | None:
+    """--model; else, with --config and neither --run nor --adapter, the config's model.name and its
+    load options (revision, trust_remote_code, allow_pickle, ...), added to `kwargs`."""
+    if args.model or not args.config or args.run or args.adapter:
+        return args.model
+    from tunelab.config import load_config
+    from tunelab.evaluate.loading import load_options
+
+    model_cfg = load_config(args.config).model
+    flags = {k: v for k, v in kwargs.get("model_options", {}).items() if v}
+    kwargs["model_options"] = {**load_options(model_cfg), **flags}
+    return model_cfg.name
+
+
 def run(args) -> int:
     from tunelab.evaluate.harness import evaluate
     from tunelab.evaluate.shard import launched_world
 
     tasks, kwargs = eval_settings(args)
+    model = config_model(args, kwargs)
     # Under `accelerate launch --num_processes N` the processes split the examples (data parallel,
     # docs/evaluation.md); the main one writes and prints what one process would.
     world = launched_world()
-    results = evaluate(args.model, tasks, adapter=args.adapter, run=args.run, output_dir=args.output, world=world,
+    results = evaluate(model, tasks, adapter=args.adapter, run=args.run, output_dir=args.output, world=world,
                        **kwargs)
     if world.main:
         print_results(results)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("config", help="experiment YAML (model, data, train sections)")
+    parser.add_argument("config", help="experiment YAML (model, data, train sections), or with --resume a run "
+                                       "folder (wherever it now is: its own config.resolved.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. train.lr=1e-4 train.method=dora name=try2")
     parser.add_argument("--resume", action="store_true",
@@ -20,11 +21,10 @@ def run(args) -> int:
     import json
     import sys
 
-    from tunelab.config import load_config
     from tunelab.evaluate.shard import launched_world
     from tunelab.train import train
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = config_of(args)
     if cfg.study:  # a trade-off study: one run per system, then all of them side by side
         from tunelab.experiments.study import run_study
 
@@ -58,19 +58,48 @@ def run(args) -> int:
     return 130 if summary.get("status") == "interrupted" else 0
 
 
+def config_of(args):
+    """The experiment YAML, or a run folder's own config (resumed where the folder now is)."""
+    from pathlib import Path
+
+    from tunelab.config import load_config
+
+    if not Path(args.config).is_dir():
+        return load_config(args.config, args.overrides)
+    if not args.resume:
+        from tunelab.config.base import ConfigError
+
+        raise ConfigError(f"{args.config} is a folder: give an experiment YAML, or --resume to continue the run "
+                          f"in that folder")
+    from tunelab.train.resume import run_folder_config
+
+    return run_folder_config(Path(args.config), args.overrides)
+
+
 def to_stderr(message: str) -> None:
     import sys
 
     print(message, file=sys.stderr)
 
 
+def time_text(summary: dict) -> str:
+    """'95 s (training steps 60 s, 440 tokens/s; 3 starts)': the run's whole wall time over every
+    start, and the training steps' share, which the tokens/s are over."""
+    wall, tokens = summary.get("wall_s") or 0.0, summary.get("train_tokens") or 0
+    training = (summary.get("phase_s") or {}).get("training")
+    starts = len(summary.get("wall_s_per_start") or [1])
+    parts = [f"training steps {training:.0f} s" + (f", {tokens / training:.0f} tokens/s" if training else "")] \
+        if training is not None else ([f"{tokens / wall:.0f} tokens/s"] if wall else [])
+    if starts > 1:
+        parts.append(f"{starts} starts")
+    return f"{wall:.0f} s" + (f" ({'; '.join(parts)})" if parts else "")
+
+
 def closing_lines(run, summary: dict, cfg, args) -> str:
     """What happened, where the result is, and what to run next."""
-    status, steps, wall = summary.get("status", "?"), summary.get("steps"), summary.get("wall_s") or 0.0
-    tokens = summary.get("train_tokens") or 0
-    lines = [f"run {run}: {status}, {steps} steps in {wall:.0f} s"
-             + (f" ({tokens / wall:.0f} tokens/s)" if wall else "")
-             + f", {summary.get('trainable_params', 0):,} trainable parameters"]
+    status = summary.get("status", "?")
+    lines = [f"run {run}: {status}, {summary.get('steps')} steps in {time_text(summary)}"
+             f", {summary.get('trainable_params', 0):,} trainable parameters"]
     best = summary.get("best")
     if best:
         lines.append(f"  best {best['metric']} {best['value']:.4f} at step {best['step']} ({summary['best_checkpoint']})")
@@ -78,8 +107,10 @@ def closing_lines(run, summary: dict, cfg, args) -> str:
     if final.exists():
         kind = "adapter (PEFT)" if (final / "adapter_config.json").exists() else "model (safetensors)"
         lines.append(f"  {kind}: {final}")
-    if (run / "forgetting" / "forgetting.md").exists():
-        lines.append(f"  forgetting: {run / 'forgetting' / 'forgetting.md'}")
+    table = run / "forgetting" / "forgetting.md"
+    if table.exists():  # the table itself (indented, as the other closing lines), then where it is
+        lines += ["", *(f"  {line}" for line in table.read_text(encoding="utf-8").strip().splitlines()), "",
+                  f"  forgetting: {table}"]
     if status == "interrupted":
         again = " ".join(["tunelab train", str(args.config), *args.overrides, "--resume"])
         lines.append(f"  interrupted: continue with  {again}")

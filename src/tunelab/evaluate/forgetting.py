@@ -26,7 +26,7 @@ from tunelab.evaluate.comparison import tuned_task as choose_tuned_task
 from tunelab.evaluate.harness import evaluate, limit_origin, read_examples, run_training_data, training_data
 from tunelab.evaluate.loading import model_spec, run_base_model
 from tunelab.evaluate.shard import ONE, World
-from tunelab.files import write_json, write_text
+from tunelab.files import stored_path, write_json, write_text
 from tunelab.metrics.stats import format_p_value, p_clause
 
 
@@ -91,7 +91,9 @@ def write_forgetting(base_res: dict, tuned_res: dict, base_dir: Path, tuned_dir:
             for name in base_res["tasks"] if name in tuned_res["tasks"]]
     report = {"base": base_label, "tuned": tuned_label, "base_dir": str(base_dir), "tuned_dir": str(tuned_dir),
               "n_resamples": n_resamples, "tasks": rows, "summary": summarize(rows, tuned_task)}
-    write_json(out / "forgetting.json", report)
+    # the file names its folders relative to itself when they are inside its folder (a run that moves)
+    write_json(out / "forgetting.json", {**report, "base_dir": stored_path(out, base_dir),
+                                         "tuned_dir": stored_path(out, tuned_dir)})
     write_text(out / "forgetting.md", forgetting_markdown(report))
     return report
 

@@ -70,8 +70,10 @@ def collect(run_dir: str | Path) -> dict:
     examples = []
     if forgetting:
         for row in forgetting["tasks"]:
-            base = {e["key"]: e for e in _jsonl(Path(forgetting["base_dir"]) / f"{row['task']}.examples.jsonl")}
-            tuned = _jsonl(Path(forgetting["tuned_dir"]) / f"{row['task']}.examples.jsonl")
+            # relative to forgetting.json's folder (files.stored_path); an absolute path stays itself
+            base = {e["key"]: e for e in _jsonl(run / "forgetting" / forgetting["base_dir"]
+                                                / f"{row['task']}.examples.jsonl")}
+            tuned = _jsonl(run / "forgetting" / forgetting["tuned_dir"] / f"{row['task']}.examples.jsonl")
             # the per-example score behind the metric (older files lack score_key: the metric's own name)
             key = row.get("score_key") or row["metric"]
             for e in tuned[:EXAMPLES_PER_TASK]:

@@ -205,12 +205,19 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 
 def latest_good_checkpoint(folder: Path, message) -> Path | None:
-    """The newest checkpoint whose files match their manifest; each damaged newer one is reported."""
+    """The newest checkpoint whose files match their manifest; each damaged newer one is reported,
+    and so is the one used instead."""
+    damaged = False
     for _, path in reversed(list_checkpoints(folder)):
         problem = damage(path)
         if problem is None:
+            if damaged:
+                message(f"tunelab: falling back to checkpoint {path} (the newest that verifies)")
             return path
+        damaged = True
         message(f"tunelab: checkpoint {path} is damaged ({problem}); trying the one before it")
+    if damaged:
+        message(f"tunelab: no checkpoint in {folder} verifies")
     return None
 
 
@@ -271,12 +278,21 @@ def prune(folder: Path, keep_last: int, keep_steps: set[int]) -> None:
 def save_checkpoint(state) -> None:
     """Checkpoint the run at its current step (once per step): every process writes its RNG state
     into the folder being built (and, under FSDP, its shards), then the main process writes the rest
-    and renames it into place."""
+    and renames it into place. summary.json then gets the run's time so far (run.record_time)."""
+    from tunelab.train.progress import phase
+    from tunelab.train.run import record_time
+
+    if state.saved_step == state.counters.step:
+        return
+    with phase(state, "saving"):
+        write_step_checkpoint(state)
+    record_time(state, every_s=None)
+
+
+def write_step_checkpoint(state) -> None:
     from tunelab.train.distributed import save_sharded
 
     step = state.counters.step
-    if state.saved_step == step:
-        return
     state.saved_step = step
     tmp = temp_dir(state.ckpt_dir, step)
     if state.main:

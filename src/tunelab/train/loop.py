@@ -3,7 +3,8 @@
     state = setup(cfg, resume)   # model, data, optimizer; lock and open the run folder (setup.py)
     fit(state)                   # epochs of optimizer steps (steps.py), validation (validate.py),
                                  # checkpoints (checkpoint.py), early stopping
-    finish(state)                # summary.json, final/ model, release the lock
+    finish(state)                # summary.json (status, time by phase), final/ model; the lock is
+                                 # released once the forgetting section's scoring after training is done
 
 `train()` installs no signal handlers unless asked (`handle_signals=True`, as the CLI does):
 then Ctrl-C or SIGTERM end training after the current step with a checkpoint. A validation
@@ -15,12 +16,14 @@ launch` with several processes (continual stages, search trials).
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 from tunelab.files import DiskFull
 from tunelab.train import checkpoint as ckpt
 from tunelab.train.distributed import full_model_state, is_sharded
-from tunelab.train.run import peak_rss_mb, run_summary, write_summary
+from tunelab.train.progress import phase
+from tunelab.train.run import peak_rss_mb, record_time, run_summary, write_summary
 from tunelab.train.setup import resolve_precision, say, setup  # noqa: F401  (resolve_precision: public)
 from tunelab.train.state import TrainState, ValidationCallback, stop_on_signals
 from tunelab.train.steps import epoch_plan, train_step
@@ -32,30 +35,35 @@ LOGGED_EACH_STEP = ("loss", "lr", "grad_norm", "tokens_per_s")
 def train(cfg, resume: bool = False, data=None, *, on_validation: ValidationCallback | None = None,
           handle_signals: bool = False) -> Path:
     """Fine-tune per cfg; returns the run folder. `data`: a PreparedData (default: tunelab.data.prepare)."""
+    entered = time.perf_counter()
     state = setup(cfg, resume, data, on_validation)
+    state.progress.clock.begin(entered)  # the time until now was setup (model, data, optimizer, restore)
     scorers = forgetting_world(state)
     try:
-        if scorers is not None:
-            from tunelab.evaluate.forgetting import forgetting_during_training
+        try:
+            if scorers is not None:
+                from tunelab.evaluate.forgetting import forgetting_during_training
 
-            forgetting_during_training(cfg, state.run, "before", scorers)  # the base model's scores first
-        with stop_on_signals(state.stop, handle_signals):
-            fit(state)
-    except BaseException as exc:
-        mark_failure(state, exc)
-        state.trackers.close(state.counters.status)
-        raise
-    finally:
-        finish(state)
-    try:
+                with phase(state, "pre_scoring"):  # the base model's scores first
+                    forgetting_during_training(cfg, state.run, "before", scorers)
+            with stop_on_signals(state.stop, handle_signals):
+                fit(state)
+        except BaseException as exc:
+            mark_failure(state, exc)
+            state.trackers.close(state.counters.status)
+            raise
+        finally:
+            finish(state)
         if scorers is not None and final_written(state, scorers):
             from tunelab.evaluate.forgetting import forgetting_during_training
 
-            forgetting_during_training(cfg, state.run, "after", scorers)  # scores final/, writes forgetting.json
+            with phase(state, "post_scoring"):  # scores final/, writes forgetting.json
+                forgetting_during_training(cfg, state.run, "after", scorers)
         if state.main and state.trackers.items:
             send_results(state)
     finally:
         state.trackers.close(state.counters.status)
+        release(state)
     return state.run
 
 
@@ -87,16 +95,17 @@ def fit(state: TrainState) -> None:
     """Epochs of steps until total_steps, early stopping, a stop request or the end of the data."""
     t, c = state.cfg.train, state.counters
     if t.eval_at_start and c.step == 0:
-        validate(state)
+        timed_validate(state)
     while c.step < state.total_steps and c.status == "running":
         seqs, plan = epoch_plan(state.data, t, state.architecture, state.seed, c.epoch, state.world)
         for parts in plan[c.step_in_epoch:]:
-            event = train_step(state, seqs, parts)
+            with phase(state, "training"):
+                event = train_step(state, seqs, parts)
             stop_requested = event.pop("stop_requested")
             if c.step % t.log_every == 0 or c.step == state.total_steps:
                 log_step(state, event)
             state.progress.update(c.step, event["loss"], event["tokens_per_s"])
-            verdict = validate(state) if t.eval_every is not None and c.step % t.eval_every == 0 else None
+            verdict = timed_validate(state) if t.eval_every is not None and c.step % t.eval_every == 0 else None
             if t.checkpoint_every and c.step % t.checkpoint_every == 0:
                 ckpt.save_checkpoint(state)
             if stop_requested:
@@ -107,28 +116,35 @@ def fit(state: TrainState) -> None:
             if verdict is not None:
                 c.status = verdict
                 break
+            record_time(state)  # now and then: a start killed with -9 still counts in wall_s
             if c.step >= state.total_steps:
                 break
         else:  # the epoch ran to its end
             c.epoch += 1
             c.step_in_epoch = 0
-            verdict = validate(state)
+            verdict = timed_validate(state)
             if verdict is not None:
                 c.status = verdict
     if c.status == "running":
         c.status = "completed"
-        validate(state)
+        timed_validate(state)
     ckpt.save_checkpoint(state)
     if c.status in ("completed", "early_stopped"):
         # Under FSDP every process sends its shards to the main process, which writes one model.
         whole = full_model_state(state.loss_model) if is_sharded(state.loss_model) else None
         if state.main:
-            write_final(state.accelerator.unwrap_model(state.loss_model).model, state.tokenizer,
-                        state.run / "final", state.cfg.model, whole)
+            with phase(state, "saving"):
+                write_final(state.accelerator.unwrap_model(state.loss_model).model, state.tokenizer,
+                            state.run / "final", state.cfg.model, whole)
     if state.world > 1:  # each process's peak memory, for summary.json (sharding shows here)
         from accelerate.utils import gather_object
 
         state.process_rss_mb = [round(mb, 1) for mb in gather_object([peak_rss_mb()])]
+
+
+def timed_validate(state: TrainState) -> str | None:
+    with phase(state, "validation"):
+        return validate(state)
 
 
 def log_step(state: TrainState, event: dict) -> None:
@@ -192,12 +208,22 @@ def mark_failure(state: TrainState, exc: BaseException) -> None:
 
 
 def finish(state: TrainState) -> None:
-    """summary.json (also after a failure: it says what happened), then release everything."""
+    """summary.json (also after a failure: it says what happened)."""
     state.progress.close()
     if state.main:
         try:
             write_summary(state.run, run_summary(state))
         except (OSError, DiskFull) as exc:  # e.g. the disk is full: the error that got us here is the one to show
             say(f"tunelab: could not write {state.run / 'summary.json'}: {exc}")
+
+
+def release(state: TrainState) -> None:
+    """After the scoring that follows training: summary.json with the whole time of this start
+    (the status finish() wrote stays), then the lock."""
+    if state.main:
+        try:
+            write_summary(state.run, run_summary(state))
+        except (OSError, DiskFull):
+            pass  # finish() wrote the status (or said why it could not); only the time since then is missing
         if state.lock is not None:
             state.lock.release()

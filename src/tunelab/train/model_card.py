@@ -137,7 +137,7 @@ def evaluation_lines(run: Path, checkpoint: str = "final") -> list[str]:
         lines.append("")
     forgetting = _json(run / "forgetting" / "forgetting.json")
     if forgetting:
-        tuned = _json(Path(forgetting.get("tuned_dir") or run / "forgetting" / "tuned") / "results.json") or {}
+        tuned = _json(run / "forgetting" / (forgetting.get("tuned_dir") or "tuned") / "results.json") or {}
         splits = {name: t.get("split") for name, t in (tuned.get("tasks") or {}).items()}
         lines += ["`forgetting/forgetting.json`: base model vs this fine-tune on the same examples; "
                   "difference with its paired-bootstrap CI and p-value.", "",

@@ -8,6 +8,10 @@ change is logged in metrics.jsonl as an event with the old and new values (docs/
 The training data is compared too, by a hash of the training examples' token ids: a data file
 edited since the start is refused. The number of processes may change when the global batch
 (batch_size x grad_accum x processes) stays the same.
+
+Where the run folder is (`output_dir`, and `name`, the folder's own name) is not part of the run:
+a folder moved or copied elsewhere resumes there as itself, from a config whose output_dir
+points at the new place, or from the folder alone (`run_folder_config`: `tunelab train RUN --resume`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ SAFE_TO_CHANGE = (
     "train.max_steps", "train.epochs", "train.eval_every", "train.log_every", "train.checkpoint_every",
     "train.keep_last", "train.keep_best", "train.progress", "train.report_to", "train.tracker_project",
     "train.tracker_uri", "train.eval_batch_size", "train.selective_recompute",
-    "forgetting.", "eval.",
+    "forgetting.", "eval.", "output_dir", "name",
 )
 
 # Each method-options section of train: and the methods that read it.
@@ -106,6 +110,30 @@ def check_global_batch(run: Path, cfg, changes: dict, world: int) -> tuple[str, 
             f"{t.batch_size} x grad_accum {t.grad_accum} x {world} processes); keep it at {old_global}, e.g. "
             f"train.batch_size and train.grad_accum with a product of {old_global / world:g} on {world} processes")
     return BATCH_SHAPE
+
+
+def run_folder_config(folder: Path, overrides=()):
+    """The config that resumes the run in `folder` where the folder is now: its config.resolved.yaml
+    with output_dir and name from the folder's place, relative data paths resolved as the run's
+    first start resolved them (env.json's config_dir), then `overrides` (key=value)."""
+    from tunelab.config import load_config
+    from tunelab.config.load import apply_overrides
+
+    folder = Path(folder).resolve()
+    saved = folder / "config.resolved.yaml"
+    if not saved.exists():
+        raise ConfigError(f"{folder}: not a run folder (no config.resolved.yaml); give the experiment YAML instead")
+    raw = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+    parts = [k for k in ("stages", "search", "study", "seeds") if raw.get(k)]
+    if parts:
+        raise ConfigError(f"{folder}: this run is part of an experiment ({', '.join(parts)}); resume the "
+                          f"experiment with its own YAML")
+    raw = apply_overrides({**raw, "output_dir": str(folder.parent), "name": folder.name}, overrides)
+    cfg = load_config(data=raw)
+    env_file = folder / "env.json"
+    env = json.loads(env_file.read_text(encoding="utf-8")) if env_file.exists() else {}
+    cfg.config_dir = env.get("config_dir") or str(folder)
+    return cfg
 
 
 def data_fingerprint(data) -> str:

@@ -198,14 +198,57 @@ def run_summary(state, status: str | None = None) -> dict:
     return {
         "status": status or c.status, "error": state.error, "method": t.method, "base_model": state.cfg.model.name,
         "precision": state.precision, "architecture": state.architecture, "steps": c.step,
-        "total_steps": state.total_steps, "epochs_completed": c.epoch,
-        "wall_s": round(time.perf_counter() - state.started, 3) if state.started else 0.0,
+        "total_steps": state.total_steps, "epochs_completed": c.epoch, **run_time(state),
         "train_tokens": c.train_tokens, "trainable_params": state.n_trainable, "total_params": state.n_total,
         "peak_rss_mb": round(peak_rss_mb(), 1), "peak_rss_mb_per_process": state.process_rss_mb, "best": best,
         "best_val_loss": best["value"] if best and best["metric"] == "val_loss" else None,
         "best_checkpoint": f"checkpoints/step-{best['step']}" if best else None,
         "processes": state.world, "data_counts": getattr(state.data, "report", None),
     }
+
+
+def earlier_time(run: Path) -> dict:
+    """What the run's earlier starts (processes) spent, from the summary.json the last one left:
+    also a start killed with -9 left its time there, up to its last checkpoint or heartbeat."""
+    old = read_summary(run)
+    per_start = old.get("wall_s_per_start")
+    if per_start is None:  # a summary from before the per-start record: one start
+        per_start = [old["wall_s"]] if old.get("wall_s") else []
+    return {"wall_s_per_start": [float(s) for s in per_start], "phase_s": dict(old.get("phase_s") or {})}
+
+
+def run_time(state) -> dict:
+    """summary.json's time: wall_s over every start of the run (each process that trained it:
+    the first, and every --resume), each start's, and phase_s, where the time went (progress.PHASES)."""
+    from tunelab.train.progress import PHASES, clock_of
+
+    clock = clock_of(state)
+    if clock is None:  # no progress display yet: this start's wall time only
+        return {"wall_s": round(time.perf_counter() - state.started, 3) if state.started else 0.0}
+    if clock.earlier is None:  # read once, before this start's first summary replaces the last one's
+        clock.earlier = earlier_time(state.run)
+    per_start = [*clock.earlier["wall_s_per_start"], round(clock.elapsed(), 3)]
+    phases = {k: round(clock.earlier["phase_s"].get(k, 0.0) + clock.phases[k], 3) for k in PHASES}
+    return {"wall_s": round(sum(per_start), 3), "wall_s_per_start": per_start, "phase_s": phases}
+
+
+HEARTBEAT_S = 30.0  # at most this much of a killed start's time is missing from summary.json
+
+
+def record_time(state, every_s: float | None = HEARTBEAT_S) -> None:
+    """Rewrite summary.json ("running") with the time so far, at most every `every_s` seconds
+    (None: now), so that a start killed with -9 still counts in the run's wall_s. A failed
+    write is left to the checkpoint or the end of the run to report."""
+    from tunelab.train.progress import clock_of
+
+    clock = clock_of(state)
+    if not state.main or clock is None or (every_s is not None and time.perf_counter() - clock.written_at < every_s):
+        return
+    clock.written_at = time.perf_counter()
+    try:
+        write_summary(state.run, run_summary(state, status="running"))
+    except (OSError, DiskFull):
+        pass
 
 
 def reset_peak_rss() -> None:
@@ -233,5 +276,5 @@ def peak_rss_mb() -> float:
 
 
 __all__ = ["MetricsLog", "RunInUse", "RunLock", "check_new_run", "clear_failed_start", "environment",
-           "holds_a_run", "peak_rss_mb", "read_events", "read_summary", "reset_peak_rss", "run_dir", "run_summary",
-           "to_jsonable", "write_json", "write_summary"]
+           "holds_a_run", "peak_rss_mb", "read_events", "read_summary", "record_time", "reset_peak_rss", "run_dir",
+           "run_summary", "run_time", "to_jsonable", "write_json", "write_summary"]

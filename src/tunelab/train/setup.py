@@ -314,5 +314,8 @@ def restore(state: TrainState) -> None:
         state.scaler.load_state_dict(payload.pop("scaler"))
     state.counters = Counters.from_checkpoint(payload)
     state.counters.status = "running"
+    if state.main:
+        say(f"tunelab: resuming {state.run} from checkpoint {chosen[0]} (step {state.counters.step} of "
+            f"{state.total_steps})")
     state.log.recover(state.counters.step, say)
     state.log.write({"event": "resumed", "step": state.counters.step, "checkpoint": chosen[0]})
