@@ -50,3 +50,41 @@ def test_study_trains_every_system_and_compares_them(two_tasks, tmp_path):
     with pytest.raises(ConfigError, match="at least one held-out task"):
         run_study(load_config(data=bad), log=lambda m: None)
     assert not (tmp_path / "runs" / "bad").exists()
+
+
+def test_interpolated_systems_are_points_of_the_study_on_the_same_examples(two_tasks, tmp_path):
+    raw = study_config(two_tasks)
+    raw["name"] = "wise"
+    raw["study"] = {"methods": {"full": [3e-2]}, "interpolation": {"systems": ["full-lr0.03"], "alphas": [0.5, 0.25]}}
+    root = run_study(load_config(data=raw), log=lambda m: None)
+    table = json.loads((root / "compare.json").read_text())
+    assert table["runs"] == ["base", "full-lr0.03", "full-lr0.03 alpha=0.25", "full-lr0.03 alpha=0.5"]
+    assert table["interpolation"] == {"systems": ["full-lr0.03"], "alphas": [0.25, 0.5]}
+    trained, *sweep = table["trade_off"]
+    assert "alpha" not in trained
+    for point, alpha in zip(sweep, [0.25, 0.5]):
+        assert point["alpha"] == alpha and point["interpolation_of"] == "full-lr0.03"
+        # paired on the very examples the run's own forgetting report used, held-out flags as the run's
+        assert point["gain"]["n"] == trained["gain"]["n"]
+        assert [(o["task"], o["held_out"], o["n"]) for o in point["others"]] == \
+            [(o["task"], o["held_out"], o["n"]) for o in trained["others"]]
+        folder = root / "runs" / "full-lr0.03" / "interpolation" / f"alpha-{alpha:g}"
+        results = json.loads((folder / "results.json").read_text())
+        assert results["model"]["alpha"] == alpha
+    # the answers move along the sweep (the tiny model's are garbage, but weights that changed
+    # answer differently): a sweep that scored one model three times would not
+    run = root / "runs" / "full-lr0.03"
+    answers = [[json.loads(line)["prediction"] for task in ("sentiment", "colour")
+                for line in (folder / f"{task}.examples.jsonl").open()]
+               for folder in (run / "forgetting" / "base", run / "interpolation" / "alpha-0.5", run / "forgetting" / "tuned")]
+    assert answers[1] != answers[0] and answers[1] != answers[2]
+    html = (root / "report.html").read_text()
+    assert "curve/trade_off/interpolation/0" in html and "full-lr0.03 alpha=0.5" in html
+    # again: nothing is scored twice (each alpha's results are cached)
+    run_study(load_config(data=raw), resume=True, log=lambda m: None)
+    rows = [json.loads(line) for f in (root / "runs").rglob("interpolation/*/*.examples.jsonl") for line in f.open()]
+    assert len(rows) == 2 * 16 and all(r["cached"] for r in rows)
+    # a system that is not in the study is refused before any training
+    bad = dict(raw, name="bad", study={**raw["study"], "interpolation": {"systems": ["lora-lr1"]}})
+    with pytest.raises(ConfigError, match="not among the study's systems"):
+        run_study(load_config(data=bad), log=lambda m: None)

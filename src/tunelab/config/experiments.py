@@ -151,6 +151,26 @@ class SearchConfig(StrictModel):
         return space
 
 
+class StudyInterpolation(StrictModel):
+    """Weight interpolation (WiSE-FT) of trained study systems: each alpha in (0, 1) becomes a
+    system of its own, scored on the forgetting tasks without training (evaluate/interpolation.py)."""
+
+    # Names of study systems (e.g. "full-lr0.0001" from methods, or a name in `systems`).
+    systems: list[str] = Field(min_length=1)
+    # Weights of the trained model; 0 (the reference model) and 1 (the system itself) are already
+    # in the study.
+    alphas: list[float] = Field(default=[0.25, 0.5, 0.75], min_length=1)
+
+    @field_validator("alphas")
+    @classmethod
+    def _inside(cls, alphas):
+        bad = [a for a in alphas if not 0.0 < a < 1.0]
+        if bad:
+            raise ValueError(f"study.interpolation.alphas: {bad} -- give weights strictly between 0 and 1 "
+                             f"(0 is the reference model, 1 the system as trained: both are in the study already)")
+        return sorted(set(alphas))
+
+
 class StudyConfig(StrictModel):
     """A trade-off study (tunelab.experiments.study): the same data trained several ways, each
     system scored before and after on the tuned task and the `forgetting:` section's held-out
@@ -164,6 +184,9 @@ class StudyConfig(StrictModel):
     systems: dict[str, dict[str, Any]] = {}
     # The task whose gain is measured (a name in data.tasks); default: the first data task.
     tuned_task: str | None = None
+    # Interpolate trained systems back toward the reference model, e.g.
+    # {systems: [full-lr0.0001], alphas: [0.25, 0.5, 0.75]}: a curve on the trade-off plot.
+    interpolation: StudyInterpolation | None = None
 
     @model_validator(mode="after")
     def _some_system(self):

@@ -27,7 +27,9 @@ from tunelab.evaluate.harness import read_examples
 from tunelab.files import write_json, write_text
 from tunelab.metrics.stats import p_clause
 
-COST_FIELDS = ("wall_s", "train_tokens", "trainable_params", "total_params", "peak_rss_mb", "steps", "method")
+# wall_s: every start of the run, scoring included; train_s: its training steps only (summary.json phase_s)
+COST_FIELDS = ("wall_s", "train_s", "train_tokens", "trainable_params", "total_params", "peak_rss_mb", "steps",
+               "method")
 
 
 def results_dir(run: Path) -> Path:
@@ -43,6 +45,7 @@ def run_cost(run: Path) -> dict:
     if not summary.exists():
         return {}
     data = json.loads(summary.read_text(encoding="utf-8"))
+    data["train_s"] = (data.get("phase_s") or {}).get("training")
     return {k: data.get(k) for k in COST_FIELDS}
 
 
@@ -78,9 +81,21 @@ def _read(path: Path):
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
+def source_run(folder: Path) -> Path:
+    """The run behind a compared folder: the folder itself when it is a run, else the run whose
+    model an evaluation folder scored (its results.json's model.run: an interpolation point at
+    <run>/interpolation/alpha-<a>/, an eval/ folder); the folder itself when there is none."""
+    if (folder / "train_keys.json").exists() or (folder / "config.resolved.yaml").exists():
+        return folder
+    run = ((_read(folder / "results.json") or {}).get("model") or {}).get("run")
+    return Path(run) if run and Path(run).is_dir() else folder
+
+
 def trained_tasks(run: Path) -> set[str] | None:
     """The tasks a run's model has trained on: its own (train_keys.json) and, when it started from
-    another run's model (a second stage: that run's final/ or merged/ folder), that run's, and so on."""
+    another run's model (a second stage: that run's final/ or merged/ folder), that run's, and so on.
+    An evaluation folder answers for the run it scored (source_run)."""
+    run = source_run(run)
     keys = _read(run / "train_keys.json")
     if keys is None:
         return None
@@ -149,9 +164,15 @@ def improvement(test: dict) -> dict:
 
 
 def compare_runs(runs: list, tasks: list | None = None, output_dir: str | None = None,
-                 n_resamples: int = 1000, tuned_task: str | None = None, **eval_kwargs) -> dict:
-    """runs: run/eval/demo/compare/seeds folders, or lists of one system's seed runs."""
-    systems, labels = expand_folders(runs)
+                 n_resamples: int = 1000, tuned_task: str | None = None, labels: list[str] | None = None,
+                 **eval_kwargs) -> dict:
+    """runs: run/eval/demo/compare/seeds folders, or lists of one system's seed runs.
+    labels: the systems' names (default: from their folders), one per system."""
+    systems, found = expand_folders(runs)
+    named = labels is not None
+    if named and (len(labels) != len(systems) or len(set(labels)) != len(labels)):
+        raise ValueError(f"compare_runs: {len(systems)} systems need as many distinct labels, got {labels}")
+    labels = list(labels) if named else found
     if tasks or eval_kwargs.get("lm_eval"):
         from tunelab.evaluate.harness import evaluate
 
@@ -162,7 +183,7 @@ def compare_runs(runs: list, tasks: list | None = None, output_dir: str | None =
     dirs = [[results_dir(p) for p in runs_] for runs_ in systems]
     results = [[json.loads((d / "results.json").read_text(encoding="utf-8")) for d in ds] for ds in dirs]
     paths = [runs_[0].parent if len(runs_) > 1 else runs_[0] for runs_ in systems]
-    names = unique_names(paths)
+    names = labels if named else unique_names(paths)
     common = [t for t in results[0][0]["tasks"] if all(t in r["tasks"] for rs in results for r in rs)]
     # every run's per-example rows, read once: task -> system -> seed -> {key: row}
     examples = {task: [[{e["key"]: e for e in read_examples(d, task)} for d in ds] for ds in dirs] for task in common}
@@ -210,7 +231,7 @@ def seed_of(run: Path) -> int | None:
     """The training seed a run used (its config), None for a folder that is not a run."""
     import yaml
 
-    cfg_file = run / "config.resolved.yaml"
+    cfg_file = source_run(run) / "config.resolved.yaml"
     if not cfg_file.exists():
         return None
     data = yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}

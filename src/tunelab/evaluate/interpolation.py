@@ -37,20 +37,6 @@ def alpha_name(alpha: float) -> str:
     return f"alpha-{alpha:g}"
 
 
-def mark_trained(table: dict, run: Path) -> None:
-    """The alpha folders are evaluations, not runs, so compare_runs counts every other task as held
-    out; every alpha carries the run's training, so its trained tasks are the run's."""
-    from tunelab.evaluate.comparison import held_out_change
-    from tunelab.evaluate.compare import trained_tasks
-
-    own = trained_tasks(run) or set()
-    for point in table.get("trade_off") or []:
-        for other in point["others"]:
-            other["held_out"] = other["task"] not in own
-        tests = [{**o, "improvement": o["diff"]} for o in point["others"]]
-        point["held_out_change"] = held_out_change(tests, table["tuned_task"], own)["held_out_change"]
-
-
 def interpolation_sweep(run: str | Path, tasks: list, alphas=DEFAULT_ALPHAS, output_dir: str | Path | None = None,
                         tuned_task: str | None = None, n_resamples: int = 1000, **eval_kwargs) -> dict:
     """Evaluate `run`'s model at each alpha and compare them all against alpha = 0; return the
@@ -80,9 +66,29 @@ def interpolation_sweep(run: str | Path, tasks: list, alphas=DEFAULT_ALPHAS, out
     for point in table.get("trade_off") or []:
         i = table["runs"].index(point["system"])
         point["label"], point["alpha"] = labels[i], values[i]  # the report joins these points in alpha order
-    mark_trained(table, run)
     table["interpolation"] = {"run": str(run), "alphas": values, "tuned_task": table.get("tuned_task")}
     write_json(out / "compare.json", table)
     write_text(out / "compare.md", compare_markdown(table))
     write_report(out)
     return table
+
+
+def interpolate_run(cfg, run: str | Path, alphas) -> list[Path]:
+    """A training run's `forgetting:` tasks scored at each alpha, as the run itself scored them
+    after training (same examples, split, settings): the folders <run>/interpolation/alpha-<a>/,
+    each an evaluation compare_runs pairs like a run (its results.json names the run and alpha).
+    Cached per alpha: a study that runs again scores nothing twice."""
+    from tunelab.evaluate.forgetting import _eval_kwargs, _section
+    from tunelab.evaluate.harness import evaluate
+    from tunelab.evaluate.loading import model_spec
+
+    section = _section(cfg)
+    kwargs = _eval_kwargs(cfg, section)
+    options = kwargs.pop("model_options")
+    folders = []
+    for alpha in alphas:
+        spec = model_spec(cfg.model.name, run=str(run), dtype=section.dtype, options=options, alpha=alpha)
+        spec.label = f"alpha={alpha:g}"
+        folders.append(Path(run) / "interpolation" / alpha_name(alpha))
+        evaluate(None, section.tasks, spec=spec, output_dir=folders[-1], **kwargs)
+    return folders

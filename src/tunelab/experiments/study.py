@@ -31,6 +31,7 @@ from pathlib import Path
 from tunelab.config import ConfigError
 from tunelab.config.load import write_resolved
 from tunelab.experiments.search import set_dotted
+from tunelab.files import write_json, write_text
 
 
 def study_systems(cfg) -> list[tuple[str, dict]]:
@@ -71,9 +72,15 @@ def tuned_task_of(cfg) -> str:
 
 
 def check_study(cfg) -> None:
-    """Before any training: the forgetting section scores the tuned task and at least one other."""
+    """Before any training: the forgetting section scores the tuned task and at least one other;
+    the interpolated systems are systems of the study."""
     if cfg.stages or cfg.search:
         raise ConfigError("study: a study's systems are single runs; remove 'stages:' / 'search:' from its config")
+    names = [name for name, _ in study_systems(cfg)]
+    unknown = [n for n in (cfg.study.interpolation.systems if cfg.study.interpolation else []) if n not in names]
+    if unknown:
+        raise ConfigError(f"study.interpolation.systems: {', '.join(unknown)} not among the study's systems "
+                          f"({', '.join(names)})")
     tuned = tuned_task_of(cfg)
     section = cfg.forgetting
     refs = [t if isinstance(t, str) else t.get("name") for t in (section.tasks if section else [])]
@@ -88,7 +95,7 @@ def finished(run: Path) -> bool:
 
 def run_study(cfg, resume: bool = False, log=print) -> Path:
     """Train and score every system, then compare them; returns the study folder."""
-    from tunelab.evaluate.compare import compare_runs
+    from tunelab.evaluate.compare import compare_markdown, compare_runs
     from tunelab.report import write_report
     from tunelab.train.run import run_dir
 
@@ -106,11 +113,52 @@ def run_study(cfg, resume: bool = False, log=print) -> Path:
                for i, (name, system_cfg) in enumerate(configs, start=1)]
     first = systems[0][0] if isinstance(systems[0], list) else systems[0]
     base = Path(first) / "forgetting" / "base"  # the base model's scores, the same for every system
-    compare_runs([str(base)] + systems, output_dir=root, tuned_task=tuned_task_of(cfg),
-                 n_resamples=cfg.forgetting.bootstrap_resamples)
+    points = interpolation_points(cfg, configs, systems, log)
+    table = compare_runs([str(base)] + systems + [p["folders"] for p in points], tuned_task=tuned_task_of(cfg),
+                         n_resamples=cfg.forgetting.bootstrap_resamples,
+                         labels=["base"] + [name for name, _ in configs] + [p["label"] for p in points])
+    mark_interpolation(table, points)
+    write_json(root / "compare.json", table)
+    write_text(root / "compare.md", compare_markdown(table))
     html, _ = write_report(root)
     log(f"study: {root / 'compare.md'}\nreport: {html}")
     return root
+
+
+def interpolation_points(cfg, configs: list, systems: list, log) -> list[dict]:
+    """study.interpolation: each named system's runs scored at each alpha (no training); one entry
+    per (system, alpha): its label, the system and alpha, and its folders (one per training seed)."""
+    from tunelab.evaluate.interpolation import interpolate_run
+
+    section = cfg.study.interpolation
+    if section is None:
+        return []
+    by_name = {name: (system_cfg, runs) for (name, system_cfg), runs in zip(configs, systems)}
+    points = []
+    for name in section.systems:
+        system_cfg, runs = by_name[name]
+        runs = runs if isinstance(runs, list) else [runs]
+        log(f"study: interpolating {name} toward the reference model at alpha {', '.join(f'{a:g}' for a in section.alphas)}")
+        folders = [interpolate_run(system_cfg, run, section.alphas) for run in runs]  # per run: one per alpha
+        for k, alpha in enumerate(section.alphas):
+            seeds = [str(f[k]) for f in folders]
+            points.append({"label": f"{name} alpha={alpha:g}", "system": name, "alpha": alpha,
+                           "folders": seeds if len(seeds) > 1 else seeds[0]})
+    return points
+
+
+def mark_interpolation(table: dict, points: list[dict]) -> None:
+    """The trade-off points of an interpolation carry their alpha and the system they interpolate
+    (the report joins them into a curve from the reference to that system)."""
+    if not points:
+        return
+    by_label = {p["label"]: p for p in points}
+    for point in table.get("trade_off") or []:
+        found = by_label.get(point["label"])
+        if found is not None:
+            point["alpha"], point["interpolation_of"] = found["alpha"], found["system"]
+    table["interpolation"] = {"systems": sorted({p["system"] for p in points}),
+                              "alphas": sorted({p["alpha"] for p in points})}
 
 
 def train_system(system_cfg, run: Path, title: str, resume: bool, log) -> str | list[str]:

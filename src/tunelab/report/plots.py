@@ -302,12 +302,11 @@ def gain_vs_change(trade_off: list[dict], tuned_task: str, baseline: str):
             ax.plot([s["change"] for s in seeds], [s["gain"] for s in seeds], "o", markersize=4, alpha=0.7,
                     color=colour, linestyle="none", gid=f"seed/trade_off/{i}", zorder=3)
     ax.plot(*zip(*sorted(xy[k] for k in front)), "--", color="grey", linewidth=1, label="Pareto front (*)")
-    # a weight-interpolation sweep (evaluate/interpolation.py): the alphas joined in order, from
-    # the reference (alpha = 0, the origin) to the model as trained
-    curve = sorted((p["alpha"], xy[k]) for k, (_, p) in enumerate(points) if p.get("alpha") is not None)
-    if curve:
-        ax.plot(*zip((0.0, 0.0), *(c for _, c in curve)), "-", color="tab:blue", linewidth=1.2, alpha=0.6,
-                gid="curve/trade_off/interpolation", zorder=2, label="interpolation (alpha 0 to 1)")
+    colour_of = {p["system"]: palette[(i + 1) % len(palette)] for i, p in points}
+    for g, (name, curve) in enumerate(interpolation_curves(points, xy).items()):
+        ax.plot(*zip(*curve), "-", color=colour_of.get(name, "tab:blue"), linewidth=1.2, alpha=0.6,
+                gid=f"curve/trade_off/interpolation/{g}", zorder=2,
+                label=plain(f"interpolation of {name} (alpha 0 to 1)" if name else "interpolation (alpha 0 to 1)"))
     ax.axhline(0, color="black", linewidth=0.7)
     ax.axvline(0, color="black", linewidth=0.7)
     others = sorted({o["task"] for _, p in points for o in p["others"]})
@@ -318,6 +317,21 @@ def gain_vs_change(trade_off: list[dict], tuned_task: str, baseline: str):
     _plain_ticks(ax, "both")
     ax.legend(fontsize=8, loc="best")
     return fig
+
+
+def interpolation_curves(points: list, xy: list) -> dict[str, list]:
+    """Weight-interpolation points (each with its "alpha") joined in alpha order from the reference
+    (alpha = 0, the origin): per interpolated system ("interpolation_of", a study) ending at that
+    system's own point (alpha = 1); a sweep of one run ("" : evaluate/interpolation.py) has its
+    alpha = 1 among its points."""
+    curves: dict[str, list] = {}
+    for k, (_, p) in enumerate(points):
+        if p.get("alpha") is not None:
+            curves.setdefault(p.get("interpolation_of") or "", []).append((p["alpha"], xy[k]))
+    for k, (_, p) in enumerate(points):
+        if p["system"] in curves:
+            curves[p["system"]].append((1.0, xy[k]))
+    return {name: [(0.0, 0.0)] + [c for _, c in sorted(found, key=lambda a: a[0])] for name, found in curves.items()}
 
 
 def embed(figure: dict | str, key: str, alt: str) -> str:

@@ -16,8 +16,8 @@ from tunelab.report.plots import embed
 from tunelab.evaluate.comparison import mde_text
 from tunelab.report.text import fmt, p_with_test
 
-COSTS = [("method", "method"), ("steps", "steps"), ("wall_s", "wall time (s)"), ("train_tokens", "training tokens"),
-         ("trainable_params", "trainable parameters"), ("peak_rss_mb", "peak memory (RSS, MB)")]
+COSTS = [("method", "method"), ("steps", "steps"), ("wall_s", "wall time (s)"), ("train_s", "training steps (s)"),
+         ("train_tokens", "training tokens"), ("trainable_params", "trainable parameters"), ("peak_rss_mb", "peak memory (RSS, MB)")]
 
 
 def _value(v: dict | None) -> str:
