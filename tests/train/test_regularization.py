@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 from tunelab.config import ConfigError, load_config
 from tunelab.train import train
-from tunelab.train.regularize import check_regularization, fisher_examples, fisher_targets, make_regularizer
+from tunelab.train.regularize import check_regularization, fisher_examples, fisher_targets, load_saved, make_regularizer
 from tunelab.train.setup import build_model
 from train_helpers import subprocess_env, toy_config
 
@@ -237,6 +237,14 @@ def test_fisher_is_the_mean_squared_per_example_gradient_saved_and_loaded_on_res
         torch.testing.assert_close(saved[n], want[n], rtol=1e-4, atol=1e-5 * float(want[n].abs().max()),
                                    msg=lambda m: f"{n}: {m}")
     assert all(float(saved[n].sum()) > 0 for n in saved)
+    everything = torch.cat([t.flatten().double() for t in want.values() if t is not want.get("lm_head.weight")])
+    assert meta["weights"] == everything.numel() and meta["max"] == pytest.approx(float(everything.max()), rel=1e-4)
+    assert meta["mean"] == pytest.approx(float(everything.mean()), rel=1e-4)
+
+    # a saved Fisher of other examples (a data file changed since) is not taken for this run's
+    targets = {n: torch.empty(t.shape) for n, t in saved.items()}
+    assert load_saved(run, cfg, targets, "cpu", meta["content_keys_sha256"])[0] is not None
+    assert load_saved(run, cfg, targets, "cpu", "0" * 64) == (None, None)
 
     capfd.readouterr()
     before = (run / "regularization" / "fisher.safetensors").stat().st_mtime_ns

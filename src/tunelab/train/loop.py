@@ -149,7 +149,8 @@ def timed_validate(state: TrainState) -> str | None:
 
 def log_step(state: TrainState, event: dict) -> None:
     state.log.write(event)
-    state.trackers.log_metrics({f"train/{k}": event[k] for k in LOGGED_EACH_STEP}, event["step"])
+    state.trackers.log_metrics({f"train/{k}": event[k] for k in (*LOGGED_EACH_STEP, "penalty") if k in event},
+                               event["step"])
 
 
 def write_final(model, tokenizer, folder: Path, model_cfg, state_dict: dict | None = None) -> None:

@@ -323,8 +323,9 @@ def keys_hash(examples) -> str:
     return hashlib.sha256("\n".join(sorted(ex.content_key for ex in examples)).encode()).hexdigest()
 
 
-def load_saved(run: Path, cfg, targets: dict, device) -> tuple[dict | None, dict | None]:
-    """The run's saved Fisher when it fits (same tasks, example count, tensor names and shapes)."""
+def load_saved(run: Path, cfg, targets: dict, device, digest: str) -> tuple[dict | None, dict | None]:
+    """The run's saved Fisher when it fits (same tasks, the same examples by content, tensor names
+    and shapes): a data file changed since the first start is not met with a stale Fisher."""
     from safetensors.torch import load_file
 
     meta_file, tensor_file = run / FOLDER / "fisher.json", run / FOLDER / "fisher.safetensors"
@@ -338,6 +339,7 @@ def load_saved(run: Path, cfg, targets: dict, device) -> tuple[dict | None, dict
         say(f"tunelab: {tensor_file} cannot be read ({exc}); computing the Fisher again")
         return None, None
     fits = meta.get("tasks_config") == json.loads(json.dumps(f.tasks)) and meta.get("examples_per_task") == f.examples \
+        and meta.get("content_keys_sha256") == digest \
         and tensors.keys() == targets.keys() and all(tensors[n].shape == p.shape for n, p in targets.items())
     if not fits:
         say(f"tunelab: {tensor_file} does not fit this run's model or fisher settings; computing the Fisher again")
@@ -350,15 +352,17 @@ def obtain_fisher(cfg, model, loss_fn, tokenizer, run: Path, resume: bool, accel
     from tunelab.train.batching import to_sequences
 
     targets = fisher_targets(model)
-    tensors, meta = load_saved(run, cfg, targets, accelerator.device) if resume and accelerator.is_main_process \
-        else (None, None)
+    examples, names = fisher_examples(cfg, tokenizer)  # cheap (no model): also what a saved Fisher must match
+    digest = keys_hash(examples)
+    tensors, meta = load_saved(run, cfg, targets, accelerator.device, digest) \
+        if resume and accelerator.is_main_process else (None, None)
     ok = [meta is not None]
     if accelerator.num_processes > 1:  # the main process decides; every process then loads it
         from accelerate.utils import broadcast_object_list
 
         broadcast_object_list(ok, from_process=0)
         if ok[0] and not accelerator.is_main_process:
-            tensors, meta = load_saved(run, cfg, targets, accelerator.device)
+            tensors, meta = load_saved(run, cfg, targets, accelerator.device, digest)
             if tensors is None:
                 raise ConfigError(f"process {accelerator.process_index} cannot read {run / FOLDER}: the run folder "
                                   f"must be shared by every process (as for checkpoints)")
@@ -368,15 +372,30 @@ def obtain_fisher(cfg, model, loss_fn, tokenizer, run: Path, resume: bool, accel
                 f"({meta['examples']} examples of {', '.join(meta['tasks'])}; computed in {meta['seconds']:.1f} s)")
         return tensors, {"source": "loaded", **meta}
     t0 = time.perf_counter()
-    examples, names = fisher_examples(cfg, tokenizer)
     seqs = to_sequences(examples, loss_fn.architecture, include_prompt_loss=False)
     if accelerator.is_main_process:
         say(f"tunelab: EWC Fisher of the starting model over {len(seqs)} train examples of {', '.join(names)}")
     fisher = compute_fisher(model, loss_fn, targets, seqs, tokenizer.pad_token_id, autocast, accelerator)
     meta = {"tasks": names, "tasks_config": json.loads(json.dumps(cfg.train.regularization.fisher.tasks)),
             "examples_per_task": cfg.train.regularization.fisher.examples, "examples": len(seqs),
-            "content_keys_sha256": keys_hash(examples), "model": cfg.model.name, "method": cfg.train.method,
-            "tensors": len(fisher), "seconds": round(time.perf_counter() - t0, 3)}
+            "content_keys_sha256": digest, "model": cfg.model.name, "method": cfg.train.method,
+            "tensors": len(fisher), "seconds": round(time.perf_counter() - t0, 3), **fisher_scale(fisher)}
+    if accelerator.is_main_process:
+        hint = f": a weight of about {1 / meta['mean']:.3g} makes EWC pull as hard on average as L2-SP at 1" \
+            if meta["mean"] > 0 else ""
+        say(f"tunelab: EWC Fisher: mean {meta['mean']:.3g}, largest {meta['max']:.3g} over {meta['weights']:,} "
+            f"weights{hint}")
+    return fisher, {"source": "computed", **meta}
+
+
+def fisher_scale(fisher: dict) -> dict:
+    """The Fisher's size, to choose λ by: its mean and largest value over all weights. EWC at weight
+    λ pulls with λ·F where L2-SP pulls with λ, so λ_ewc ≈ λ_l2sp / mean F is as strong on average
+    (and far stronger on the weights the earlier tasks need most)."""
+    count = sum(f.numel() for f in fisher.values())
+    total = sum(float(f.double().sum()) for f in fisher.values())
+    return {"weights": count, "mean": total / max(count, 1), "max": max((float(f.max()) for f in fisher.values()),
+                                                                        default=0.0)}
     return fisher, {"source": "computed", **meta}
 
 
