@@ -2,11 +2,18 @@
 each a real training run scored before and after, then one comparison and its report."""
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
 from tunelab.config import ConfigError, load_config
 from tunelab.experiments.study import run_study
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))  # the report tests' page readers
+from browser_check import render_and_check  # noqa: E402
+from json_check import check_interpolation_curves, check_systems_figures, check_systems_tables  # noqa: E402
+from page_check import read_page  # noqa: E402
 
 
 def study_config(two_tasks):
@@ -55,12 +62,19 @@ def test_study_trains_every_system_and_compares_them(two_tasks, tmp_path):
 def test_interpolated_systems_are_points_of_the_study_on_the_same_examples(two_tasks, tmp_path):
     raw = study_config(two_tasks)
     raw["name"] = "wise"
-    raw["study"] = {"methods": {"full": [3e-2]}, "interpolation": {"systems": ["full-lr0.03"], "alphas": [0.5, 0.25]}}
+    raw["study"] = {"methods": {"full": [3e-2]},
+                    "systems": {"full-l2sp": {"train.method": "full", "train.lr": 3e-2,
+                                              "train.regularization": {"kind": "l2sp", "weight": 1.0}}},
+                    "interpolation": {"systems": ["full-lr0.03"], "alphas": [0.5, 0.25]}}
     root = run_study(load_config(data=raw), log=lambda m: None)
     table = json.loads((root / "compare.json").read_text())
-    assert table["runs"] == ["base", "full-lr0.03", "full-lr0.03 alpha=0.25", "full-lr0.03 alpha=0.5"]
+    assert table["runs"] == ["base", "full-lr0.03", "full-l2sp", "full-lr0.03 alpha=0.25", "full-lr0.03 alpha=0.5"]
     assert table["interpolation"] == {"systems": ["full-lr0.03"], "alphas": [0.25, 0.5]}
-    trained, *sweep = table["trade_off"]
+    trained, regularised, *sweep = table["trade_off"]
+    assert "alpha" not in regularised and regularised["gain"]["n"] == trained["gain"]["n"]
+    penalties = [e["penalty"] for e in map(json.loads, (root / "runs" / "full-l2sp" / "metrics.jsonl").open())
+                 if "penalty" in e]
+    assert len(penalties) == 3 and penalties[0] == 0.0 < penalties[-1]  # it trained with the penalty on
     assert "alpha" not in trained
     for point, alpha in zip(sweep, [0.25, 0.5]):
         assert point["alpha"] == alpha and point["interpolation_of"] == "full-lr0.03"
@@ -78,8 +92,15 @@ def test_interpolated_systems_are_points_of_the_study_on_the_same_examples(two_t
                 for line in (folder / f"{task}.examples.jsonl").open()]
                for folder in (run / "forgetting" / "base", run / "interpolation" / "alpha-0.5", run / "forgetting" / "tuned")]
     assert answers[1] != answers[0] and answers[1] != answers[2]
-    html = (root / "report.html").read_text()
-    assert "curve/trade_off/interpolation/0" in html and "full-lr0.03 alpha=0.5" in html
+    # the page draws what compare.json holds: the regularised system and every alpha with their
+    # paired CIs, and the curve through the reference, the alphas and the system as trained
+    html_path = root / "report.html"
+    render_and_check(html_path, tmp_path, ["Systems side by side", "Learning vs forgetting", "Per task", "Costs"],
+                     {"plot-systems", "plot-systems-diffs", "plot-trade-off"})
+    page = read_page(html_path, tmp_path)
+    assert check_systems_tables(page, table) > 0
+    assert check_systems_figures(page, table) >= len(table["trade_off"]) + 1
+    assert check_interpolation_curves(page, table) == 1
     # again: nothing is scored twice (each alpha's results are cached)
     run_study(load_config(data=raw), resume=True, log=lambda m: None)
     rows = [json.loads(line) for f in (root / "runs").rglob("interpolation/*/*.examples.jsonl") for line in f.open()]

@@ -186,7 +186,8 @@ def check_systems_tables(page: dict, cmp: dict) -> int:
     header, rows = table(page, "costs-table")
     for cells, cost in zip(rows, cmp["costs"]):
         for name, text in zip(header[1:], cells[1:]):
-            key = {"wall time (s)": "wall_s", "training tokens": "train_tokens", "trainable parameters":
+            key = {"wall time (s)": "wall_s", "training steps (s)": "train_s", "training tokens": "train_tokens",
+                   "trainable parameters":
                    "trainable_params", "peak memory (RSS, MB)": "peak_rss_mb"}.get(name, name)
             value = cost.get(key)
             assert text == "n/a" if value is None else (text == value if isinstance(value, str)
@@ -229,9 +230,27 @@ def check_systems_figures(page: dict, cmp: dict) -> int:
         seeds = [s for s in p.get("per_seed") or [] if s.get("change") is not None]
         if seeds:
             assert_points_drawn(page, f"seed/trade_off/{i}", [s["change"] for s in seeds], [s["gain"] for s in seeds])
+    drawn += check_interpolation_curves(page, cmp)
     for k, c in enumerate(cmp.get("continued") or []):
         for t in c["tests"]:
             check_marks(page, "continued", f"{k}/{t['task']}", t["diff"], t["ci"],
                         f"axes/continued/{scale(t['metric'], t)}")
             drawn += 1
     return drawn
+
+
+def check_interpolation_curves(page: dict, cmp: dict) -> int:
+    """Each interpolated system's curve passes through the origin (the reference), its alphas'
+    points in alpha order and the system's own point; returns the number of curves checked."""
+    points = [p for p in cmp.get("trade_off") or [] if p["gain"] and p["change"] is not None]
+    curves: dict[str, list] = {}
+    for p in points:
+        if p.get("alpha") is not None:
+            curves.setdefault(p.get("interpolation_of") or "", []).append((p["alpha"], p["change"], p["gain"]["diff"]))
+    for p in points:
+        if p["system"] in curves:
+            curves[p["system"]].append((1.0, p["change"], p["gain"]["diff"]))
+    for g, vertices in enumerate(curves.values()):
+        xy = [(0.0, 0.0)] + [(x, y) for _, x, y in sorted(vertices)]
+        assert_points_drawn(page, f"curve/trade_off/interpolation/{g}", [x for x, _ in xy], [y for _, y in xy])
+    return len(curves)

@@ -21,7 +21,7 @@ window.addEventListener('load', () => {
   const out = {tables: {}, marks: {}, axes: {}};
   for (const t of document.querySelectorAll('table[id]'))
     out.tables[t.id] = [...t.rows].map(r => [...r.cells].map(c => c.innerText.trim()));
-  for (const g of document.querySelectorAll('g[id^="ci/"], g[id^="bar/"], g[id^="seed/"], g[id^="point/"]')) {
+  for (const g of document.querySelectorAll('g[id^="ci/"], g[id^="bar/"], g[id^="seed/"], g[id^="point/"], g[id^="curve/"]')) {
     const r = g.getBoundingClientRect();
     const axes = g.closest('g[id^="axes/"]');
     out.marks[g.id] = {left: r.left, right: r.right, top: r.top, bottom: r.bottom, axes: axes ? axes.id : null,

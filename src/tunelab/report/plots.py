@@ -304,7 +304,9 @@ def gain_vs_change(trade_off: list[dict], tuned_task: str, baseline: str):
     ax.plot(*zip(*sorted(xy[k] for k in front)), "--", color="grey", linewidth=1, label="Pareto front (*)")
     colour_of = {p["system"]: palette[(i + 1) % len(palette)] for i, p in points}
     for g, (name, curve) in enumerate(interpolation_curves(points, xy).items()):
-        ax.plot(*zip(*curve), "-", color=colour_of.get(name, "tab:blue"), linewidth=1.2, alpha=0.6,
+        # a small dot at each vertex: the alphas' points and the ends, where the curve bends
+        ax.plot(*zip(*curve), "-", marker="o", markersize=2.5, color=colour_of.get(name, "tab:blue"), linewidth=1.2,
+                alpha=0.6,
                 gid=f"curve/trade_off/interpolation/{g}", zorder=2,
                 label=plain(f"interpolation of {name} (alpha 0 to 1)" if name else "interpolation (alpha 0 to 1)"))
     ax.axhline(0, color="black", linewidth=0.7)
