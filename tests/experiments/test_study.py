@@ -101,6 +101,12 @@ def test_interpolated_systems_are_points_of_the_study_on_the_same_examples(two_t
     assert check_systems_tables(page, table) > 0
     assert check_systems_figures(page, table) >= len(table["trade_off"]) + 1
     assert check_interpolation_curves(page, table) == 1
+    # `tunelab compare` of the study folder finds the same curve: the alphas come from the folders
+    from tunelab.evaluate.compare import compare_runs
+
+    again = compare_runs([root], n_resamples=50, tuned_task="sentiment")
+    assert [(p["label"], p.get("alpha"), p.get("interpolation_of")) for p in again["trade_off"]] == \
+        [(p["label"], p.get("alpha"), p.get("interpolation_of")) for p in table["trade_off"]]
     # again: nothing is scored twice (each alpha's results are cached)
     run_study(load_config(data=raw), resume=True, log=lambda m: None)
     rows = [json.loads(line) for f in (root / "runs").rglob("interpolation/*/*.examples.jsonl") for line in f.open()]

@@ -217,6 +217,7 @@ def compare_runs(runs: list, tasks: list | None = None, output_dir: str | None =
     if tuned is not None and len(systems) > 1:
         table["tuned_task"] = tuned
         table["trade_off"] = trade_off(table, tuned, trained)
+        mark_interpolation(table, systems, results)
     continued = continued_stages(systems, results, examples, table, n_resamples)
     if continued:
         table["continued"] = continued
@@ -225,6 +226,22 @@ def compare_runs(runs: list, tasks: list | None = None, output_dir: str | None =
         write_json(out / "compare.json", table)
         write_text(out / "compare.md", compare_markdown(table))
     return table
+
+
+def mark_interpolation(table: dict, systems: list[list[Path]], results: list) -> None:
+    """A system scored at interpolated weights (its results.json's model.alpha: evaluate/interpolation.py)
+    carries its alpha on its trade-off point, and the name of the system it interpolates when that
+    one (the same run, as trained) is compared too: the report joins them into one curve."""
+    alphas = [(rs[0].get("model") or {}).get("alpha") for rs in results]
+    runs = [source_run(runs_[0]).resolve() for runs_ in systems]
+    for point in table["trade_off"]:
+        i = table["runs"].index(point["system"])
+        if alphas[i] is None:
+            continue
+        point["alpha"] = alphas[i]
+        whole = [j for j in range(1, len(systems)) if alphas[j] is None and runs[j] == runs[i]]
+        if whole:
+            point["interpolation_of"] = table["runs"][whole[0]]
 
 
 def seed_of(run: Path) -> int | None:

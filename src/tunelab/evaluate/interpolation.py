@@ -64,8 +64,7 @@ def interpolation_sweep(run: str | Path, tasks: list, alphas=DEFAULT_ALPHAS, out
     labels = [f"alpha={a:g}" for a in values]
     table["labels"] = labels
     for point in table.get("trade_off") or []:
-        i = table["runs"].index(point["system"])
-        point["label"], point["alpha"] = labels[i], values[i]  # the report joins these points in alpha order
+        point["label"] = labels[table["runs"].index(point["system"])]
     table["interpolation"] = {"run": str(run), "alphas": values, "tuned_task": table.get("tuned_task")}
     write_json(out / "compare.json", table)
     write_text(out / "compare.md", compare_markdown(table))

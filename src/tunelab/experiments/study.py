@@ -148,17 +148,11 @@ def interpolation_points(cfg, configs: list, systems: list, log) -> list[dict]:
 
 
 def mark_interpolation(table: dict, points: list[dict]) -> None:
-    """The trade-off points of an interpolation carry their alpha and the system they interpolate
-    (the report joins them into a curve from the reference to that system)."""
-    if not points:
-        return
-    by_label = {p["label"]: p for p in points}
-    for point in table.get("trade_off") or []:
-        found = by_label.get(point["label"])
-        if found is not None:
-            point["alpha"], point["interpolation_of"] = found["alpha"], found["system"]
-    table["interpolation"] = {"systems": sorted({p["system"] for p in points}),
-                              "alphas": sorted({p["alpha"] for p in points})}
+    """What was interpolated, for readers of compare.json (each alpha's trade-off point already
+    carries its alpha and system: compare.mark_interpolation)."""
+    if points:
+        table["interpolation"] = {"systems": sorted({p["system"] for p in points}),
+                                  "alphas": sorted({p["alpha"] for p in points})}
 
 
 def train_system(system_cfg, run: Path, title: str, resume: bool, log) -> str | list[str]:
