@@ -143,17 +143,21 @@ class MetricsLog:
         self.path = path
         self.enabled = enabled
 
-    def recover(self, step: int, message) -> None:
+    def recover(self, step: int, message, validated_step: int | None = None) -> None:
         """On resume: keep the events up to the checkpoint's step; drop torn lines, saying so.
 
-        step 0 (no checkpoint) starts the log afresh."""
+        step 0 (no checkpoint) starts the log afresh. A validation at the checkpoint's own step that
+        the checkpoint does not record (`validated_step`: the epoch-end and final validations run
+        after their step's checkpoint) is dropped: the resumed run validates that step again."""
         if not self.enabled or not self.path.exists():
             return
         lines = read_jsonl(self.path)
         for number in lines.torn:
             message(f"tunelab: {self.path}: line {number} is not complete JSON (written when the run "
                     f"stopped); dropped")
-        kept = [e for e in lines.rows if step > 0 and isinstance(e, dict) and e.get("step", 0) <= step]
+        kept = [e for e in lines.rows if step > 0 and isinstance(e, dict) and e.get("step", 0) <= step
+                and not (e.get("split") == "validation" and e.get("step") == step and validated_step is not None
+                         and validated_step != step)]
         write_jsonl(self.path, kept)
 
     def write(self, event: dict) -> None:

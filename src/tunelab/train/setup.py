@@ -317,5 +317,5 @@ def restore(state: TrainState) -> None:
     if state.main:
         say(f"tunelab: resuming {state.run} from checkpoint {chosen[0]} (step {state.counters.step} of "
             f"{state.total_steps})")
-    state.log.recover(state.counters.step, say)
+    state.log.recover(state.counters.step, say, state.counters.validated_step)
     state.log.write({"event": "resumed", "step": state.counters.step, "checkpoint": chosen[0]})
