@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from tunelab.cli.quiet import quiet_third_party
+    from tunelab.config.env import configure_threads
 
+    configure_threads()  # before torch starts its thread pool (config/env.py: quotas, spinning)
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in argv  # anywhere: `tunelab train cfg.yaml --verbose` too
     quiet_third_party(verbose)  # before anything imports transformers
