@@ -26,9 +26,17 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 
 
 def run_with_clean_errors(fn, args) -> int:
-    try:
-        rc = fn(args)
+    """Run a command: user errors end in one line (exit 2); SIGINT / SIGTERM stop every phase
+    cleanly (tunelab.signals) and end in one line, exit 130 / 143."""
+    from tunelab.signals import Stopped, handling_signals, in_phase
+
+    try:  # the phase a signal names: the command (eval, export...), or a training run's own phase
+        with handling_signals(True), in_phase(getattr(fn, "__module__", "").rsplit(".", 1)[-1] or "command"):
+            rc = fn(args)
         return 0 if rc is None else int(rc)
+    except Stopped as exc:
+        print(exc.line(), file=sys.stderr, flush=True)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("tunelab: interrupted", file=sys.stderr)
         return 130

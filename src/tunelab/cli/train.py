@@ -55,7 +55,7 @@ def run(args) -> int:
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     print(closing_lines(run_dir, summary, cfg, args), file=sys.stderr)
     print(run_dir)  # stdout: the run folder alone, for scripts
-    return 130 if summary.get("status") == "interrupted" else 0
+    return {"interrupted": 130, "terminated": 143}.get(summary.get("status"), 0)
 
 
 def config_of(args):
@@ -111,7 +111,7 @@ def closing_lines(run, summary: dict, cfg, args) -> str:
     if table.exists():  # the table itself (indented, as the other closing lines), then where it is
         lines += ["", *(f"  {line}" for line in table.read_text(encoding="utf-8").strip().splitlines()), "",
                   f"  forgetting: {table}"]
-    if status == "interrupted":
+    if status in ("interrupted", "terminated"):
         again = " ".join(["tunelab train", str(args.config), *args.overrides, "--resume"])
         lines.append(f"  interrupted: continue with  {again}")
     elif final.exists():

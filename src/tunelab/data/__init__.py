@@ -59,7 +59,10 @@ def prepare(cfg, tokenizer, progress=None) -> PreparedData:
     seed = data.split.seed if data.split.seed is not None else cfg.seed
     policy = ErrorPolicy(data.on_error)
     tasks = {}
+    from tunelab.signals import check
+
     for i, task_cfg in enumerate(data.tasks, start=1):
+        check()  # a signal held back (or missed by a long C call) stops here, between tasks
         if progress is not None:
             progress(f"task {i}/{len(data.tasks)}: {task_cfg.name} ({task_cfg.kind})")
         tasks[task_cfg.name] = build_task(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tunelab.evaluate.shard import ONE, World, mine
+from tunelab.signals import check as check_stop
 
 
 @dataclass
@@ -223,6 +224,7 @@ def generate(model, tokenizer, prompts: list[list[int]], settings, batch_size: i
     keys = keys or [str(i) for i in range(len(prompts))]
     results: list[GenerationOutput | None] = [None] * len(prompts)
     for batch in mine(length_sorted_batches([len(p) for p in prompts], max(1, batch_size)), world, progress):
+        check_stop()  # a signal held back by training (validation) stops between batches
         outs = generate_batch(model, tokenizer, [list(prompts[i]) for i in batch], settings, [keys[i] for i in batch],
                               counter, max_prompt_tokens, extra_eos=extra_eos)
         for i, o in zip(batch, outs):

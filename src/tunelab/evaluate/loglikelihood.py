@@ -15,6 +15,7 @@ import torch
 
 from tunelab.evaluate.generation import WorkCounter, length_sorted_batches
 from tunelab.evaluate.shard import ONE, World, mine
+from tunelab.signals import check as check_stop
 
 
 def continuation_ids(tokenizer, context_text: str, continuation: str) -> list[int]:
@@ -61,6 +62,7 @@ def score_requests(model, requests: list[tuple[list[int], list[int]]], batch_siz
     results: list[dict | None] = [None] * len(requests)
     keep_kw = _logits_to_keep_supported(model)
     for batch in mine(length_sorted_batches([len(s) for s in seqs], max(1, batch_size)), world, progress):
+        check_stop()  # a signal held back by training (validation) stops between batches
         width = max(len(seqs[i]) for i in batch)
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -133,6 +135,7 @@ def score_shared_context(model, groups: list[tuple[list[int], list[list[int]]]],
     results: list[list[dict] | None] = [None] * len(groups)
     prefix_of = (None, None)  # (run, its prefix's KV cache): a run's batches come one after another
     for r, batch in mine(plan, world, progress, items=lambda entry: len(entry[1])):
+        check_stop()
         prefix_len, members = runs[r]
         if prefix_len and prefix_of[0] != r:
             prefix_of = (r, _prefix_cache(causal, contexts[members[0]][:prefix_len], cache_arg, keep1, counter))

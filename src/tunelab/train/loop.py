@@ -7,7 +7,10 @@
                                  # released once the forgetting section's scoring after training is done
 
 `train()` installs no signal handlers unless asked (`handle_signals=True`, as the CLI does):
-then Ctrl-C or SIGTERM end training after the current step with a checkpoint. A validation
+then Ctrl-C or SIGTERM end training after the current step with a checkpoint, and stop any other
+phase (model and data, the forgetting section's scoring, validation) at once, in its batch
+(tunelab.signals): summary.json says `interrupted` (SIGINT) or `terminated` (SIGTERM) and the
+`phase`, and train() raises `tunelab.signals.Stopped` (the CLI exits 130 / 143). A validation
 callback (`on_validation(step, results) -> bool`) can stop training the same way; the search's
 pruner uses it. `train()` can be called many times in one process, also under `accelerate
 launch` with several processes (continual stages, search trials).
@@ -23,7 +26,8 @@ from tunelab.files import DiskFull
 from tunelab.train import checkpoint as ckpt
 from tunelab.train.distributed import full_model_state, is_sharded
 from tunelab.train.progress import phase
-from tunelab.train.run import peak_rss_mb, record_time, run_summary, write_summary
+from tunelab.signals import Stopped, check, handling_signals, in_phase, received_in
+from tunelab.train.run import peak_rss_mb, read_summary, record_time, run_dir, run_summary, write_summary
 from tunelab.train.setup import resolve_precision, say, setup  # noqa: F401  (resolve_precision: public)
 from tunelab.train.state import TrainState, ValidationCallback, stop_on_signals
 from tunelab.train.steps import epoch_plan, train_step
@@ -35,8 +39,20 @@ LOGGED_EACH_STEP = ("loss", "lr", "grad_norm", "tokens_per_s")
 def train(cfg, resume: bool = False, data=None, *, on_validation: ValidationCallback | None = None,
           handle_signals: bool = False) -> Path:
     """Fine-tune per cfg; returns the run folder. `data`: a PreparedData (default: tunelab.data.prepare)."""
+    with handling_signals(handle_signals):
+        return _train(cfg, resume, data, on_validation, handle_signals)
+
+
+def _train(cfg, resume, data, on_validation, handle_signals) -> Path:
     entered = time.perf_counter()
-    state = setup(cfg, resume, data, on_validation)
+    try:
+        with in_phase("setup"):
+            state = setup(cfg, resume, data, on_validation)
+    except Stopped as exc:
+        if resume:
+            mark_stopped_summary(run_dir(cfg), exc)
+        exc.hint = "continue with --resume" if resume else None
+        raise
     state.progress.clock.begin(entered)  # the time until now was setup (model, data, optimizer, restore)
     scorers = forgetting_world(state)
     try:
@@ -54,11 +70,18 @@ def train(cfg, resume: bool = False, data=None, *, on_validation: ValidationCall
             raise
         finally:
             finish(state)
+        if state.stop.reason:  # a signal during training: stopped after a step, with a checkpoint
+            raise stopped(state, Stopped(state.stop.reason, received_in() or "training"))
         if scorers is not None and final_written(state, scorers):
             from tunelab.evaluate.forgetting import forgetting_during_training
 
-            with phase(state, "post_scoring"):  # scores final/, writes forgetting.json
-                forgetting_during_training(cfg, state.run, "after", scorers)
+            try:
+                with phase(state, "post_scoring"):  # scores final/, writes forgetting.json
+                    check()
+                    forgetting_during_training(cfg, state.run, "after", scorers)
+            except Stopped as exc:  # final/ is written; --resume scores it (finished batches: cached)
+                state.counters.status = exc.status
+                raise stopped(state, exc) from None
         if state.main and state.trackers.items:
             send_results(state)
     finally:
@@ -96,7 +119,9 @@ def fit(state: TrainState) -> None:
     t, c = state.cfg.train, state.counters
     if t.eval_at_start and c.step == 0:
         timed_validate(state)
-    while c.step < state.total_steps and c.status == "running":
+    elif c.step and c.validated_step != c.step and t.eval_every is not None and c.step % t.eval_every == 0:
+        timed_validate(state)  # a signal abandoned this step's validation: redo it before going on
+    while c.step < state.total_steps and c.status == "running" and not state.stop.reason:
         seqs, plan = epoch_plan(state.data, t, state.architecture, state.seed, c.epoch, state.world)
         for parts in plan[c.step_in_epoch:]:
             with phase(state, "training"):
@@ -108,8 +133,9 @@ def fit(state: TrainState) -> None:
             verdict = timed_validate(state) if t.eval_every is not None and c.step % t.eval_every == 0 else None
             if t.checkpoint_every and c.step % t.checkpoint_every == 0:
                 ckpt.save_checkpoint(state)
-            if stop_requested:
-                c.status = "interrupted"
+            if stop_requested or state.stop.reason:  # a signal (also one that abandoned validation)
+                c.status = state.stop.status
+                state.stopped_in = state.stopped_in or received_in() or "training"
                 state.progress.message(f"{state.stop.reason or 'signal'}: checkpoint at step {c.step}; "
                                        f"continue with --resume")
                 break
@@ -125,9 +151,12 @@ def fit(state: TrainState) -> None:
             verdict = timed_validate(state)
             if verdict is not None:
                 c.status = verdict
-    if c.status == "running":
+    if c.status == "running" and not state.stop.reason:
         c.status = "completed"
         timed_validate(state)
+    if state.stop.reason and c.status in ("running", "completed"):  # --resume validates and writes final/
+        c.status = state.stop.status
+        state.stopped_in = state.stopped_in or received_in() or "training"
     ckpt.save_checkpoint(state)
     if c.status in ("completed", "early_stopped"):
         # Under FSDP every process sends its shards to the main process, which writes one model.
@@ -143,8 +172,16 @@ def fit(state: TrainState) -> None:
 
 
 def timed_validate(state: TrainState) -> str | None:
+    """Validation; a signal abandons it between batches (training then stops with a checkpoint,
+    and --resume redoes this validation before the next step)."""
     with phase(state, "validation"):
-        return validate(state)
+        try:
+            return validate(state)
+        except Stopped:
+            if not state.stop.reason:  # not held back for a checkpoint: not ours to handle
+                raise
+            state.stopped_in = state.stopped_in or received_in() or "validation"  # where the signal came
+            return None
 
 
 def log_step(state: TrainState, event: dict) -> None:
@@ -198,9 +235,30 @@ def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
+def stopped(state: TrainState, exc: Stopped) -> Stopped:
+    """A signal's Stopped, with the phase and step for summary.json and the CLI's line."""
+    state.stopped_in = state.stopped_in or exc.phase
+    exc.phase, exc.step, exc.hint = state.stopped_in, state.counters.step, "continue with --resume"
+    return exc
+
+
+def mark_stopped_summary(run: Path, exc: Stopped) -> None:
+    """A resumed run stopped before its state was built (model, data): its summary.json says so."""
+    summary = read_summary(run)
+    if summary:
+        try:
+            write_summary(run, {**summary, "status": exc.status, "phase": exc.phase})
+        except (OSError, DiskFull):
+            pass
+
+
 def mark_failure(state: TrainState, exc: BaseException) -> None:
     """Record why the run ended early, for summary.json."""
     c = state.counters
+    if isinstance(exc, Stopped):
+        c.status = exc.status
+        stopped(state, exc)
+        return
     if isinstance(exc, KeyboardInterrupt):
         c.status = "interrupted"
     elif c.status in ("running", "completed"):

@@ -55,10 +55,15 @@ def clock_of(state) -> Clock | None:
     return getattr(getattr(state, "progress", None), "clock", None)
 
 
+@contextlib.contextmanager
 def phase(state, name: str):
-    """`with phase(state, "saving"):` counts the block's time to that phase (nothing without a clock)."""
+    """`with phase(state, "saving"):` counts the block's time to that phase (nothing without a
+    clock), and names the phase a signal would stop (tunelab.signals)."""
+    from tunelab.signals import in_phase
+
     clock = clock_of(state)
-    return clock.phase(name) if clock is not None else contextlib.nullcontext()
+    with in_phase(name), (clock.phase(name) if clock is not None else contextlib.nullcontext()):
+        yield
 
 
 class Progress:

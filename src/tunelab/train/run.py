@@ -200,7 +200,8 @@ def run_summary(state, status: str | None = None) -> dict:
     t, c = state.cfg.train, state.counters
     best = c.best
     return {
-        "status": status or c.status, "error": state.error, "method": t.method, "base_model": state.cfg.model.name,
+        "status": status or c.status, "phase": None if status else getattr(state, "stopped_in", None),
+        "error": state.error, "method": t.method, "base_model": state.cfg.model.name,
         "precision": state.precision, "architecture": state.architecture, "steps": c.step,
         "total_steps": state.total_steps, "epochs_completed": c.epoch, **run_time(state),
         "train_tokens": c.train_tokens, "trainable_params": state.n_trainable, "total_params": state.n_total,

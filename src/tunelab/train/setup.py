@@ -190,8 +190,10 @@ def setup(cfg, resume: bool = False, data=None, on_validation=None) -> TrainStat
         use_chat_template(tokenizer, cfg.data.chat_template, cfg.config_dir)
         if data is None:
             from tunelab.data import prepare
+            from tunelab.signals import in_phase
 
-            data = prepare(cfg, tokenizer)
+            with in_phase("data"):  # a signal here stops at once (nothing of the run is written yet)
+                data = prepare(cfg, tokenizer)
         if getattr(cfg, "forgetting", None) is not None and (cfg.forgetting.tasks or cfg.forgetting.lm_eval):
             from tunelab.evaluate.forgetting import check_forgetting_tasks
 

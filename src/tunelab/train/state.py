@@ -31,7 +31,7 @@ class Counters:
     best: dict | None = None  # {"step", "metric", "value"}
     bad_validations: int = 0
     train_tokens: int = 0
-    status: str = "running"  # running | completed | early_stopped | interrupted | stopped | diverged | failed
+    status: str = "running"  # running | completed | early_stopped | interrupted | terminated | stopped | diverged | failed
     logged_data: bool = False
 
     @classmethod
@@ -55,22 +55,26 @@ class StopRequest:
             raise KeyboardInterrupt
         self.request(signal.Signals(signum).name)
 
+    @property
+    def status(self) -> str:
+        """summary.json's status for this stop: `terminated` (SIGTERM) or `interrupted`."""
+        return "terminated" if self.reason == "SIGTERM" else "interrupted"
+
 
 @contextlib.contextmanager
 def stop_on_signals(stop: StopRequest, enabled: bool):
-    """While training, SIGINT/SIGTERM ask for a checkpoint and a clean stop instead of killing.
+    """While training steps run, SIGINT/SIGTERM ask for a checkpoint and a clean stop after the
+    current step instead of killing (tunelab.signals; a second signal stops at once).
 
     Only when `enabled` (the CLI) and on the main thread: a library call must not take over the
     process's signal handling, and Python allows handlers on the main thread only."""
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, stop.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    from tunelab.signals import deferring, handling_signals
+
+    with handling_signals(True), deferring(stop.request):
         yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 @dataclass
@@ -107,6 +111,7 @@ class TrainState:
     started: float = 0.0
     saved_step: int | None = None
     error: str | None = None
+    stopped_in: str | None = None  # the phase a signal stopped the run in (summary.json's `phase`)
     process_rss_mb: list | None = None  # peak RSS of each process (several processes, at the end)
 
     @property

@@ -17,6 +17,7 @@ import math
 import torch
 
 from tunelab.config.base import ConfigError
+from tunelab.signals import check
 from tunelab.train.batching import collate, seq_length
 from tunelab.train.distributed import is_sharded, root_gathered
 from tunelab.train.steps import all_reduce
@@ -35,6 +36,7 @@ def validation_loss(state) -> dict:
         # from all processes. A process with fewer examples runs a stand-in batch that counts zero.
         most = -(-len(seqs) // state.world)
         for s in range(0, most, t.eval_batch_size):
+            check()  # a signal abandons validation between batches (training stops with a checkpoint)
             part = mine[s:s + t.eval_batch_size]
             batch = collate(part or seqs[:1], state.pad_id)
             with state.autocast():
