@@ -55,7 +55,9 @@ def run(args) -> int:
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     print(closing_lines(run_dir, summary, cfg, args), file=sys.stderr)
     print(run_dir)  # stdout: the run folder alone, for scripts
-    return {"interrupted": 130, "terminated": 143}.get(summary.get("status"), 0)
+    from tunelab.signals import EXIT_CODES, STATUSES
+
+    return {STATUSES[s]: code for s, code in EXIT_CODES.items()}.get(summary.get("status"), 0)
 
 
 def config_of(args):

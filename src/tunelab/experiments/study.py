@@ -117,7 +117,7 @@ def run_study(cfg, resume: bool = False, log=print) -> Path:
     table = compare_runs([str(base)] + systems + [p["folders"] for p in points], tuned_task=tuned_task_of(cfg),
                          n_resamples=cfg.forgetting.bootstrap_resamples,
                          labels=["base"] + [name for name, _ in configs] + [p["label"] for p in points])
-    mark_interpolation(table, points)
+    record_interpolation(table, points)
     write_json(root / "compare.json", table)
     write_text(root / "compare.md", compare_markdown(table))
     html, _ = write_report(root)
@@ -147,7 +147,7 @@ def interpolation_points(cfg, configs: list, systems: list, log) -> list[dict]:
     return points
 
 
-def mark_interpolation(table: dict, points: list[dict]) -> None:
+def record_interpolation(table: dict, points: list[dict]) -> None:
     """What was interpolated, for readers of compare.json (each alpha's trade-off point already
     carries its alpha and system: compare.mark_interpolation)."""
     if points:

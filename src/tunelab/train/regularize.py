@@ -396,7 +396,6 @@ def fisher_scale(fisher: dict) -> dict:
     total = sum(float(f.double().sum()) for f in fisher.values())
     return {"weights": count, "mean": total / max(count, 1), "max": max((float(f.max()) for f in fisher.values()),
                                                                         default=0.0)}
-    return fisher, {"source": "computed", **meta}
 
 
 def save_fisher(reg: Regularizer | None, run: Path) -> None:

@@ -10,7 +10,6 @@ after the current step with a checkpoint.
 from __future__ import annotations
 
 import contextlib
-import signal
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,15 +49,12 @@ class StopRequest:
         if self.reason is None:
             self.reason = reason
 
-    def on_signal(self, signum, frame) -> None:
-        if self.reason is not None:  # a second Ctrl-C: stop now, without the checkpoint
-            raise KeyboardInterrupt
-        self.request(signal.Signals(signum).name)
-
     @property
     def status(self) -> str:
         """summary.json's status for this stop: `terminated` (SIGTERM) or `interrupted`."""
-        return "terminated" if self.reason == "SIGTERM" else "interrupted"
+        from tunelab.signals import STATUSES
+
+        return STATUSES.get(self.reason, "interrupted")
 
 
 @contextlib.contextmanager
