@@ -113,6 +113,8 @@ def test_scoring_before_and_after_training_stop_and_resume_reuses_the_scores(tmp
     assert done.returncode == 0, done.stderr[-3000:]
     assert summary(tmp_path)["status"] == "completed"
     assert (run / "forgetting" / "forgetting.json").exists()
+    tuned = json.loads((run / "forgetting" / "tuned" / "results.json").read_text())
+    assert tuned["tasks"]["held"]["cache"]["hits"] >= 2  # the tuned model's finished batch, reused
 
 
 def test_training_and_validation_stop_with_a_checkpoint_and_resume(tmp_path, tiny_model_dir):

@@ -1,8 +1,9 @@
 """Result cache for evaluation: re-runs skip every model call whose answer is already known.
 
-Key of a cache file: the model (folder path + name, size and mtime of each weights/config file, or
-hub id + revision), the adapter (same fingerprint), the dtype and the scoring settings (generation
-settings, or "loglikelihood"). Inside, one JSON line per scored item, keyed by a hash of its
+Key of a cache file: the model (the SHA-256 of each weights/config file, or hub id + revision), the
+adapter (the same), the dtype and the scoring settings (generation settings, or "loglikelihood").
+By content, not path or mtime: a run folder moved to another disk, or a final model written again
+with the same bytes (a resume after a stop in the scoring that follows training), still hits. Inside, one JSON line per scored item, keyed by a hash of its
 exact token ids. Batch size is not part of the key: batching does not change outputs (tested).
 Lines are appended as batches finish, so an interrupted evaluation keeps its finished work.
 """
@@ -14,21 +15,16 @@ import json
 from pathlib import Path
 
 from tunelab.config.env import tunelab_home
+from tunelab.evaluate.provenance import folder_identity
 from tunelab.files import append_jsonl, write_json
 
-FINGERPRINT_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".gguf")
-
-
 def fingerprint(path_or_id: str | None, revision: str | None = None) -> dict | None:
-    """Identity of a model or adapter: files' names, sizes and mtimes for a folder; else id + revision."""
-    if path_or_id is None:
-        return None
-    p = Path(path_or_id)
-    if not p.exists():
-        return {"id": str(path_or_id), "revision": revision}
-    files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in FINGERPRINT_SUFFIXES) if p.is_dir() else [p]
-    return {"path": str(p.resolve()),
-            "files": [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]}
+    """Identity of a model or adapter by content: {name: sha256} of a folder's files (hashes are
+    memoized, so a second look costs a stat per file); else hub id + revision."""
+    identity = folder_identity(path_or_id, revision)
+    if identity is not None:
+        identity.pop("path", None)
+    return identity
 
 
 def digest(obj) -> str:

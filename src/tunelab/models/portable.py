@@ -29,14 +29,23 @@ def portable_name(model_cfg) -> str:
     return str(path.resolve()) if path.exists() else name  # a local folder of yours, or a hub id
 
 
+# adapter_config.json keys PEFT keeps as sets of module names (their order means nothing)
+SET_VALUED = ("target_modules", "modules_to_save", "exclude_modules", "feedforward_modules")
+
+
 def record_base(adapter_dir: str | Path, model_cfg) -> None:
-    """Rewrite an adapter folder's adapter_config.json to name its base portably."""
+    """Rewrite an adapter folder's adapter_config.json to name its base portably, with its module
+    lists in sorted order: PEFT writes sets in Python's hash order, which changes between processes,
+    and the same adapter must give the same bytes (the evaluation cache keys on them)."""
     path = Path(adapter_dir) / "adapter_config.json"
     if not path.exists():
         return
     config = json.loads(path.read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = portable_name(model_cfg)
     config["revision"] = model_cfg.revision
+    for key in SET_VALUED:
+        if isinstance(config.get(key), list):
+            config[key] = sorted(config[key])
     from tunelab.files import write_text
 
     write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
