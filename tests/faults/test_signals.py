@@ -159,3 +159,47 @@ def test_sigterm_in_eval_keeps_finished_batches(tmp_path, tiny_model_dir):
     # The finished batch is in the evaluation cache (a rerun reuses it: test_run_faults.py's
     # test_ctrl_c_during_eval_keeps_every_finished_batch); no results.json claims a whole run.
     assert list((home / "eval-cache").glob("*.jsonl")) and not (tmp_path / "eval" / "results.json").exists()
+
+
+def test_sigint_in_compare_scoring_keeps_finished_batches(tmp_path, tiny_model_dir):
+    home, cfg = tmp_path / "home", config(tmp_path, tiny_model_dir, max_steps=2)
+    assert tunelab(home, "train", cfg).returncode == 0
+    run, out = tmp_path / "runs" / "run", tmp_path / "compared"
+    argv = ["compare", run, "--task", held_out_task(tmp_path), "--batch-size", "2", "--bootstrap", "10",
+            "--output", out]
+    rc, err, took = signal_in("compare", signal.SIGINT, argv, home, nth=2)
+    assert rc == 130 and took < STOP_WITHIN_S, err
+    assert last_line(err) == "tunelab: interrupted during compare"
+    assert not (run / "eval" / "results.json").exists() and not (out / "compare.json").exists()
+
+    done = tunelab(home, *argv)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "compare.json").exists()
+    scored = json.loads((run / "eval" / "results.json").read_text())
+    assert scored["tasks"]["held"]["cache"]["hits"] >= 2  # the batch finished before the signal
+
+
+def test_sigterm_in_a_study_stops_its_system_and_resume_keeps_the_finished_ones(tmp_path, tiny_model_dir):
+    home = tmp_path / "home"
+    raw = toy_config(tmp_path, tiny_model_dir, name="study", n=24, max_steps=2, batch_size=4, checkpoint_every=1)
+    raw["forgetting"] = {"tasks": ["toy", str(held_out_task(tmp_path))], "limit": 6, "batch_size": 2,
+                         "bootstrap_resamples": 10}
+    raw["study"] = {"methods": {"lora": [5e-3, 1e-2]}}
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    # Two training steps per system: the third step line is the second system's first step.
+    rc, err, took = signal_in("training", signal.SIGTERM, ["train", cfg], home, nth=3)
+    assert rc == 143 and took < STOP_WITHIN_S, err
+    assert last_line(err) == "tunelab: terminated during training at step 1; continue with --resume"
+    root = tmp_path / "runs" / "study"
+    first, second = root / "runs" / "lora-lr0.005", root / "runs" / "lora-lr0.01"
+    kept = (first / "metrics.jsonl").stat().st_mtime_ns
+    s = json.loads((second / "summary.json").read_text())
+    assert (s["status"], s["phase"], s["steps"]) == ("terminated", "training", 1)
+    assert not (root / "compare.json").exists()
+
+    done = tunelab(home, "train", cfg, "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (first / "metrics.jsonl").stat().st_mtime_ns == kept  # the finished system is not trained again
+    assert json.loads((second / "summary.json").read_text())["status"] == "completed"
+    assert json.loads((root / "compare.json").read_text())["runs"] == ["base", "lora-lr0.005", "lora-lr0.01"]
