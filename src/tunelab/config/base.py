@@ -6,6 +6,8 @@ from pathlib import PureWindowsPath
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from tunelab.config.hints import did_you_mean
+
 
 class ConfigError(ValueError):
     """A configuration problem a user can fix; the message names the key and the file."""
@@ -32,9 +34,7 @@ class StrictModel(BaseModel):
                     known.add(field.alias)
             for key in data:
                 if key not in known:
-                    from tunelab.config.hints import suggest  # lazily: it walks the whole schema
-
-                    hint = suggest(cls, str(key), known)
+                    hint = did_you_mean(cls, str(key), known)
                     if hint:  # one clear line; the list of every key only when nothing is close
                         raise ValueError(f"unknown key '{key}'; did you mean {hint}?")
                     raise ValueError(f"unknown key '{key}' (valid keys: {', '.join(sorted(known))})")

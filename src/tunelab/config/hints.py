@@ -4,6 +4,10 @@ A key can be unknown because it is misspelt (`seeed`), because it belongs to ano
 (`lr` at the top level, `max_length` under `train:`), or because it is the name Hugging Face's
 Trainer, TRL, PEFT or bitsandbytes give the same setting (`learning_rate`). The suggestion is
 fuzzy-matched against all three, so `learning_rat` still finds `lr`.
+
+Where a key is used is read from the whole config (ExperimentConfig), which tunelab.config.schema
+registers here (`use_schema`) as it is defined: this module imports no config module, so the
+sections (config/base.py's StrictModel) can call `did_you_mean` without an import circle.
 """
 
 from __future__ import annotations
@@ -128,11 +132,20 @@ def _nested_models(annotation, suffix: str = ""):
             yield from _nested_models(arg, suffix)
 
 
+_SCHEMA: list[type[BaseModel]] = []  # the whole config, once tunelab.config.schema has registered it
+
+
+def use_schema(root: type[BaseModel]) -> None:
+    """Take `root` (the whole config) as the tree every did-you-mean is looked up in."""
+    _SCHEMA[:] = [root]
+    _tree.cache_clear()
+
+
 @lru_cache(maxsize=1)
 def _tree() -> _Tree:
-    from tunelab.config.schema import ExperimentConfig  # lazily: schema imports this package
-
-    return _Tree(ExperimentConfig)
+    if not _SCHEMA:  # tunelab.config imports the schema, so this only means a broken install
+        raise RuntimeError("tunelab.config.schema was not imported: no config tree for the did-you-mean")
+    return _Tree(_SCHEMA[0])
 
 
 def _shared_depth(a: str, b: str) -> int:
@@ -164,7 +177,7 @@ def _nearest(paths: list[str], here: list[str]) -> str:
     return max(paths, key=lambda p: (max((_shared_depth(p, h) for h in here), default=0), -p.count(".")))
 
 
-def suggest(cls: type[BaseModel], key: str, known: set[str]) -> str | None:
+def did_you_mean(cls: type[BaseModel], key: str, known: set[str]) -> str | None:
     """The did-you-mean text for an unknown `key` of section `cls` (None when nothing is close)."""
     tree = _tree()
     here = tree.class_paths.get(cls) or []

@@ -10,6 +10,7 @@ from tunelab.config.base import StrictModel, check_path_name
 from tunelab.config.data import DataConfig
 from tunelab.config.evaluate import EvalConfig, ForgettingConfig
 from tunelab.config.experiments import ContinualConfig, SearchConfig, StageConfig, StudyConfig
+from tunelab.config.hints import use_schema
 from tunelab.config.model import ModelConfig
 from tunelab.config.train import TrainConfig
 
@@ -70,3 +71,7 @@ class ExperimentConfig(StrictModel):
     @config_dir.setter
     def config_dir(self, value: str) -> None:
         self._config_dir = value
+
+
+# The did-you-mean for an unknown key looks in every section (config/hints.py).
+use_schema(ExperimentConfig)

@@ -30,6 +30,7 @@ from tunelab.config.scoring import TaskScoring, higher_is_better, task_scoring
 from tunelab.evaluate.cache import ResultCache, digest
 from tunelab.evaluate.generation import WorkCounter, generate
 from tunelab.evaluate.loglikelihood import continuation_ids, score_requests, score_shared_context
+from tunelab.evaluate.padding import pad_token_id
 from tunelab.evaluate.scoring import score_choices, score_generations, score_perplexity
 from tunelab.evaluate.shard import ONE, World, from_main, gather
 
@@ -127,7 +128,7 @@ def _choices(lm, examples, cache, batch_size, counter, label, verbose, world) ->
     groups = [(ex.prompt_ids, [continuation_ids(lm.tokenizer, ex.prompt_text, c) for c in ex.choices])
               for ex in examples]
     keys = [digest([ctx, opts]) for ctx, opts in groups]
-    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    pad = pad_token_id(lm.tokenizer)
 
     def run(missing, store):
         score_shared_context(lm.model, [groups[i] for i in missing], batch_size, pad, counter,
@@ -142,7 +143,7 @@ def _choices(lm, examples, cache, batch_size, counter, label, verbose, world) ->
 def _answer_logprobs(lm, examples, cache, batch_size, counter, label, verbose, world) -> list[dict]:
     requests = [(ex.prompt_ids, ex.target_ids) for ex in examples]
     keys = [digest([ctx, cont]) for ctx, cont in requests]
-    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    pad = pad_token_id(lm.tokenizer)
 
     def run(missing, store):
         score_requests(lm.model, [requests[i] for i in missing], batch_size, pad, counter,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tunelab.evaluate.padding import left_pad, pad_token_id
 from tunelab.evaluate.shard import ONE, World, mine
 from tunelab.signals import check as check_stop
 
@@ -108,6 +109,54 @@ def _cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
+def _keep_prompt_ends(prompts: list[list[int]], max_prompt_tokens: int | None) -> list[bool]:
+    """Cut each over-long prompt (in place) to its last max_prompt_tokens; which ones were cut.
+    The end is kept: the question and the generation prompt live there."""
+    truncated = [False] * len(prompts)
+    if max_prompt_tokens:
+        for i, p in enumerate(prompts):
+            if len(p) > max_prompt_tokens:
+                prompts[i], truncated[i] = p[-max_prompt_tokens:], True
+    return truncated
+
+
+def _prefill(model, input_ids, mask, positions, cache_arg: str, counter: WorkCounter):
+    """The prompts' forward pass: (last column's logits, KV cache)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    # Only the last column's logits are needed: skip the LM head over the prompt (a 49k-vocab head
+    # over every prompt token costs about as much as the layers on a 135M model).
+    keep = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                **{cache_arg: cache}, **keep)
+    counter.forward_calls += 1
+    counter.prompt_tokens += int(mask.sum())
+    return out.logits[:, -1, :], _returned_cache(out, cache)
+
+
+def _take_token(tok: int, row: int, new_tokens: list[list[int]], eos: set[int], stops: list[str], settings,
+                tokenizer, counter: WorkCounter, on_token) -> str | None:
+    """Add a row's picked token to its new tokens; the stop reason when that ends the row, else None."""
+    if tok in eos:
+        return "eos"
+    tokens = new_tokens[row]
+    tokens.append(tok)
+    counter.generated_tokens += 1
+    if on_token is not None:
+        on_token(row, tokens)
+    if stops and _cut_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), stops)[1]:
+        return "stop"
+    return "length" if len(tokens) >= settings.max_new_tokens else None
+
+
+def _output(tokenizer, tokens: list[int], prompt_tokens: int, reason: str, truncated: bool,
+            stops: list[str]) -> GenerationOutput:
+    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    text = _cut_at_stop(text, stops)[0] if stops else text
+    return GenerationOutput(text, tokens, prompt_tokens, reason, truncated)
+
+
 @torch.inference_mode()
 def generate_batch(model, tokenizer, prompts: list[list[int]], settings, keys: list[str] | None = None,
                    counter: WorkCounter | None = None, max_prompt_tokens: int | None = None,
@@ -119,75 +168,34 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], settings, keys: l
     model = as_causal_lm(model)  # encoder-decoders and prompt/prefix tuning: views.py
     counter = counter or WorkCounter()
     device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    truncated = [False] * len(prompts)
-    if max_prompt_tokens:
-        # Keep the end of an over-long prompt: the question and the generation prompt live there.
-        for i, p in enumerate(prompts):
-            if len(p) > max_prompt_tokens:
-                prompts[i], truncated[i] = p[-max_prompt_tokens:], True
-    width = max(len(p) for p in prompts)
-    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        if len(p) == 0:
-            raise ValueError("empty prompt")
-        input_ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-        mask[i, width - len(p):] = 1
-    input_ids, mask = input_ids.to(device), mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    truncated = _keep_prompt_ends(prompts, max_prompt_tokens)
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("empty prompt")
+    input_ids, mask, positions = (t.to(device) for t in left_pad(prompts, pad_token_id(tokenizer)))
     # A chosen chat template may end answers with its own token (Gemma's <end_of_turn> on a base model).
     eos = eos_token_ids(model, tokenizer) | set(extra_eos or ())
     keys = keys or [str(i) for i in range(len(prompts))]
     generators = [_row_generator(settings.seed, k) for k in keys] if settings.do_sample else None
-
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
     cache_arg = _cache_kwarg(model)
-    # Only the last column's logits are needed: skip the LM head over the prompt (a 49k-vocab head
-    # over every prompt token costs about as much as the layers on a 135M model).
-    keep = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                **{cache_arg: cache}, **keep)
-    counter.forward_calls += 1
-    counter.prompt_tokens += int(mask.sum())
-    logits = out.logits[:, -1, :]
-    cache = _returned_cache(out, cache)
+    logits, cache = _prefill(model, input_ids, mask, positions, cache_arg, counter)
     next_pos = positions[:, -1:] + 1
 
     active = list(range(len(prompts)))  # original row index of each live batch row
     new_tokens: list[list[int]] = [[] for _ in prompts]
     results: list[GenerationOutput | None] = [None] * len(prompts)
     stops = list(settings.stop or [])
-    for step in range(settings.max_new_tokens):
+    for _ in range(settings.max_new_tokens):
         picked = _pick_tokens(logits, settings, [generators[r] for r in active] if generators else None).tolist()
         keep = []
         for b, row in enumerate(active):
-            tok = int(picked[b])
-            reason = None
-            if tok in eos:
-                reason = "eos"
-            else:
-                new_tokens[row].append(tok)
-                counter.generated_tokens += 1
-                if on_token is not None:
-                    on_token(row, new_tokens[row])
-                if stops:
-                    text = tokenizer.decode(new_tokens[row], skip_special_tokens=True)
-                    if _cut_at_stop(text, stops)[1]:
-                        reason = "stop"
-                if reason is None and len(new_tokens[row]) >= settings.max_new_tokens:
-                    reason = "length"
+            reason = _take_token(int(picked[b]), row, new_tokens, eos, stops, settings, tokenizer, counter, on_token)
             if reason is None:
                 keep.append(b)
             else:
-                text = tokenizer.decode(new_tokens[row], skip_special_tokens=True)
-                text = _cut_at_stop(text, stops)[0] if stops else text
-                results[row] = GenerationOutput(text, new_tokens[row], len(prompts[row]), reason, truncated[row])
+                results[row] = _output(tokenizer, new_tokens[row], len(prompts[row]), reason, truncated[row], stops)
         if not keep:
             break
-        if len(keep) < len(active):
+        if len(keep) < len(active):  # finished rows leave the batch, their KV cache rows too
             index = torch.tensor(keep, dtype=torch.long, device=device)
             cache.batch_select_indices(index)
             mask = mask.index_select(0, index)
@@ -202,8 +210,7 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], settings, keys: l
         next_pos = next_pos + 1
     for row in range(len(prompts)):
         if results[row] is None:  # only reachable when max_new_tokens ran out inside the loop
-            text = tokenizer.decode(new_tokens[row], skip_special_tokens=True)
-            results[row] = GenerationOutput(text, new_tokens[row], len(prompts[row]), "length", truncated[row])
+            results[row] = _output(tokenizer, new_tokens[row], len(prompts[row]), "length", truncated[row], [])
     return results  # type: ignore[return-value]
 
 

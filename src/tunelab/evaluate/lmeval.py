@@ -83,12 +83,13 @@ class Prepared:
 
 
 def prepare_section(section, config_dir: str = ".", taken: set[str] | tuple = ()) -> Prepared | None:
-    """prepare() for a config's lm_eval: section (or the CLI's settings); None when it names no task."""
+    """load_lm_eval_tasks() for a config's lm_eval: section (or the CLI's settings); None when it names
+    no task."""
     settings = settings_of(section, config_dir=config_dir) if section else None
-    return prepare(settings, taken) if settings else None
+    return load_lm_eval_tasks(settings, taken) if settings else None
 
 
-def prepare(settings: dict, taken: set[str] | tuple = ()) -> Prepared:
+def load_lm_eval_tasks(settings: dict, taken: set[str] | tuple = ()) -> Prepared:
     """Check and load every lm-eval task (names, datasets, output types, metrics) with no model loaded."""
     version = require_lm_eval()
     folder = settings.get("include")

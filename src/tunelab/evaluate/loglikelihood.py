@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from tunelab.evaluate.generation import WorkCounter, length_sorted_batches
+from tunelab.evaluate.padding import left_pad
 from tunelab.evaluate.shard import ONE, World, mine
 from tunelab.signals import check as check_stop
 
@@ -63,13 +64,8 @@ def score_requests(model, requests: list[tuple[list[int], list[int]]], batch_siz
     keep_kw = _logits_to_keep_supported(model)
     for batch in mine(length_sorted_batches([len(s) for s in seqs], max(1, batch_size)), world, progress):
         check_stop()  # a signal held back by training (validation) stops between batches
-        width = max(len(seqs[i]) for i in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for r, i in enumerate(batch):
-            ids[r, width - len(seqs[i]):] = torch.tensor(seqs[i])
-            mask[r, width - len(seqs[i]):] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask, positions = left_pad([seqs[i] for i in batch], pad_id)
+        width = ids.shape[1]
         keep = min(width, max(len(requests[i][1]) for i in batch) + 1)
         extra = {"logits_to_keep": keep} if keep_kw else {}
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
@@ -233,13 +229,7 @@ def _score_batch(model, groups, prefix_len: int, prefix_cache, cache_arg: str, k
 
     device = next(model.parameters()).device
     suffixes = [ctx[prefix_len:] for ctx, _ in groups]
-    width = max(len(x) for x in suffixes)
-    ids = torch.full((len(groups), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(groups), width), dtype=torch.long)
-    for r, x in enumerate(suffixes):
-        ids[r, width - len(x):] = torch.tensor(x)
-        mask[r, width - len(x):] = 1
-    positions = prefix_len + (mask.cumsum(-1) - 1).clamp(min=0)
+    ids, mask, positions = left_pad(suffixes, pad_id, start=prefix_len)
     mask = torch.cat([torch.ones((len(groups), prefix_len), dtype=torch.long), mask], dim=1)
     owner = [r for r, (_, opts) in enumerate(groups) for _ in opts]
     options = [o for _, opts in groups for o in opts]

@@ -37,6 +37,8 @@ from safetensors.torch import load_file, save_file
 
 from tunelab.config.base import ConfigError
 from tunelab.files import disk_errors
+from tunelab.train.distributed import SHARDED_DIR, is_sharded, load_sharded, save_sharded
+from tunelab.train.optimizer_state import join_optimizer_state, split_optimizer_state
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 MANIFEST = "manifest.json"
@@ -44,25 +46,6 @@ MANIFEST = "manifest.json"
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def split_optimizer_state(sd: dict) -> tuple[dict, dict]:
-    """An optimizer state dict as {"<param>/<name>": tensor} and the rest for JSON (param groups and
-    scalar state); <param> is a position (optimizer.state_dict()) or a parameter name (FSDP's)."""
-    tensors, scalars = {}, {}
-    for param, entry in sd["state"].items():
-        for key, value in entry.items():
-            (tensors if torch.is_tensor(value) else scalars)[f"{param}/{key}"] = value
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def join_optimizer_state(tensors: dict, meta: dict, param_key=int) -> dict:
-    """split_optimizer_state's inverse; param_key turns the <param> text back (int: a position)."""
-    state: dict = {}
-    for key, value in list(tensors.items()) + list(meta["scalars"].items()):
-        param, name = key.split("/", 1)
-        state.setdefault(param_key(param), {})[name] = value
-    return {"state": state, "param_groups": meta["param_groups"]}
 
 
 def optimizer_to_files(optimizer) -> tuple[dict, dict]:
@@ -229,8 +212,6 @@ def remove_temp_dirs(folder: Path) -> None:
 
 def load_checkpoint(path: Path, loss_model, model, optimizer, rank: int, seed: int) -> dict:
     """Restore weights, optimizer and this process's RNG; return state.json."""
-    from tunelab.train.distributed import SHARDED_DIR, is_sharded, load_sharded
-
     if (path / SHARDED_DIR).exists():
         load_sharded(path, loss_model, optimizer)
     elif is_sharded(loss_model):
@@ -290,8 +271,6 @@ def save_checkpoint(state) -> None:
 
 
 def write_step_checkpoint(state) -> None:
-    from tunelab.train.distributed import save_sharded
-
     step = state.counters.step
     state.saved_step = step
     tmp = temp_dir(state.ckpt_dir, step)

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from tunelab.config.base import ConfigError
-from tunelab.train.checkpoint import join_optimizer_state, split_optimizer_state
+from tunelab.train.optimizer_state import join_optimizer_state, split_optimizer_state
 
 SHARDED_DIR = "sharded"
 FILE_BYTES = 128 * 1024 * 1024  # whole-tensor bytes per checkpoint file (each process writes its part)
@@ -140,7 +140,7 @@ def tied_names(loss_model) -> dict[str, str]:
 
 def _flatten(model_sd: dict, optim_sd: dict, tied: dict) -> tuple[dict, dict]:
     """{"model/<name>": tensor, "optim/<name>/<key>": tensor} and the non-tensor optimizer state
-    (checkpoint.split_optimizer_state, keyed by parameter name); a tied parameter is stored once,
+    (optimizer_state.split_optimizer_state, keyed by parameter name); a tied parameter is stored once,
     under its first name."""
     optim_tensors, meta = split_optimizer_state(optim_sd)
     tensors = {f"model/{name}": t for name, t in model_sd.items() if name not in tied}

@@ -13,14 +13,18 @@ import time
 
 import torch
 
-from tunelab.config.base import ConfigError
+from tunelab.config.base import UserError
 from tunelab.train import checkpoint as ckpt
 from tunelab.train.batching import collate, pack_sequences, plan_steps, seq_length, to_sequences
 from tunelab.train.distributed import gradient_sync, to_float
 
 
-class TrainingDiverged(ConfigError):
-    """The loss became NaN or infinite; the message says where and what to change."""
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the message says where and what to change.
+
+    Not a ConfigError: the config was valid, the run failed. It is a UserError because the user
+    can fix it (the message names the settings to change and the checkpoint to resume from), so
+    the CLI prints it as one line and exits 2 (tunelab.cli.errors)."""
 
 
 def all_reduce(x: torch.Tensor, world: int) -> torch.Tensor:
