@@ -98,45 +98,57 @@ def systems_html(table: dict, figures: dict, out: Path) -> list[str]:
     return res
 
 
+def _change(d: dict | None) -> str:
+    """A paired change on one task as two cells: the task (metric), and the difference toned by its CI."""
+    e = html.escape
+    task = e(d["task"] + " (" + d["metric"] + ")") if d else ""
+    return f"<td>{task}</td><td{_tone(d)}>{e(_paired(d, d and d['metric']))}</td>"
+
+
+def _grouped_rows(lead: list[str], details: list[str]) -> list[str]:
+    """A system's rows, one per detail (its cells, ready): the system's own cells (escaped) only on
+    the first row, so that the table reads as one group per system."""
+    return ["<tr>" + "".join(f"<td>{x if j == 0 else ''}</td>" for x in lead) + detail + "</tr>"
+            for j, detail in enumerate(details)]
+
+
+def _section(key: str, title: str, intro: str, alt: str, header: list[str], rows: list[str], figures: dict) -> list[str]:
+    """The frame the trade-off and second-stage sections share: heading, what is paired (`intro`,
+    HTML), the figure when drawn, then the table; every id derives from `key`."""
+    res = [f"<h2 id='{key}'>{title}</h2>", f"<p>{intro}</p>"]
+    if figures.get(key):
+        res.append(embed(figures[key], key, alt))
+    res.append(f"<table id='{key}-table'><tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr>")
+    return res + rows + ["</table>"]
+
+
 def trade_off_html(table: dict, figures: dict) -> list[str]:
     e = html.escape
     first = (table.get("labels") or table["runs"])[0]
-    res = ["<h2 id='trade-off'>Learning vs forgetting</h2>",
-           f"<p>Gain on the tuned task <b>{e(table['tuned_task'])}</b> against the change on the other tasks, "
-           f"each a paired difference against <b>{e(first)}</b> on the same examples (higher = better; a change "
-           "below 0 is forgetting). Systems marked * are on the Pareto front: none of the others is better on both.</p>"]
-    if figures.get("trade-off"):
-        res.append(embed(figures["trade-off"], "trade-off", "gain vs forgetting"))
-    res.append("<table id='trade-off-table'><tr><th>system</th><th>gain [95% CI], p</th><th>task</th>"
-               "<th>change [95% CI], p</th><th>trained on it</th></tr>")
+    intro = (f"Gain on the tuned task <b>{e(table['tuned_task'])}</b> against the change on the other tasks, "
+             f"each a paired difference against <b>{e(first)}</b> on the same examples (higher = better; a change "
+             "below 0 is forgetting). Systems marked * are on the Pareto front: none of the others is better on both.")
+    rows = []
     for point in table["trade_off"]:
         gain = e(_paired(point["gain"], point["gain"] and point["gain"]["metric"]))
-        for j, o in enumerate(point["others"] or [None]):
-            change = e(_paired(o, o and o["metric"]))
-            res.append(f"<tr><td>{e(point['label']) if j == 0 else ''}</td><td>{gain if j == 0 else ''}</td>"
-                       f"<td>{e(o['task'] + ' (' + o['metric'] + ')') if o else ''}</td><td{_tone(o)}>{change}</td>"
-                       f"<td>{'' if not o else ('no' if o['held_out'] else 'yes')}</td></tr>")
-    res.append("</table>")
-    return res
+        # A system that changed nothing else still gets its row, for its gain.
+        rows += _grouped_rows([e(point["label"]), gain],
+                              [_change(o) + f"<td>{'' if not o else ('no' if o['held_out'] else 'yes')}</td>"
+                               for o in point["others"] or [None]])
+    return _section("trade-off", "Learning vs forgetting", intro, "gain vs forgetting",
+                    ["system", "gain [95% CI], p", "task", "change [95% CI], p", "trained on it"], rows, figures)
 
 
 def continued_html(table: dict, figures: dict) -> list[str]:
     """Second stages against the model each continued from: what the later task cost the earlier one."""
     e = html.escape
-    res = ["<h2 id='continued'>Second stages</h2>",
-           "<p>Each system that continued training from another system's model, paired against that model "
-           "on the same examples (higher = better; below 0 the later training cost the earlier ability).</p>"]
-    if figures.get("continued"):
-        res.append(embed(figures["continued"], "continued", "second stages with paired 95% CIs"))
-    res.append("<table id='continued-table'><tr><th>system</th><th>continued from</th><th>task</th>"
-               "<th>change [95% CI], p</th></tr>")
+    intro = ("Each system that continued training from another system's model, paired against that model "
+             "on the same examples (higher = better; below 0 the later training cost the earlier ability).")
+    rows = []
     for c in table["continued"]:
-        for j, t in enumerate(c["tests"]):
-            res.append(f"<tr><td>{e(c['label']) if j == 0 else ''}</td><td>{e(c['after_label']) if j == 0 else ''}</td>"
-                       f"<td>{e(t['task'] + ' (' + t['metric'] + ')')}</td>"
-                       f"<td{_tone(t)}>{e(_paired(t, t['metric']))}</td></tr>")
-    res.append("</table>")
-    return res
+        rows += _grouped_rows([e(c["label"]), e(c["after_label"])], [_change(t) for t in c["tests"]])
+    return _section("continued", "Second stages", intro, "second stages with paired 95% CIs",
+                    ["system", "continued from", "task", "change [95% CI], p"], rows, figures)
 
 
 def systems_md(table: dict, figure_files: dict) -> list[str]:

@@ -1,4 +1,8 @@
-"""Reading mapped fields from a record, with errors that name the file, line and field."""
+"""Reading mapped fields from a record, with errors that name the file, line and field.
+
+Also the record layout shared by the kinds that differ only in their default columns and
+instruction (summarization, translation), so that the two cannot drift apart.
+"""
 
 from __future__ import annotations
 
@@ -79,6 +83,20 @@ def strip_suffixes(text: str, suffixes: list[str], record, col) -> str:
     if not text.strip():
         raise BadRecord(record.where, f"field '{col}' is empty after removing {suffixes}")
     return text
+
+
+def references(record, task, col, role: str) -> list[str]:
+    """A record's gold answers (one or several), each with the task's `strip_suffix` removed."""
+    return [strip_suffixes(r, task.strip_suffix, record, col) for r in get_texts(record, col, role=role)]
+
+
+def text_to_references(record, task, fields: dict, ctx, roles: dict) -> Parts:
+    """One text -> one or several reference texts, the first one trained: the instruction above the
+    text, `text` and `target` for a user Jinja template. `roles` holds the kind's default columns."""
+    text = get_text(record, column(fields, "text", roles["text"]))
+    refs = references(record, task, column(fields, "target", roles["target"]), "target")
+    user = f"{ctx.instruction}\n\n{text}"
+    return Parts(user=user, target=refs[0], references=refs, variables={"text": text, "target": refs[0]})
 
 
 def _number_text(value) -> str:

@@ -5,7 +5,7 @@ Several gold answers (several columns, or one column holding a list) become `ref
 
 from __future__ import annotations
 
-from tunelab.data.tasks.fields import Parts, column, get_text, get_texts, strip_suffixes
+from tunelab.data.tasks.fields import Parts, column, get_text, references
 
 ROLES = {"question": "question", "context": "context", "answer": "answer"}
 
@@ -18,9 +18,7 @@ def parts(record, task, fields: dict, ctx) -> Parts:
     question = get_text(record, column(fields, "question", ROLES["question"]))
     # Optional: required when mapped explicitly, else used when the record has a `context` column.
     context = get_text(record, column(fields, "context", ROLES["context"]), required="context" in fields)
-    answer_col = column(fields, "answer", ROLES["answer"])
-    refs = [strip_suffixes(r, task.strip_suffix, record, answer_col)
-            for r in get_texts(record, answer_col, role="answer")]
+    refs = references(record, task, column(fields, "answer", ROLES["answer"]), "answer")
     body = f"Question: {question}" if context is None else f"Context: {context}\n\nQuestion: {question}"
     user = f"{ctx.instruction}\n\n{body}"
     variables = {"question": question, "context": context, "answer": refs[0]}

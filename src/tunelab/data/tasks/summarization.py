@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tunelab.data.tasks.fields import Parts, column, get_text, get_texts, strip_suffixes
+from tunelab.data.tasks.fields import Parts, text_to_references
 
 ROLES = {"text": "text", "target": "summary"}
 
@@ -12,9 +12,4 @@ def default_instruction(task, labels=None) -> str:
 
 
 def parts(record, task, fields: dict, ctx) -> Parts:
-    text = get_text(record, column(fields, "text", ROLES["text"]))
-    target_col = column(fields, "target", ROLES["target"])
-    refs = [strip_suffixes(r, task.strip_suffix, record, target_col)
-            for r in get_texts(record, target_col, role="target")]
-    user = f"{ctx.instruction}\n\n{text}"
-    return Parts(user=user, target=refs[0], references=refs, variables={"text": text, "target": refs[0]})
+    return text_to_references(record, task, fields, ctx, ROLES)
