@@ -110,7 +110,7 @@ def _write_atomic(path: str, text: str) -> None:
 
 def run(args) -> int:
     from tunelab.cli.errors import UserError
-    from tunelab.metrics.score import compare_records, load_records, score_records
+    from tunelab.metrics.score import compare_records, read_score_file, score_records
 
     if bool(args.file) == bool(args.compare):
         raise UserError("give either FILE.jsonl or --compare A.jsonl B.jsonl")
@@ -126,13 +126,13 @@ def run(args) -> int:
     if args.compare:
         if args.per_record:
             raise UserError("--per-record applies to a single FILE, not --compare")
-        (records_a, lines_a), (records_b, lines_b) = (load_records(p) for p in args.compare)
+        (records_a, lines_a), (records_b, lines_b) = (read_score_file(p) for p in args.compare)
         metrics = args.metrics or _default_metrics(records_a)
         result = compare_records(records_a, records_b, metrics, sources=tuple(args.compare),
                                  line_numbers=(lines_a, lines_b), permutations=args.permutations, **options)
         n = result["n"]
     else:
-        records, lines = load_records(args.file)
+        records, lines = read_score_file(args.file)
         metrics = args.metrics or _default_metrics(records)
         result, per_record = score_records(records, metrics, source=args.file, line_numbers=lines, **options)
         n = result["n"]

@@ -18,21 +18,26 @@ itself (`eval_kind`, `metrics`, `max_new_tokens`, `stop`); the defaults depend o
 
 `eval_kind: perplexity` scores any task by the log-likelihood of its reference answers:
 token_nll (nats per answer token: the answer loss), perplexity, bits_per_byte.
+
+The metric names themselves, their direction and their scale are not defined here but in the one
+vocabulary every package reads (metrics/vocabulary.py: pure data, no numpy), so the names a task
+may ask for are exactly the ones the scoring units report.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Literal
+
+from tunelab.metrics import vocabulary
 
 EvalKind = Literal["generate", "loglikelihood", "perplexity"]
 EVAL_KINDS = ("generate", "loglikelihood", "perplexity")
 
-GENERATION_METRICS = ("accuracy", "exact_match", "token_f1", "bleu", "chrf")
-ROUGE_METRIC = re.compile(r"^rouge([1-9]|L|Lsum|W|S\d*|SU\d*)$")
-LOGLIKELIHOOD_METRICS = ("acc", "acc_norm", "acc_bytes")
-PERPLEXITY_METRICS = ("token_nll", "perplexity", "bits_per_byte")
+GENERATION_METRICS = vocabulary.selectable("generate")
+ROUGE_METRIC = vocabulary.ROUGE_KEY
+LOGLIKELIHOOD_METRICS = vocabulary.selectable("loglikelihood")
+PERPLEXITY_METRICS = vocabulary.selectable("perplexity")
 
 DEFAULT_METRICS = {
     "classification": ["accuracy"],
@@ -55,8 +60,8 @@ DEFAULT_MAX_NEW_TOKENS = {
     "multiple_choice": 8,
 }
 # Metrics measured on a 0-100 scale (as sacrebleu prints them); every other one is 0-1 or a loss.
-PERCENT_SCALE = ("bleu", "chrf")
-LOWER_IS_BETTER = ("token_nll", "perplexity", "bits_per_byte", "unmapped")
+PERCENT_SCALE = vocabulary.keys_where(scale="0-100")
+LOWER_IS_BETTER = vocabulary.keys_where(higher_is_better=False)
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,7 @@ def check_scoring(name: str, kind: str, eval_kind: str | None, metrics: list[str
     for metric in metrics or []:
         allowed = known_metrics(eval_kind)
         if metric not in allowed and not (eval_kind == "generate" and ROUGE_METRIC.match(metric)):
-            extra = ", rouge1..9, rougeL, rougeLsum, rougeW, rougeS4, rougeSU4" if eval_kind == "generate" else ""
+            extra = f", {vocabulary.ROUGE_KEY_HINT}" if eval_kind == "generate" else ""
             raise ValueError(f"task '{name}': unknown {eval_kind} metric '{metric}' (known: "
                              f"{', '.join(allowed)}{extra})")
         if metric == "accuracy" and kind != "classification":
@@ -110,7 +115,9 @@ def task_scoring(kind: str, eval_kind: str | None = None, metrics: list[str] | N
 
 
 def higher_is_better(metric: str) -> bool:
-    return metric not in LOWER_IS_BETTER
+    """The metric's direction in the vocabulary; a name it does not know (lm-eval's): higher."""
+    found = vocabulary.key(metric)
+    return found is None or found.higher_is_better
 
 
 def scale_of(metric: str, entry: dict | None = None) -> str:
@@ -121,8 +128,10 @@ def scale_of(metric: str, entry: dict | None = None) -> str:
     entry: the JSON row or value, whose "scale" / "higher_is_better" (lm-eval metrics carry their
     own) win over the name."""
     entry = entry or {}
-    if entry.get("scale") == "0-100" or metric in PERCENT_SCALE:
+    found = vocabulary.key(metric)
+    scale = found.scale if found is not None else "0-1"
+    if entry.get("scale") == "0-100" or scale == "0-100":
         return "0-100"
-    if metric in LOWER_IS_BETTER or entry.get("higher_is_better") is False:
+    if scale == "unbounded" or entry.get("higher_is_better") is False:
         return metric
     return "0-1"

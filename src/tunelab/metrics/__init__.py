@@ -1,7 +1,16 @@
 """tunelab.metrics: text and classification metrics, identical to their reference implementations.
 
 Pure Python + numpy; never imports torch or transformers (checked by the tests), so `tunelab score`
-starts fast. One metric per module:
+starts fast. Scoring is a loop over units, one class per metric with one protocol:
+
+- base            the protocol (per-record statistics, corpus function, signature, direction,
+                  scale) and what units share: Records, Bootstrap, Paired, Scored
+- units           the text and classification units (Rouge, Bleu, Chrf, ExactMatch, TokenF1,
+                  Classification) that `tunelab score` and evaluation run
+- loglikelihood   the units of log-likelihood scoring (MultipleChoice, Perplexity)
+- vocabulary      the one table of metric names: each reported key, its unit, direction and scale
+
+The arithmetic, one metric per module:
 
 - bleu            corpus/sentence BLEU, identical to sacrebleu 2.x (tokenizers in bleu_tokenizers)
 - chrf            chrF / chrF++, identical to sacrebleu's CHRF
@@ -15,7 +24,7 @@ starts fast. One metric per module:
 - paired          the one paired test per comparison (exact McNemar with its CI, paired bootstrap,
                   seeds and examples) with its minimum detectable effect
 - power           power, minimum detectable effect and the test-set size a change needs
-- score           the engine behind `tunelab score`
+- score           the engine behind `tunelab score` (read_score_file, score_records, compare_records)
 - gc_paused       holds off the cyclic GC while results for many records are built
 
 Names below are loaded on first use so that `import tunelab.metrics` stays cheap. exact_match and

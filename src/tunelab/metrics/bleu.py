@@ -168,20 +168,11 @@ def _check_inputs(hypotheses, references) -> None:
         )
 
 
-def segment_statistics(
-    hypotheses: list[str],
-    references: list[list[str | None]],
-    *,
-    tokenize: str = "13a",
-    lowercase: bool = False,
-    max_ngram_order: int = MAX_NGRAM_ORDER,
-) -> tuple[list[list[int]], set[int]]:
-    """Per-record sufficient statistics [hyp_len, ref_len, correct_1..n, total_1..n] and the set
-    of reference counts seen (for the signature's nrefs)."""
+def present_references(hypotheses, references) -> list[list[str]]:
+    """Each record's references without the missing (None) ones, after the checks BLEU and chrF
+    share: a string hypothesis, a list of strings or None, at least one reference present."""
     _check_inputs(hypotheses, references)
-    tokenizer = get_tokenizer(tokenize)
-    nrefs_seen: set[int] = set()
-    hyp_tokens, ref_tokens = [], []
+    out = []
     for i, (hyp, refs) in enumerate(zip(hypotheses, references)):
         if not isinstance(hyp, str):
             raise MetricInputError(f"record {i}: hypothesis must be a string, got {type(hyp).__name__}")
@@ -192,7 +183,25 @@ def segment_statistics(
             raise MetricInputError(f"record {i}: every reference must be a string (or None if missing)")
         if not present:
             raise MetricInputError(f"record {i}: no reference (all missing); use \"\" for an empty one")
-        nrefs_seen.add(len(present))
+        out.append(present)
+    return out
+
+
+def segment_statistics(
+    hypotheses: list[str],
+    references: list[list[str | None]],
+    *,
+    tokenize: str = "13a",
+    lowercase: bool = False,
+    max_ngram_order: int = MAX_NGRAM_ORDER,
+) -> tuple[list[list[int]], set[int]]:
+    """Per-record sufficient statistics [hyp_len, ref_len, correct_1..n, total_1..n] and the set
+    of reference counts seen (for the signature's nrefs)."""
+    present_refs = present_references(hypotheses, references)
+    tokenizer = get_tokenizer(tokenize)
+    nrefs_seen = {len(present) for present in present_refs}
+    hyp_tokens, ref_tokens = [], []
+    for hyp, present in zip(hypotheses, present_refs):
         hyp_tokens.append(_preprocess(hyp, tokenizer, lowercase))
         ref_tokens.append([_preprocess(ref, tokenizer, lowercase) for ref in present])
 
@@ -281,25 +290,13 @@ def _nrefs_field(nrefs_seen: set[int]) -> int | str:
     return next(iter(nrefs_seen)) if len(nrefs_seen) == 1 else "var"
 
 
-def score_from_statistics(
-    summed: list,
-    *,
-    smooth_method: str = "exp",
-    smooth_value: float | None = None,
-    effective_order: bool = False,
-    max_ngram_order: int = MAX_NGRAM_ORDER,
-) -> BLEUScore:
-    """BLEU from summed segment statistics (as returned by segment_statistics)."""
-    return compute_bleu(
-        summed[2 : 2 + max_ngram_order],
-        summed[2 + max_ngram_order :],
-        int(summed[0]),
-        int(summed[1]),
-        smooth_method,
-        smooth_value,
-        effective_order,
-        max_ngram_order,
-    )
+def score_from_statistics(summed: list, **options) -> BLEUScore:
+    """BLEU from summed segment statistics (as returned by segment_statistics). options:
+    compute_bleu's smooth_method (here "exp" by default, as corpus_bleu), smooth_value,
+    effective_order and max_ngram_order."""
+    order = options.get("max_ngram_order", MAX_NGRAM_ORDER)
+    return compute_bleu(summed[2 : 2 + order], summed[2 + order :], int(summed[0]), int(summed[1]),
+                        **{"smooth_method": "exp", **options})
 
 
 def corpus_bleu(
@@ -344,27 +341,9 @@ def corpus_bleu(
     return result
 
 
-def sentence_bleu(
-    hypothesis: str,
-    references: list[str | None],
-    *,
-    tokenize: str = "13a",
-    smooth_method: str = "exp",
-    smooth_value: float | None = None,
-    lowercase: bool = False,
-    effective_order: bool = True,
-    max_ngram_order: int = MAX_NGRAM_ORDER,
-) -> BLEUScore:
-    """Sentence BLEU = sacrebleu.sentence_bleu (default: exp smoothing with effective order)."""
+def sentence_bleu(hypothesis: str, references: list[str | None], **options) -> BLEUScore:
+    """Sentence BLEU = sacrebleu.sentence_bleu: corpus_bleu's options, effective_order on by
+    default (with exp smoothing, as sacrebleu)."""
     if isinstance(references, str):
         raise MetricInputError("references must be a list of strings, not one string")
-    return corpus_bleu(
-        [hypothesis],
-        [list(references)],
-        tokenize=tokenize,
-        smooth_method=smooth_method,
-        smooth_value=smooth_value,
-        lowercase=lowercase,
-        effective_order=effective_order,
-        max_ngram_order=max_ngram_order,
-    )
+    return corpus_bleu([hypothesis], [list(references)], **{"effective_order": True, **options})

@@ -11,9 +11,10 @@ Signature: sacrebleu's, plus `impl:tunelab-<version>` before `version` (see bleu
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
-from tunelab.metrics.bleu import SACREBLEU_VERSION, _check_inputs, _count_elements, _tunelab_version
+from tunelab.metrics.bleu import SACREBLEU_VERSION, _count_elements, _tunelab_version, present_references
 from tunelab.metrics.errors import MetricInputError
 
 _PUNCTS = set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
@@ -128,21 +129,11 @@ def segment_statistics(
     eps_smoothing: bool = False,
 ) -> tuple[list[list[int]], set[int]]:
     """Per-record statistics (best reference by sentence F) and the reference counts seen."""
-    _check_inputs(hypotheses, references)
+    present_refs = present_references(hypotheses, references)
     order = char_order + word_order
     stats = []
-    nrefs_seen: set[int] = set()
-    for i, (hyp, refs) in enumerate(zip(hypotheses, references)):
-        if not isinstance(hyp, str):
-            raise MetricInputError(f"record {i}: hypothesis must be a string, got {type(hyp).__name__}")
-        if isinstance(refs, str) or not isinstance(refs, (list, tuple)):
-            raise MetricInputError(f"record {i}: references must be a list of strings")
-        present = [r for r in refs if r is not None]
-        if not all(isinstance(r, str) for r in present):
-            raise MetricInputError(f"record {i}: every reference must be a string (or None if missing)")
-        if not present:
-            raise MetricInputError(f"record {i}: no reference (all missing); use \"\" for an empty one")
-        nrefs_seen.add(len(present))
+    nrefs_seen = {len(present) for present in present_refs}
+    for hyp, present in zip(hypotheses, present_refs):
         if lowercase:
             hyp, present = hyp.lower(), [r.lower() for r in present]
         hyp_ngrams = _all_ngrams(hyp, char_order, word_order, whitespace)
@@ -168,27 +159,23 @@ def chrf_signature(nrefs, *, char_order=6, word_order=0, lowercase=False, whites
     )
 
 
-def corpus_chrf(
-    hypotheses: list[str],
-    references: list[list[str | None]],
-    *,
-    char_order: int = 6,
-    word_order: int = 0,
-    beta: int = 2,
-    lowercase: bool = False,
-    whitespace: bool = False,
-    eps_smoothing: bool = False,
-) -> CHRFScore:
-    """Corpus chrF = sacrebleu's CHRF(...).corpus_score with references given per record."""
-    options = dict(char_order=char_order, word_order=word_order, lowercase=lowercase,
-                   whitespace=whitespace, eps_smoothing=eps_smoothing)
-    stats, nrefs_seen = segment_statistics(hypotheses, references, beta=beta, **options)
+def corpus_chrf(hypotheses: list[str], references: list[list[str | None]], **options) -> CHRFScore:
+    """Corpus chrF = sacrebleu's CHRF(...).corpus_score with references given per record.
+
+    options: segment_statistics' keywords (char_order, word_order, beta, lowercase, whitespace,
+    eps_smoothing), with its defaults (sacrebleu's)."""
+    stats, nrefs_seen = segment_statistics(hypotheses, references, **options)
     if not stats:
         raise MetricInputError("corpus chrF needs at least one record")
+    # the defaults are read from the function that applies them, so the two cannot drift
+    settings = {name: param.default for name, param in inspect.signature(segment_statistics).parameters.items()
+                if param.kind is inspect.Parameter.KEYWORD_ONLY}
+    settings.update(options)
+    beta = settings.pop("beta")
     summed = [sum(column) for column in zip(*stats)]
-    score = f_score(summed, char_order + word_order, beta, eps_smoothing)
+    score = f_score(summed, settings["char_order"] + settings["word_order"], beta, settings["eps_smoothing"])
     nrefs = next(iter(nrefs_seen)) if len(nrefs_seen) == 1 else "var"
-    return CHRFScore(score, char_order, word_order, beta, chrf_signature(nrefs, **options))
+    return CHRFScore(score, settings["char_order"], settings["word_order"], beta, chrf_signature(nrefs, **settings))
 
 
 def sentence_chrf(hypothesis: str, references: list[str | None], **options) -> CHRFScore:

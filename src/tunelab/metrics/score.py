@@ -6,6 +6,8 @@ Records (one JSON object per line):
 A null inside "references" is a missing reference (BLEU/chrF treat it as sacrebleu does; ROUGE,
 exact match and token F1 ignore it); at least one reference must be a string.
 
+Scoring is one loop over scoring units (units.py; the protocol in base.py), in the order of
+SCORE_UNITS, so the JSON keys come in the same order whatever order the metrics were asked in.
 Corpus numbers: ROUGE, exact match, token F1 and accuracy are means over records with a
 percentile bootstrap CI; corpus BLEU and chrF (as sacrebleu) and macro P/R/F1 and weighted F1
 (classification_statistics) are computed from summed per-record statistics, and their CI resamples
@@ -21,14 +23,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
+from tunelab.metrics.base import Bootstrap, Records, Scored, Unit
 from tunelab.metrics.errors import MetricInputError
 from tunelab.metrics.gc_paused import gc_paused
+from tunelab.metrics.units import DEFAULT_ROUGE_TYPES, UNITS
+from tunelab.metrics.vocabulary import SCORE_UNITS
 
-TEXT_METRICS = ("rouge", "bleu", "chrf", "exact_match", "token_f1")
-METRICS = (*TEXT_METRICS, "classification")
-DEFAULT_ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+TEXT_METRICS = tuple(u for u in SCORE_UNITS if u != "classification")  # the units that read references
+METRICS = SCORE_UNITS
+__all__ = ["DEFAULT_ROUGE_TYPES", "METRICS", "TEXT_METRICS", "compare_records", "make_units", "parse_metrics",
+           "read_score_file", "score_records", "score_units", "validate_records"]
 
 
 def _type_name(value) -> str:
@@ -36,8 +40,9 @@ def _type_name(value) -> str:
             float: "number", type(None): "null"}.get(type(value), type(value).__name__)
 
 
-def load_records(path: str | Path) -> tuple[list[dict], list[int]]:
-    """JSONL records and their 1-based line numbers (blank lines skipped)."""
+def read_score_file(path: str | Path) -> tuple[list[dict], list[int]]:
+    """A `tunelab score` input file: its JSONL records and their 1-based line numbers (blank
+    lines skipped); every error names the file and line."""
     path = Path(path)
     if not path.is_file():
         raise MetricInputError(f"{path}: no such file")
@@ -68,8 +73,8 @@ def _where(source, line_numbers, i) -> str:
     return f"{source or '<records>'}:{line}"
 
 
-def validate_records(records, metrics, source=None, line_numbers=None):
-    """Check every record; return (predictions, references per record, gold labels or None)."""
+def validate_records(records, metrics, source=None, line_numbers=None) -> Records:
+    """Check every record for the fields `metrics` read; errors name the file and line."""
     text = any(m in TEXT_METRICS for m in metrics)
     classification = "classification" in metrics
     predictions, references, labels = [], [], []
@@ -91,7 +96,8 @@ def validate_records(records, metrics, source=None, line_numbers=None):
             if not isinstance(record["label"], str):
                 raise MetricInputError(f"{where}: field 'label' must be a string, got {_type_name(record['label'])}")
             labels.append(record["label"])
-    return predictions, references, labels if classification else None
+    return Records(predictions, references, labels if classification else None,
+                   lambda i: _where(source, line_numbers, i))
 
 
 def _record_references(record, where) -> list[str | None]:
@@ -116,6 +122,7 @@ def _record_references(record, where) -> list[str | None]:
 
 
 def parse_metrics(metrics) -> list[str]:
+    """`--metrics` (a comma list or a list of unit names) -> the unit names, each once."""
     if isinstance(metrics, str):
         metrics = [m.strip() for m in metrics.split(",") if m.strip()]
     unknown = [m for m in metrics if m not in METRICS]
@@ -124,191 +131,68 @@ def parse_metrics(metrics) -> list[str]:
     return list(dict.fromkeys(metrics))
 
 
-def _nrefs(nrefs_seen: set[int]):
-    return next(iter(nrefs_seen)) if len(nrefs_seen) == 1 else "var"
-
-
-def _report(progress, message: str) -> None:
-    if progress is not None:
-        progress(message)
-
-
-def _mean_entry(values: np.ndarray, ci_of, key="mean") -> dict:
-    entry = {key: float(values.mean())}
-    ci = ci_of(values)
-    if ci is not None:
-        entry["ci"] = ci
-    return entry
+def make_units(metrics, *, rouge_mode: str = "rouge-score", rouge_types=DEFAULT_ROUGE_TYPES,
+               use_stemmer: bool = False, rouge_tokenizer: str = "default", rouge_options: dict | None = None,
+               bleu_tokenize: str = "13a", bleu_smooth: str = "exp", bleu_smooth_value: float | None = None,
+               bleu_lowercase: bool = False, chrf_word_order: int = 0, labels=None,
+               label_rule: str = "unique") -> list[Unit]:
+    """The units of `metrics` (parse_metrics names), in SCORE_UNITS order, from `tunelab score`'s options."""
+    metrics = parse_metrics(metrics)
+    types = [t.strip() for t in rouge_types.split(",")] if isinstance(rouge_types, str) else list(rouge_types)
+    settings = {
+        "rouge": dict(types=types, mode=rouge_mode, use_stemmer=use_stemmer, tokenizer=rouge_tokenizer,
+                      options=dict(rouge_options or {})),
+        "bleu": dict(tokenize=bleu_tokenize, smooth_method=bleu_smooth, smooth_value=bleu_smooth_value,
+                     lowercase=bleu_lowercase),
+        "chrf": dict(word_order=chrf_word_order),
+        "classification": dict(labels=labels, label_rule=label_rule),
+    }
+    return [UNITS[name](**settings.get(name, {})) for name in SCORE_UNITS if name in metrics]
 
 
 @gc_paused()  # ~10 small dicts per record; see gc_paused.py
-def score_records(
-    records: list[dict],
-    metrics,
-    *,
-    source: str | None = None,
-    line_numbers: list[int] | None = None,
-    rouge_mode: str = "rouge-score",
-    rouge_types=DEFAULT_ROUGE_TYPES,
-    use_stemmer: bool = False,
-    rouge_tokenizer: str = "default",
-    rouge_options: dict | None = None,
-    bleu_tokenize: str = "13a",
-    bleu_smooth: str = "exp",
-    bleu_smooth_value: float | None = None,
-    bleu_lowercase: bool = False,
-    chrf_word_order: int = 0,
-    labels=None,
-    label_rule: str = "unique",
-    bootstrap: int = 1000,
-    seed: int = 0,
-    confidence: float = 0.95,
-    progress=None,
-    _keep_statistics: bool = False,
-) -> tuple[dict, list[dict]]:
-    """Score records: (corpus results, one dict per record in input order). See module docstring."""
-    from tunelab.metrics import stats as S
+def score_units(records: Records, units: list[Unit], bootstrap: Bootstrap, progress=None) -> list[Scored]:
+    """Every unit's result on the same checked records, in the units' order."""
+    if bootstrap.on:
+        from tunelab.metrics.stats import _check_confidence
 
-    metrics = parse_metrics(metrics)
+        _check_confidence(bootstrap.confidence)
+    results = []
+    for unit in units:
+        if progress is not None:
+            progress(f"{unit.name}: {records.n} records")
+        results.append(unit.score(records, bootstrap))
+    return results
+
+
+@gc_paused()  # the per-record dicts of every unit; see gc_paused.py
+def _score(records, metrics, source, line_numbers, bootstrap, seed, confidence, progress, settings):
+    # score_records' work, with the checked records and the units' results kept for compare_records
+    units = make_units(metrics, **settings)
     if not records:
         raise MetricInputError(f"{source or '<records>'}: no records")
-    predictions, references, gold = validate_records(records, metrics, source, line_numbers)
-    n = len(predictions)
-    present = [[r for r in refs if r is not None] for refs in references]
-    if bootstrap and bootstrap > 0:
-        S._check_confidence(confidence)
+    checked = validate_records(records, [unit.name for unit in units], source, line_numbers)
+    boot = Bootstrap(bootstrap, seed, confidence)
+    results = score_units(checked, units, boot, progress)
+    corpus: dict = {"n": checked.n}
+    per_record: list[dict] = [{"index": i} for i in range(checked.n)]
+    for scored in results:
+        corpus.update(scored.corpus)
+        for row, entry in zip(per_record, scored.per_record):
+            row.update(entry)
+    if boot.on:
+        corpus["bootstrap"] = boot.describe()
+    return corpus, per_record, checked, results
 
-    def ci_of(values):
-        if not bootstrap or bootstrap <= 0:
-            return None
-        return list(S.bootstrap_ci(values, bootstrap, confidence, seed))
 
-    def ci_of_statistic(statistics, score_fn):
-        if not bootstrap or bootstrap <= 0:
-            return None
-        return list(S.percentile_interval(S.bootstrap_statistic(statistics, score_fn, bootstrap, seed), confidence))
+def score_records(records: list[dict], metrics, *, source: str | None = None, line_numbers: list[int] | None = None,
+                  bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95, progress=None,
+                  **settings) -> tuple[dict, list[dict]]:
+    """Score records: (corpus results, one dict per record in input order). See module docstring.
 
-    corpus: dict = {"n": n}
-    per_record: list[dict] = [{"index": i} for i in range(n)]
-    kept: dict = {}  # per-record values and statistics for compare_records
-
-    if "rouge" in metrics:
-        _report(progress, f"rouge: {n} records")
-        # The resamples for ROUGE's intervals are drawn in the background while ROUGE runs.
-        resamples = S.prefetch_resample_counts(n, bootstrap, seed) if bootstrap and bootstrap > 0 else None
-        from tunelab.metrics.rouge import rouge_arrays, rouge_signature
-
-        types = [t.strip() for t in rouge_types.split(",")] if isinstance(rouge_types, str) else list(rouge_types)
-        try:
-            # first: it also rejects option names the chosen mode does not take, before any work
-            signature = rouge_signature(_nrefs({len(refs) for refs in present}), types, mode=rouge_mode,
-                                        use_stemmer=use_stemmer, tokenizer=rouge_tokenizer,
-                                        **(rouge_options or {}))
-            arrays = rouge_arrays(predictions, present, types, mode=rouge_mode, use_stemmer=use_stemmer,
-                                  tokenizer=rouge_tokenizer, **(rouge_options or {}))
-        except MetricInputError:
-            raise
-        except ValueError as exc:  # the rouge package reports bad options as ValueError
-            raise MetricInputError(f"rouge: {exc}") from None
-        # Every record's (P, R, F) per type in one matrix: one set of resamples serves every CI.
-        values = np.stack([np.stack(arrays[t], axis=1) for t in types], axis=1).reshape(n, len(types), 3)
-        cis = None
-        if bootstrap and bootstrap > 0:
-            cis = S.bootstrap_cis(values.reshape(n, -1), bootstrap, confidence, seed, counts=resamples)
-            cis = cis.reshape(len(types), 3, 2)
-        for k, t in enumerate(types):
-            p, r, f = values[:, k, 0], values[:, k, 1], values[:, k, 2]
-            entry = {"precision": float(p.mean()), "recall": float(r.mean()), "f1": float(f.mean()),
-                     "signature": signature}
-            if cis is not None:
-                entry.update(precision_ci=cis[k, 0].tolist(), recall_ci=cis[k, 1].tolist(), f1_ci=cis[k, 2].tolist())
-            corpus[t] = entry
-            kept[f"{t}.f1"] = ("mean", f)
-            for i, (pi, ri, fi) in enumerate(values[:, k].tolist()):
-                per_record[i][t] = {"precision": pi, "recall": ri, "f1": fi}
-        corpus["rouge_signature"] = signature
-
-    if "bleu" in metrics:
-        _report(progress, f"bleu: {n} records")
-        from tunelab.metrics import bleu as B
-
-        options = dict(smooth_method=bleu_smooth, smooth_value=bleu_smooth_value)
-        rows, nrefs_seen = B.segment_statistics(predictions, references, tokenize=bleu_tokenize, lowercase=bleu_lowercase)
-        result = B.score_from_statistics([sum(column) for column in zip(*rows)], **options)
-        result.signature = B.bleu_signature(_nrefs(nrefs_seen), tokenize=bleu_tokenize,
-                                            lowercase=bleu_lowercase, **options)
-        statistics = np.array(rows, dtype=float)
-
-        def bleu_scores(summed: np.ndarray) -> np.ndarray:
-            return np.array([B.score_from_statistics(list(row), **options).score for row in summed])
-
-        corpus["bleu"] = result.to_dict()
-        ci = ci_of_statistic(statistics, bleu_scores)
-        if ci is not None:
-            corpus["bleu"]["score_ci"] = ci
-        kept["bleu"] = ("statistic", statistics, bleu_scores)
-        for i in range(n):
-            per_record[i]["bleu"] = B.score_from_statistics(list(rows[i]), effective_order=True, **options).score
-
-    if "chrf" in metrics:
-        _report(progress, f"chrf: {n} records")
-        from tunelab.metrics import chrf as C
-
-        rows, nrefs_seen = C.segment_statistics(predictions, references, word_order=chrf_word_order)
-        order = 6 + chrf_word_order
-        result = C.CHRFScore(C.f_score([sum(column) for column in zip(*rows)], order), 6, chrf_word_order, 2,
-                             C.chrf_signature(_nrefs(nrefs_seen), word_order=chrf_word_order))
-        statistics = np.array(rows, dtype=float)
-
-        def chrf_scores(summed: np.ndarray) -> np.ndarray:
-            return np.array([C.f_score(list(row), order) for row in summed])
-
-        corpus["chrf"] = result.to_dict()
-        ci = ci_of_statistic(statistics, chrf_scores)
-        if ci is not None:
-            corpus["chrf"]["score_ci"] = ci
-        kept["chrf"] = ("statistic", statistics, chrf_scores)
-        for i in range(n):
-            per_record[i]["chrf"] = C.f_score(rows[i], order)
-
-    if "exact_match" in metrics:
-        _report(progress, f"exact_match: {n} records")
-        from tunelab.metrics.exact_match import exact_match
-
-        values = np.array([exact_match(p, refs) for p, refs in zip(predictions, present)])
-        corpus["exact_match"] = _mean_entry(values, ci_of)
-        kept["exact_match"] = ("mean", values)
-        for i in range(n):
-            per_record[i]["exact_match"] = float(values[i])
-
-    if "token_f1" in metrics:
-        _report(progress, f"token_f1: {n} records")
-        from tunelab.metrics.token_f1 import token_f1
-
-        values = np.array([token_f1(p, refs) for p, refs in zip(predictions, present)])
-        corpus["token_f1"] = _mean_entry(values, ci_of)
-        kept["token_f1"] = ("mean", values)
-        for i in range(n):
-            per_record[i]["token_f1"] = float(values[i])
-
-    if "classification" in metrics:
-        _report(progress, f"classification: {n} records")
-        from tunelab.metrics.classification import score_classification
-
-        corpus["classification"], entries, kept_here = score_classification(
-            predictions, gold, labels, label_rule, lambda i: _where(source, line_numbers, i),
-            bootstrap if bootstrap and bootstrap > 0 else 0, confidence, seed)
-        kept.update(kept_here)
-        for i, entry in enumerate(entries):
-            per_record[i]["classification"] = entry
-
-    if bootstrap and bootstrap > 0:
-        corpus["bootstrap"] = {"n_resamples": bootstrap, "seed": seed, "confidence": confidence,
-                               "method": "percentile, records resampled with replacement"}
-    if _keep_statistics:
-        corpus["_kept"] = kept
-        corpus["_references"] = references
-        corpus["_gold"] = gold
+    settings: make_units' keywords (rouge_mode, rouge_types, bleu_smooth, labels, ...)."""
+    corpus, per_record, _, _ = _score(records, metrics, source, line_numbers, bootstrap, seed, confidence,
+                                      progress, settings)
     return corpus, per_record
 
 
@@ -321,58 +205,57 @@ def compare_records(records_a, records_b, metrics, *, sources=("A", "B"), line_n
     McNemar for 0/1 scores, else the paired bootstrap, with a CI that agrees with its p and the
     minimum detectable effect); the paired bootstrap, approximate randomisation and McNemar
     results beside it are listed for readers who want them."""
-    from tunelab.metrics import paired as P
-    from tunelab.metrics import stats as S
-
     if len(records_a) != len(records_b):
         raise MetricInputError(
             f"{sources[0]} has {len(records_a)} records but {sources[1]} has {len(records_b)}: "
             "a paired comparison needs the same records in the same order"
         )
-    bootstrap = options.get("bootstrap", 1000)
+    bootstrap = options.pop("bootstrap", 1000)
     if not bootstrap or bootstrap < 1:
         raise MetricInputError("a paired comparison needs bootstrap >= 1 resamples")
-    seed = options.get("seed", 0)
-    confidence = options.get("confidence", 0.95)
-    corpus_a, _ = score_records(records_a, metrics, source=sources[0], line_numbers=line_numbers[0],
-                                _keep_statistics=True, **options)
-    corpus_b, _ = score_records(records_b, metrics, source=sources[1], line_numbers=line_numbers[1],
-                                _keep_statistics=True, **options)
-    refs_a, refs_b = corpus_a.pop("_references"), corpus_b.pop("_references")
-    for i, (ra, rb) in enumerate(zip(refs_a, refs_b)):
-        if ra != rb:
-            where = _where(sources[1], line_numbers[1], i)
-            raise MetricInputError(f"{where}: references differ from {_where(sources[0], line_numbers[0], i)}; "
-                                   "a paired comparison needs the same records in the same order")
-    gold_a, gold_b = corpus_a.pop("_gold"), corpus_b.pop("_gold")
-    for i, (ga, gb) in enumerate(zip(gold_a or [], gold_b or [])):
-        if ga != gb:  # a paired test of two systems needs the same gold label per record
-            where = _where(sources[1], line_numbers[1], i)
-            raise MetricInputError(f"{where}: field 'label' is {gb!r}, but {ga!r} at "
-                                   f"{_where(sources[0], line_numbers[0], i)}; a paired comparison "
-                                   "needs the same records in the same order")
-    kept_a, kept_b = corpus_a.pop("_kept"), corpus_b.pop("_kept")
+    seed, confidence = options.pop("seed", 0), options.pop("confidence", 0.95)
+    progress = options.pop("progress", None)
+    corpus_a, _, checked_a, results_a = _score(records_a, metrics, sources[0], line_numbers[0], bootstrap, seed,
+                                               confidence, progress, options)
+    corpus_b, _, checked_b, results_b = _score(records_b, metrics, sources[1], line_numbers[1], bootstrap, seed,
+                                               confidence, progress, options)
+    _check_same_records(checked_a, checked_b)
     tests = {}
-    for key, value_a in kept_a.items():
-        value_b = kept_b[key]
-        if value_a[0] == "mean":
-            a, b = value_a[1], value_b[1]
-            entry = {"a": float(a.mean()), "b": float(b.mean()),
-                     "paired_bootstrap": S.paired_bootstrap(a, b, bootstrap, seed, confidence),
-                     "approx_randomization": S.approx_randomization(a, b, permutations, seed)}
-            if key == "accuracy":
-                entry["mcnemar"] = S.mcnemar(a.astype(bool), b.astype(bool))
-            entry["test"] = P.paired_test(a, b, bootstrap, seed, confidence)
-        else:
-            score_fn = value_a[2]
-            entry = {"a": float(score_fn(value_a[1].sum(axis=0)[None])[0]),
-                     "b": float(score_fn(value_b[1].sum(axis=0)[None])[0]),
-                     "paired_bootstrap": S.paired_bootstrap_statistic(value_a[1], value_b[1], score_fn,
-                                                                      bootstrap, seed, confidence),
-                     "approx_randomization": S.approx_randomization_statistic(value_a[1], value_b[1], score_fn,
-                                                                              permutations, seed),
-                     "test": P.paired_test_statistic(value_a[1], value_b[1], score_fn, bootstrap, seed, confidence)}
-        entry["diff"] = entry["a"] - entry["b"]
-        tests[key] = entry
+    for scored_a, scored_b in zip(results_a, results_b):
+        for key, paired_a in scored_a.paired.items():
+            tests[key] = _paired_tests(key, paired_a, scored_b.paired[key], bootstrap, seed, confidence, permutations)
     return {"n": corpus_a["n"], "a": {"source": sources[0], "corpus": corpus_a},
             "b": {"source": sources[1], "corpus": corpus_b}, "tests": tests}
+
+
+def _check_same_records(a: Records, b: Records) -> None:
+    # a paired test of two systems needs the same references and gold label per record
+    for i, (ra, rb) in enumerate(zip(a.references, b.references)):
+        if ra != rb:
+            raise MetricInputError(f"{b.where(i)}: references differ from {a.where(i)}; "
+                                   "a paired comparison needs the same records in the same order")
+    for i, (ga, gb) in enumerate(zip(a.gold or [], b.gold or [])):
+        if ga != gb:
+            raise MetricInputError(f"{b.where(i)}: field 'label' is {gb!r}, but {ga!r} at {a.where(i)}; "
+                                   "a paired comparison needs the same records in the same order")
+
+
+def _paired_tests(key, a, b, bootstrap, seed, confidence, permutations) -> dict:
+    """One key's paired tests: a mean over records or a corpus statistic (Paired.corpus)."""
+    from tunelab.metrics import paired as P
+    from tunelab.metrics import stats as S
+
+    entry = {"a": a.score(), "b": b.score()}
+    if a.corpus is None:
+        entry["paired_bootstrap"] = S.paired_bootstrap(a.values, b.values, bootstrap, seed, confidence)
+        entry["approx_randomization"] = S.approx_randomization(a.values, b.values, permutations, seed)
+        if key == "accuracy":
+            entry["mcnemar"] = S.mcnemar(a.values.astype(bool), b.values.astype(bool))
+        entry["test"] = P.paired_test(a.values, b.values, bootstrap, seed, confidence)
+    else:
+        fn = a.corpus
+        entry["paired_bootstrap"] = S.paired_bootstrap_statistic(a.values, b.values, fn, bootstrap, seed, confidence)
+        entry["approx_randomization"] = S.approx_randomization_statistic(a.values, b.values, fn, permutations, seed)
+        entry["test"] = P.paired_test_statistic(a.values, b.values, fn, bootstrap, seed, confidence)
+    entry["diff"] = entry["a"] - entry["b"]
+    return entry

@@ -139,16 +139,22 @@ def paired_bootstrap(a, b, n_resamples: int = 1000, seed: int = 0, confidence: f
     """Paired bootstrap of mean(a) - mean(b) over the same records: diff, percentile CI and the
     p-value that inverts it (percentile_test), the bootstrap standard error."""
     d = _paired(a, b)
-    diff = float(d.mean())
     means = bootstrap_means(d, n_resamples, seed)
-    ci, p = percentile_test(means, confidence, float(np.abs(d).mean()) or 1.0)
+    return _paired_bootstrap_result(float(d.mean()), means, len(d), n_resamples, seed, confidence,
+                                    float(np.abs(d).mean()) or 1.0)
+
+
+def _paired_bootstrap_result(diff: float, diffs: np.ndarray, n: int, n_resamples: int, seed: int,
+                             confidence: float, scale: float) -> dict:
+    # what both paired bootstraps (of a mean, of a corpus statistic) report, from the resampled diffs
+    ci, p = percentile_test(diffs, confidence, scale)
     return {
         "diff": diff,
         "ci": ci,
         "p_value": p,
-        "se": float(means.std(ddof=1)) if len(means) > 1 else 0.0,
-        "a_wins": float(np.count_nonzero(means > 0) / n_resamples),
-        "n": len(d),
+        "se": float(diffs.std(ddof=1)) if len(diffs) > 1 else 0.0,
+        "a_wins": float(np.count_nonzero(diffs > 0) / n_resamples),
+        "n": n,
         "n_resamples": n_resamples,
         "seed": seed,
         "test": PAIRED_BOOTSTRAP,
@@ -162,14 +168,18 @@ def approx_randomization(a, b, n_resamples: int = 10000, seed: int = 0) -> dict:
     n = len(d)
     diff = float(d.mean())
     scale = float(np.abs(d).mean()) or 1.0
+    return _randomization(n, n_resamples, seed, diff, scale, lambda swap: np.abs((1.0 - 2.0 * swap) @ d / n))
+
+
+def _randomization(n: int, n_resamples: int, seed: int, diff: float, scale: float, swapped) -> dict:
+    # the permutation loop of both approximate randomisation tests: swapped(swap) gives the
+    # |difference| under each row of 0/1 swaps (int64 draws: the same stream in blocks or rows)
     rng = np.random.default_rng(seed)
     rows = max(1, _BLOCK_ELEMENTS // n)
     extreme, done = 0, 0
     while done < n_resamples:
         take = min(rows, n_resamples - done)
-        swap = rng.integers(2, size=(take, n))  # int64 draws: the same stream in blocks or rows
-        signs = 1.0 - 2.0 * swap
-        extreme += _at_least(np.abs(signs @ d / n), abs(diff), scale)
+        extreme += _at_least(swapped(rng.integers(2, size=(take, n))), abs(diff), scale)
         done += take
     return {
         "diff": diff,
@@ -309,19 +319,8 @@ def paired_bootstrap_statistic(stats_a, stats_b, score_fn, n_resamples=1000, see
     diffs = []
     for counts in resample_counts(len(stats_a), n_resamples, seed):
         diffs.append(score_fn(counts @ stats_a) - score_fn(counts @ stats_b))
-    diffs = np.concatenate(diffs)
-    ci, p = percentile_test(diffs, confidence, max(abs(score_a), abs(score_b)) or 1.0)
-    return {
-        "diff": diff,
-        "ci": ci,
-        "p_value": p,
-        "se": float(diffs.std(ddof=1)) if len(diffs) > 1 else 0.0,
-        "a_wins": float(np.count_nonzero(diffs > 0) / n_resamples),
-        "n": len(stats_a),
-        "n_resamples": n_resamples,
-        "seed": seed,
-        "test": PAIRED_BOOTSTRAP,
-    }
+    return _paired_bootstrap_result(diff, np.concatenate(diffs), len(stats_a), n_resamples, seed, confidence,
+                                    max(abs(score_a), abs(score_b)) or 1.0)
 
 
 def approx_randomization_statistic(stats_a, stats_b, score_fn, n_resamples=10000, seed=0) -> dict:
@@ -336,20 +335,10 @@ def approx_randomization_statistic(stats_a, stats_b, score_fn, n_resamples=10000
     score_b = float(score_fn(stats_b.sum(axis=0)[None])[0])
     diff = score_a - score_b
     scale = max(abs(score_a), abs(score_b)) or 1.0
-    rng = np.random.default_rng(seed)
-    rows = max(1, _BLOCK_ELEMENTS // n)
-    extreme, done = 0, 0
-    while done < n_resamples:
-        take = min(rows, n_resamples - done)
-        swap = rng.integers(2, size=(take, n)).astype(float)
+
+    def swapped(swap):  # system a's summed statistics after the swaps, and b's as the rest
+        swap = swap.astype(float)
         sum_a = (1.0 - swap) @ stats_a + swap @ stats_b
-        extreme += _at_least(np.abs(score_fn(sum_a) - score_fn(total - sum_a)), abs(diff), scale)
-        done += take
-    return {
-        "diff": diff,
-        "p_value": (extreme + 1) / (n_resamples + 1),
-        "n": n,
-        "n_resamples": n_resamples,
-        "seed": seed,
-        "test": "approximate randomization (two-sided)",
-    }
+        return np.abs(score_fn(sum_a) - score_fn(total - sum_a))
+
+    return _randomization(n, n_resamples, seed, diff, scale, swapped)

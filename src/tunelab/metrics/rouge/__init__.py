@@ -46,21 +46,10 @@ __all__ = ["rouge", "rouge_arrays", "rouge_signature", "Score", "parse_type", "M
 
 
 @gc_paused()  # a Score per record and type; see metrics/gc_paused.py
-def rouge(
-    predictions,
-    references,
-    rouge_types=DEFAULT_TYPES,
-    *,
-    mode: str = "rouge-score",
-    use_stemmer: bool = False,
-    tokenizer: str = "default",
-    **mode_options,
-) -> list[dict[str, Score]]:
-    """Per-record ROUGE scores (see the module docstring)."""
+def rouge(predictions, references, rouge_types=DEFAULT_TYPES, **options) -> list[dict[str, Score]]:
+    """Per-record ROUGE scores (see the module docstring); options as rouge_arrays'."""
     predictions = list(predictions)
-    arrays = rouge_arrays(predictions, references, rouge_types, mode=mode, use_stemmer=use_stemmer,
-                          tokenizer=tokenizer, **mode_options)
-    return to_records(arrays, len(predictions))
+    return to_records(rouge_arrays(predictions, references, rouge_types, **options), len(predictions))
 
 
 def rouge_arrays(
