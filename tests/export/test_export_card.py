@@ -11,7 +11,7 @@ from train_helpers import toy_config
 
 def test_card_of_a_run_with_evaluation_and_forgetting(tmp_path, tiny_model_dir):
     from tunelab.evaluate import evaluate
-    from tunelab.train.export import export_run
+    from tunelab.export import export_run
 
     raw = toy_config(tmp_path, tiny_model_dir, name="carded", max_steps=2, lora={"r": 4, "alpha": 8})
     raw["forgetting"] = {"tasks": ["toy"], "tuned_task": "toy", "limit": 4, "bootstrap_resamples": 50,
@@ -44,8 +44,8 @@ def test_card_of_a_run_with_evaluation_and_forgetting(tmp_path, tiny_model_dir):
 
 def test_card_without_evaluation_names_the_alias_provenance(tmp_path, tiny_model_dir):
     from tunelab.models.resolver import ALIASES
-    from tunelab.train.export import export_run
-    from tunelab.train.model_card import card_text
+    from tunelab.export import export_run
+    from tunelab.export.model_card import card_text
 
     run = train(load_config(data=toy_config(tmp_path, tiny_model_dir, name="plain", method="full", max_steps=1)))
     card = (export_run(run) / "README.md").read_text()

@@ -59,7 +59,7 @@ def relative_logit_error(a, b, ids) -> float:
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory, tiny_model_dir):
     """A short LoRA run on the tiny Llama, with a merged float32 export as the reference."""
-    from tunelab.train.export import export_run, load_run_model
+    from tunelab.export import export_run, load_run_model
 
     tmp = tmp_path_factory.mktemp("gguf")
     run = train(load_config(data=toy_config(tmp, tiny_model_dir, name="gguf-lora", lr=5e-2, max_steps=3)))
@@ -69,8 +69,8 @@ def lora_run(tmp_path_factory, tiny_model_dir):
 
 @pytest.mark.parametrize("gguf_type", ["f16", "bf16", "q8_0"])
 def test_gguf_of_a_lora_run_loads_in_transformers_with_the_merged_weights(lora_run, gguf_type, tmp_path):
-    from tunelab.train.export import export_run
-    from tunelab.train.gguf import describe
+    from tunelab.export import export_run
+    from tunelab.export.gguf import describe
 
     run, merged, tokenizer, _ = lora_run
     out = export_run(run, gguf=gguf_type, output=str(tmp_path / "gguf"))
@@ -100,7 +100,7 @@ def test_merged_safetensors_in_bf16_and_fp16(lora_run, tmp_path):
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM
 
-    from tunelab.train.export import export_run
+    from tunelab.export import export_run
 
     run, merged, _, reference = lora_run
     with safe_open(str(reference / "model.safetensors"), "pt") as f:
@@ -135,7 +135,7 @@ def test_export_cli_gguf_and_refusals(lora_run, tmp_path):
 
 def test_a_converter_failure_is_one_clear_error_and_leaves_no_file(lora_run, tmp_path):
     from tunelab.config.base import UserError
-    from tunelab.train.gguf import convert_folder
+    from tunelab.export.gguf import convert_folder
 
     folder = tmp_path / "unknown-family"
     shutil.copytree(lora_run[3], folder)
@@ -149,8 +149,8 @@ def test_a_converter_failure_is_one_clear_error_and_leaves_no_file(lora_run, tmp
 @pytest.mark.slow
 def test_gguf_of_a_smollm2_lora_run(tmp_path, smollm2_dir):
     """The real model: SmolLM2-135M-Instruct (the embedded alias) after 2 LoRA steps, as f16 GGUF."""
-    from tunelab.train.export import export_run, load_run_model
-    from tunelab.train.gguf import describe
+    from tunelab.export import export_run, load_run_model
+    from tunelab.export.gguf import describe
 
     raw = toy_config(tmp_path, "smollm2-135m-instruct", name="smol", lr=1e-3, max_steps=2, batch_size=4)
     run = train(load_config(data={**raw, "data": {**raw["data"], "max_length": 64}}))

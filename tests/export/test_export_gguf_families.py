@@ -51,7 +51,7 @@ def build_family(family: str, folder: Path, tokenizer) -> Path:
 def test_family_converts_and_loads_back(family, arch, tmp_path, tokenizer):
     from transformers import AutoModelForCausalLM
 
-    from tunelab.train.gguf import convert_folder
+    from tunelab.export.gguf import convert_folder
 
     folder = build_family(family, tmp_path / family, tokenizer)
     path = convert_folder(folder, tmp_path / f"{family}.gguf", "f16")
@@ -67,7 +67,7 @@ def test_a_tokenizer_the_converter_does_not_know_is_refused_clearly(tmp_path, to
     vocabulary in a Qwen2 folder splits text like no released model: the converter refuses it (by
     its hash of a reference text) rather than write a file llama.cpp would tokenize differently."""
     from tunelab.config.base import UserError
-    from tunelab.train.gguf import convert_folder
+    from tunelab.export.gguf import convert_folder
 
     folder = build_family("qwen2", tmp_path / "qwen2", tokenizer)
     with pytest.raises(UserError, match="could not convert .*BPE pre-tokenizer was not recognized"):
@@ -99,8 +99,8 @@ def sentencepiece_tokenizer(folder: Path):
 def test_gemma2_export_takes_the_sentencepiece_model_from_the_base(tmp_path):
     from tunelab.config import load_config
     from tunelab.train import train
-    from tunelab.train.export import export_run, load_run_model
-    from tunelab.train.gguf import describe
+    from tunelab.export import export_run, load_run_model
+    from tunelab.export.gguf import describe
     from train_helpers import toy_config
 
     spm = sentencepiece_tokenizer(tmp_path / "spm")

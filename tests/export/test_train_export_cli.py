@@ -15,7 +15,7 @@ def test_export_merged_model_loads_in_plain_transformers(tmp_path, tiny_model_di
     from transformers import AutoModelForCausalLM
 
     from tunelab.models import load_model
-    from tunelab.train.export import export_run
+    from tunelab.export import export_run
 
     run = train(load_config(data=toy_config(tmp_path, tiny_model_dir, lr=5e-2, max_steps=3)))
     merged = export_run(run, merge=True)
@@ -33,7 +33,7 @@ def test_export_merged_model_loads_in_plain_transformers(tmp_path, tiny_model_di
 
 
 def test_export_of_best_checkpoint(tmp_path, tiny_model_dir):
-    from tunelab.train.export import export_run
+    from tunelab.export import export_run
 
     run = train(load_config(data=toy_config(tmp_path, tiny_model_dir, method="full", lr=1e-3, max_steps=2,
                                             eval_every=1)))

@@ -45,7 +45,7 @@ def test_resume_is_bit_identical_and_merged_export_loads_in_transformers(tmp_pat
                                                                          family):
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    from tunelab.train.export import export_run, load_run_model
+    from tunelab.export import export_run, load_run_model
 
     model_dir = family_dir(family)
 

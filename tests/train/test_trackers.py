@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from tunelab.config import load_config
-from tunelab.train import train
+from tunelab.report import write_report  # the CLI gives train() the report writer; trackers then get report.html
+from tunelab.train.loop import train
 from train_helpers import subprocess_env, toy_config
 
 
@@ -32,7 +33,8 @@ def test_mlflow_run_holds_config_curve_metrics_and_files(tmp_path, tiny_model_di
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     # MLflow puts a SQLite store's artifacts in ./mlruns unless the experiment says where
     MlflowClient(tracking_uri=uri).create_experiment("tunelab-tests", artifact_location=str(tmp_path / "artifacts"))
-    run = train(load_config(data=tracked_config(tmp_path, tiny_model_dir, "ml", ["mlflow"], tracker_uri=uri)))
+    run = train(load_config(data=tracked_config(tmp_path, tiny_model_dir, "ml", ["mlflow"], tracker_uri=uri)),
+                report=write_report)
     client = MlflowClient(tracking_uri=uri)
     run_id = json.loads((run / "trackers.json").read_text())["mlflow"]
     got = client.get_run(run_id)
@@ -78,7 +80,7 @@ def wandb_records(path):
 def test_wandb_offline_run_files(tmp_path, tiny_model_dir, home, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    run = train(load_config(data=tracked_config(tmp_path, tiny_model_dir, "wb", ["wandb"])))
+    run = train(load_config(data=tracked_config(tmp_path, tiny_model_dir, "wb", ["wandb"])), report=write_report)
     run_id = json.loads((run / "trackers.json").read_text())["wandb"]
     folders = list((run / "wandb").glob(f"offline-run-*-{run_id}"))
     assert len(folders) == 1
@@ -99,6 +101,30 @@ def test_wandb_offline_run_files(tmp_path, tiny_model_dir, home, monkeypatch):
     assert (files / "summary.json").exists() and (files / "report.html").exists()  # the run's files, saved
     exit_record = next(r for r in records if r.WhichOneof("record_type") == "exit")
     assert exit_record.exit.exit_code == 0
+
+
+def test_tunelab_train_gives_the_trackers_the_report(tmp_path, tiny_model_dir, home, monkeypatch):
+    """train/ does not import report/: the command passes the report writer, so `tunelab train`
+    still sends report.html; a library call without one sends the run's other files."""
+    from tunelab.cli.main import main
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    raw = tracked_config(tmp_path, tiny_model_dir, "cli", ["wandb"])
+    raw.pop("forgetting")
+    raw["train"].update(max_steps=1, eval_every=None)
+    config = tmp_path / "cli.json"
+    config.write_text(json.dumps(raw))
+    assert main(["train", str(config)]) == 0
+    run = tmp_path / "runs" / "cli"
+    run_id = json.loads((run / "trackers.json").read_text())["wandb"]
+    files = next((run / "wandb").glob(f"offline-run-*-{run_id}")) / "files"
+    assert (files / "report.html").exists() and (files / "summary.json").exists() and (run / "report.html").exists()
+
+    plain = train(load_config(data={**raw, "name": "plain"}))
+    run_id = json.loads((plain / "trackers.json").read_text())["wandb"]
+    files = next((plain / "wandb").glob(f"offline-run-*-{run_id}")) / "files"
+    assert (files / "summary.json").exists() and not (files / "report.html").exists()
 
 
 def test_tensorboard_event_file(tmp_path, tiny_model_dir, home):

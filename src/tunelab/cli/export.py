@@ -32,7 +32,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from tunelab.train.export import export_run
+    from tunelab.export import export_run
 
     gguf = args.gguf_type or ("f16" if args.gguf else None)
     out = export_run(args.run, merge=args.merge, checkpoint=args.checkpoint, output=args.output,

@@ -48,7 +48,7 @@ def run(args) -> int:
 
         print(run_continual(cfg, resume=args.resume))
         return 0
-    run_dir = train(cfg, resume=args.resume, handle_signals=True)
+    run_dir = train(cfg, resume=args.resume, handle_signals=True, report=write_report)
     if not launched_world().main:  # several processes: the main one reports, once
         return 0
     summary_path = run_dir / "summary.json"
@@ -76,6 +76,14 @@ def config_of(args):
     from tunelab.train.resume import run_folder_config
 
     return run_folder_config(Path(args.config), args.overrides)
+
+
+def write_report(run):
+    """The run's report.html and report.md, for its trackers (train.report_to): report/ comes after
+    train/, so the command gives the training loop this writer (imported only when a tracker asks)."""
+    from tunelab.report import write_report as write
+
+    return write(run)
 
 
 def to_stderr(message: str) -> None:

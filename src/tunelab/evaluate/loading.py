@@ -13,10 +13,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from tunelab.config.base import UserError
 from tunelab.evaluate.cache import fingerprint
+from tunelab.runfolder import RunFolder
 
 
 # model: keys that say how to load the weights (not which): a run's own are reused for its model.
@@ -49,11 +48,10 @@ def load_options(model_cfg) -> dict:
 
 
 def run_model_section(run: Path) -> dict:
-    cfg_file = run / "config.resolved.yaml"
-    if not cfg_file.exists():
+    folder = RunFolder.of(run)
+    if not folder.has_config():
         raise UserError(f"{run}: not a run folder (no config.resolved.yaml)")
-    data = yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}
-    return data.get("model") or {}
+    return folder.config.get("model") or {}
 
 
 def run_base_model(run: Path) -> str:
@@ -164,10 +162,10 @@ class LazyModel:
             name = self.spec.full_model or self.spec.base
             model, tok = load_model(ModelConfig(name=name, dtype=self.spec.dtype, **self.spec.options),
                                     adapter=self.spec.adapter, device=scoring_device())
-            if self.spec.adapter is not None:
-                peft_type = str(getattr(model.peft_config.get("default"), "peft_type", ""))
-                if not any(t in peft_type for t in ("PROMPT", "PREFIX", "P_TUNING")):
-                    model = model.merge_and_unload()
+            if self.spec.adapter is not None:  # merged; prompt/prefix tuning's virtual tokens run as they are
+                from tunelab.models.tuners import merge_into_base
+
+                model = merge_into_base(model, keep_unmergeable=True)
             if self.spec.alpha is not None:
                 model = self.interpolated(model)
             model.eval()

@@ -24,6 +24,7 @@ and scores that exist.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -32,8 +33,7 @@ from tunelab.config import ConfigError, write_resolved
 from tunelab.experiments.matrix import build_matrix, format_matrix, learned_at_from_stages
 from tunelab.experiments.replay import sample_replay
 from tunelab.files import write_json, write_text
-
-PEFT_METHODS = ("lora", "dora", "ia3", "prompt_tuning", "prefix_tuning", "qlora")
+from tunelab.runfolder import read_json
 
 
 def root_dir(cfg) -> Path:
@@ -136,7 +136,7 @@ def score_cell(root: Path, cfg, row: int, model_spec, tasks: list[str]) -> dict:
     out = {t: {"n": 0} for t in tasks}
     if "generate" in cont.metrics:
         generation = GenerationConfig(max_new_tokens=cont.max_new_tokens) if cont.max_new_tokens else None
-        done = _read(folder / "results.json") or evaluate(None, tasks, output_dir=folder, generation=generation,
+        done = read_json(folder / "results.json") or evaluate(None, tasks, output_dir=folder, generation=generation,
                                                            **kwargs)
         for t in tasks:
             res = done["tasks"][t]
@@ -144,7 +144,7 @@ def score_cell(root: Path, cfg, row: int, model_spec, tasks: list[str]) -> dict:
                           n=res["n"])
     if "loss" in cont.metrics:
         loss_tasks = [{"name": t, "eval_kind": "perplexity", "metrics": ["token_nll"]} for t in tasks]
-        done = _read(folder / "loss" / "results.json") or evaluate(None, loss_tasks, output_dir=folder / "loss",
+        done = read_json(folder / "loss" / "results.json") or evaluate(None, loss_tasks, output_dir=folder / "loss",
                                                                     **kwargs)
         for t in tasks:
             out[t].update(loss=done["tasks"][t]["metrics"]["token_nll"]["value"], n=done["tasks"][t]["n"])
@@ -171,26 +171,32 @@ def check_overlap(cfg, data, tasks: list[str]) -> None:
             refuse_overlap(name, split, report, "set continual.allow_train_overlap: true")
 
 
-def _read(path: Path) -> dict | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-
-def merge_adapter(base_name: str, run: Path, model_cfg) -> Path:
-    """Merge a stage's PEFT adapter into its base and save the full model for the next stage."""
+def merge_adapter(base_name: str, run: Path, model_cfg, method: str | None = None) -> Path:
+    """Merge a stage's PEFT adapter into its base and save the full model for the next stage.
+    `method`: the stage's train.method (None: read from the adapter); one whose adapter cannot be
+    merged (prompt or prefix tuning) is refused."""
     from tunelab.models.load import load_model
+    from tunelab.models.tuners import merge_into_base
 
     target = run / "merged"
     if (target / "config.json").exists():
         return target
     model, tokenizer = load_model(model_cfg.model_copy(update={"name": base_name, "dtype": "float32"}),
                                   adapter=str(run / "final"))
-    merged = model.merge_and_unload()
+    merged = merge_into_base(model, method)
     tmp = run / ".tmp-merged"
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     tmp.replace(target)
     return target
+
+
+def stage_report(run: Path):
+    """A stage's report.html and report.md, for its trackers (train.report_to)."""
+    from tunelab.report import write_report
+
+    return write_report(run)
 
 
 def stage_finished(run: Path) -> bool:
@@ -205,6 +211,7 @@ def run_continual(cfg, resume: bool = False, train_fn=None, log=print) -> Path:
     from tunelab.evaluate.loading import ModelSpec, load_options
     from tunelab.models.load import load_tokenizer
     from tunelab.models.resolver import resolve_model
+    from tunelab.models.tuners import get_method
     from tunelab.train import train
 
     import torch
@@ -212,7 +219,7 @@ def run_continual(cfg, resume: bool = False, train_fn=None, log=print) -> Path:
 
     if not cfg.stages:
         raise ConfigError("the config has no 'stages:' list; use tunelab train for a single run")
-    train_fn = train_fn or train
+    train_fn = train_fn or functools.partial(train, report=stage_report)  # trackers get each stage's report
     cfg.continual = cfg.continual or ContinualConfig()
     cont = cfg.continual
     tasks = check_stages(cfg)
@@ -251,7 +258,7 @@ def run_continual(cfg, resume: bool = False, train_fn=None, log=print) -> Path:
             run = Path(train_fn(scfg, resume=resume and run.exists(), data=sdata))
         if not cont.keep_checkpoints and procs.is_main_process:
             shutil.rmtree(run / "checkpoints", ignore_errors=True)
-        peft = scfg.train.method in PEFT_METHODS
+        peft = get_method(scfg.train.method).peft
         final = str(run / "final")
         # full / freeze: the stage's own weights are the model to score and continue from
         spec = ModelSpec(model_name, adapter=final, dtype=cont.eval_dtype, label=scfg.name, run=str(run),
@@ -261,7 +268,7 @@ def run_continual(cfg, resume: bool = False, train_fn=None, log=print) -> Path:
         if not peft:
             model_name = final
         elif i < len(cfg.stages):
-            main_only(procs, merge_adapter, model_name, run, cfg.model)
+            main_only(procs, merge_adapter, model_name, run, cfg.model, scfg.train.method)
             model_name = str(run / "merged")
     return main_only(procs, write_matrices, root, cfg, tasks, names, rows, log) or root
 

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from tunelab.config.base import ConfigError, UserError
 from tunelab.config.env import tunelab_home
+from tunelab.files import write_text
 
 GGUF_TYPES = ("f16", "bf16", "q8_0")
 LLAMA_CPP_PYTHON = "0.3.36"  # its sdist vendors llama.cpp; the converter version tunelab is tested with
@@ -172,5 +173,41 @@ def describe(path: Path) -> dict:
             "pre_tokenizer": text("tokenizer.ggml.pre")}
 
 
-if __name__ == "__main__":  # `python -m tunelab.train.gguf`: fetch the converter ahead of time (make setup)
+def sentencepiece_model(model_cfg) -> Path | None:
+    """The base model's SentencePiece `tokenizer.model`, when it has one. transformers 5 saves
+    tokenizer.json only, but llama.cpp's converter reads SentencePiece vocabularies (Gemma, Gemma 2,
+    Llama 2, Mistral v0.1) from that file, as it would in the original model folder."""
+    from tunelab.models.resolver import resolve_model
+
+    base = resolve_model(model_cfg.name)
+    if Path(base).is_dir():
+        path = Path(base) / "tokenizer.model"
+        return path if path.is_file() else None
+    try:  # a hub id: from the cache, or downloaded unless offline
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(base, "tokenizer.model", revision=model_cfg.revision))
+    except Exception:  # noqa: BLE001 -- no such file in the repo, or offline: the converter says what it lacks
+        return None
+
+
+def write_gguf(model, tokenizer, out: Path, cfg, gguf_type: str) -> Path:
+    """The merged float32 model, saved to a scratch folder inside `out`, converted by llama.cpp's
+    converter to `<name>-<TYPE>.gguf`, plus an Ollama Modelfile; the scratch folder is removed."""
+    scratch = out / ".merged-float32"
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        model.save_pretrained(scratch, safe_serialization=True)
+        tokenizer.save_pretrained(scratch)
+        spm = sentencepiece_model(cfg.model)
+        if spm is not None and not (scratch / "tokenizer.model").exists():
+            shutil.copyfile(spm, scratch / "tokenizer.model")
+        path = convert_folder(scratch, out / f"{cfg.name}-{gguf_type.upper()}.gguf", gguf_type, name=cfg.name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    write_text(out / "Modelfile", f"FROM ./{path.name}\n")
+    return path
+
+
+if __name__ == "__main__":  # `python -m tunelab.export.gguf`: fetch the converter ahead of time (make setup)
     print(converter())

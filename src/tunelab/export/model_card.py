@@ -86,15 +86,13 @@ def data_lines(cfg, summary: dict) -> list[str]:
 
 
 def method_options(train) -> dict:
-    method = train.method
-    if method in ("lora", "dora", "qlora"):
-        options = train.lora.model_dump()
-        if method == "qlora":
-            options.update(train.qlora.model_dump())
-        return options
-    block = {"freeze": train.freeze, "ia3": train.ia3, "prompt_tuning": train.prompt_tuning,
-             "prefix_tuning": train.prefix_tuning}.get(method)
-    return block.model_dump() if block is not None else {}
+    """The options of the train: sections the method reads (qlora: train.lora, then train.qlora)."""
+    from tunelab.models.tuners import get_method
+
+    options = {}
+    for section in get_method(train.method).options:
+        options.update(getattr(train, section).model_dump())
+    return options
 
 
 def training_lines(cfg, summary: dict) -> list[str]:

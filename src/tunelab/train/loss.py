@@ -22,17 +22,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from tunelab.models.tuners import METHODS
 from tunelab.train.batching import IGNORE
 from tunelab.train.probes import base_lm, fast_path_is_exact
 
 # Label positions per chunk of the LM head + cross-entropy (256 x 49152 fp32 logits = 50 MB).
 HEAD_CHUNK = 256
-# Methods whose forward is not a plain pass through the base model (virtual tokens, prefixes).
-PEFT_FORWARD_METHODS = ("prompt_tuning", "prefix_tuning")
+
+
+def peft_forward(method: str) -> bool:
+    """Whether the method's forward is not a plain pass through the base model (virtual tokens,
+    prefixes: tunelab.models.tuners says which)."""
+    spec = METHODS.get(method)
+    return spec is not None and spec.peft_forward
 
 
 def can_skip_masked_head(model, architecture: str, method: str) -> bool:
-    if architecture != "causal" or method in PEFT_FORWARD_METHODS:
+    if architecture != "causal" or peft_forward(method):
         return False
     # Families that change the logits after the head (Gemma-2 soft-capping, Cohere's logit_scale,
     # Granite's logits_scaling, ...) fail this probe and keep their own forward (probes.py).

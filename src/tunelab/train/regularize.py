@@ -32,11 +32,9 @@ from pathlib import Path
 import torch
 
 from tunelab.config.base import ConfigError
+from tunelab.models.tuners import get_method
 
 FOLDER = "regularization"  # <run>/regularization/fisher.safetensors + fisher.json
-REFUSED = {"ia3": "its learned vectors rescale activations, not a weight change this penalty can weigh",
-           "prompt_tuning": "virtual tokens have no starting weights to stay near",
-           "prefix_tuning": "prefixes have no starting weights to stay near"}
 PROGRESS_EVERY_S = 5.0
 
 
@@ -55,10 +53,11 @@ def check_regularization(cfg, world: int) -> None:
     if not active(cfg):
         return
     t, r = cfg.train, cfg.train.regularization
-    if t.method in REFUSED:
-        raise ConfigError(f"train.regularization: not supported with method {t.method}: {REFUSED[t.method]} "
+    method = get_method(t.method)  # which methods refuse, and why: tunelab.models.tuners
+    if method.regularization:
+        raise ConfigError(f"train.regularization: not supported with method {t.method}: {method.regularization} "
                           f"(use lora, dora, full or freeze)")
-    if t.method == "qlora" and r.kind == "ewc":
+    if method.quantization is not None and r.kind == "ewc":
         raise ConfigError("train.regularization: kind ewc needs gradients of the base weights, which qlora holds "
                           "in 4/8 bits: use kind l2sp, or method lora")
     if t.distributed.strategy == "fsdp" and world > 1:

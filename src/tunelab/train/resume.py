@@ -20,9 +20,9 @@ import hashlib
 import json
 from pathlib import Path
 
-import yaml
-
 from tunelab.config.base import ConfigError
+from tunelab.models.tuners import METHODS, methods_reading
+from tunelab.runfolder import RunFolder
 
 # Dotted keys (or prefixes ending in '.') that may differ on --resume: how long, how often, where
 # results go, how memory is spent without changing a number (selective_recompute). Increasing max_steps or epochs stretches the learning-rate schedule from then on.
@@ -33,9 +33,8 @@ SAFE_TO_CHANGE = (
     "forgetting.", "eval.", "output_dir", "name",
 )
 
-# Each method-options section of train: and the methods that read it.
-METHOD_OPTIONS = {"lora": ("lora", "dora", "qlora"), "qlora": ("qlora",), "freeze": ("freeze",), "ia3": ("ia3",),
-                  "prompt_tuning": ("prompt_tuning",), "prefix_tuning": ("prefix_tuning",)}
+# Each method-options section of train: and the methods that read it (tunelab.models.tuners).
+METHOD_OPTIONS = {section: methods_reading(section) for m in METHODS.values() for section in m.options}
 
 
 def flatten(data, prefix: str = "") -> dict:
@@ -53,11 +52,11 @@ def safe_to_change(key: str) -> bool:
 
 def config_changes(run: Path, cfg) -> dict[str, dict]:
     """Keys whose value differs from the run's config.resolved.yaml: {key: {"old", "new"}}."""
-    saved_file = run / "config.resolved.yaml"
-    if not saved_file.exists():
+    folder = RunFolder.of(run)
+    if not folder.has_config():
         raise ConfigError(f"{run}: no config.resolved.yaml, so there is no run to resume; start it without --resume")
     # The resolved file was written from the same JSON dump, so both sides hold lists and text keys.
-    saved = flatten(yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {})
+    saved = flatten(folder.config)
     current = flatten(json.loads(cfg.model_dump_json()))
     keys = sorted(set(saved) | set(current))
     return {k: {"old": saved.get(k), "new": current.get(k)} for k in keys if saved.get(k) != current.get(k)}
@@ -91,10 +90,10 @@ def check_global_batch(run: Path, cfg, changes: dict, world: int) -> tuple[str, 
     """A run may resume on another number of processes when its global batch (batch_size x
     grad_accum x processes) stays the same: the steps then see the same examples (batching.py
     plans global batches first). Returns the batch-shape keys that may differ; refuses otherwise."""
-    env_file = run / "env.json"
-    if not env_file.exists():
+    env = RunFolder.of(run).env()
+    if not env:
         return ()
-    old_world = json.loads(env_file.read_text(encoding="utf-8")).get("processes", 1)
+    old_world = env.get("processes", 1)
     if old_world == world and not any(k in changes for k in BATCH_SHAPE):
         return ()
     t = cfg.train
@@ -120,18 +119,17 @@ def run_folder_config(folder: Path, overrides=()):
     from tunelab.config.load import apply_overrides
 
     folder = Path(folder).resolve()
-    saved = folder / "config.resolved.yaml"
-    if not saved.exists():
+    run = RunFolder.of(folder)
+    if not run.has_config():
         raise ConfigError(f"{folder}: not a run folder (no config.resolved.yaml); give the experiment YAML instead")
-    raw = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+    raw = dict(run.config)
     parts = [k for k in ("stages", "search", "study", "seeds") if raw.get(k)]
     if parts:
         raise ConfigError(f"{folder}: this run is part of an experiment ({', '.join(parts)}); resume the "
                           f"experiment with its own YAML")
     raw = apply_overrides({**raw, "output_dir": str(folder.parent), "name": folder.name}, overrides)
     cfg = load_config(data=raw)
-    env_file = folder / "env.json"
-    env = json.loads(env_file.read_text(encoding="utf-8")) if env_file.exists() else {}
+    env = run.env()
     cfg.config_dir = env.get("config_dir") or str(folder)
     return cfg
 
@@ -147,10 +145,7 @@ def data_fingerprint(data) -> str:
 
 
 def check_resume_data(run: Path, fingerprint: str) -> None:
-    env_file = run / "env.json"
-    if not env_file.exists():
-        return
-    saved = json.loads(env_file.read_text(encoding="utf-8")).get("data_fingerprint")
+    saved = RunFolder.of(run).env().get("data_fingerprint")
     if saved and saved != fingerprint:
         raise ConfigError(f"--resume: the training data differs from the data {run} was trained on (a data file "
                           f"changed since the run started); restore it, or start a new run (name=...)")

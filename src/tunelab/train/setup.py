@@ -20,7 +20,7 @@ from tunelab.config.load import write_resolved
 from tunelab.train import checkpoint as ckpt
 from tunelab.train.batching import to_sequences
 from tunelab.train.distributed import shard_model
-from tunelab.train.loss import PEFT_FORWARD_METHODS, CompletionLoss
+from tunelab.train.loss import CompletionLoss, peft_forward
 from tunelab.train.optim import build_optimizer, build_scheduler
 from tunelab.train.probes import check_packing
 from tunelab.train.recompute import enable_selective_recompute
@@ -32,8 +32,6 @@ from tunelab.train.run import (MetricsLog, RunLock, check_new_run, clear_failed_
 from tunelab.train.state import Counters, TrainState
 from tunelab.train.steps import epoch_plan
 from tunelab.train.trackers import Trackers, check_trackers
-
-HALF_WEIGHT_METHODS = ("lora", "dora", "ia3", "prompt_tuning", "prefix_tuning")
 
 
 def say(message: str) -> None:
@@ -65,7 +63,7 @@ def autocast_for(precision: str, device_type: str):
 def check_config(cfg) -> None:
     """Problems a config can have that need no model: raised before any work."""
     t = cfg.train
-    if t.packing and (t.method in PEFT_FORWARD_METHODS or cfg.model.architecture == "seq2seq"):
+    if t.packing and (peft_forward(t.method) or cfg.model.architecture == "seq2seq"):
         raise ConfigError(f"train.packing: not supported with method {t.method} or seq2seq models")
     check_trackers(t.report_to)
     if getattr(cfg, "forgetting", None) is not None and (cfg.forgetting.tasks or cfg.forgetting.lm_eval):
@@ -92,15 +90,14 @@ def build_model(cfg, precision: str):
     """Load the base model, attach the method; (model, tokenizer, architecture, trainable, total)."""
     from tunelab.models.load import load_model
     from tunelab.models.resolver import resolve_model
-    from tunelab.models.tuners import apply_method, count_parameters
+    from tunelab.models.tuners import apply_method, count_parameters, get_method
 
     t = cfg.train
+    method = get_method(t.method)
     dtype, quant = None, None
-    if t.method == "qlora":
-        from tunelab.models.tuners.qlora import quantization_config
-
-        quant = quantization_config(t)
-    elif t.half_frozen_weights and t.method in HALF_WEIGHT_METHODS and precision != "fp32" \
+    if method.quantization is not None:  # qlora: the base is quantised as it loads
+        quant = method.quantization(t)
+    elif t.half_frozen_weights and method.half_frozen_weights and precision != "fp32" \
             and cfg.model.dtype == "float32":
         # The frozen base only ever runs under autocast: store it in that dtype once.
         dtype = "bfloat16" if precision == "bf16" else "float16"

@@ -1,10 +1,10 @@
 """Experiment trackers: TensorBoard, MLflow and Weights & Biases, through their own libraries.
 
 `train.report_to: [tensorboard, mlflow, wandb]` sends a run's config, every logged training step,
-every validation, the forgetting report's numbers and its files (forgetting.json, report.html,
-summary.json) to each tracker. The run folder stays the record: trackers are copies, so a tracker
-that fails to start is an error before training (a missing package names the extra to install),
-never a silently missing log.
+every validation, the forgetting report's numbers and its files (forgetting.json, summary.json, and
+report.html when train()'s caller passes a report writer, as `tunelab train` does) to each tracker.
+The run folder stays the record: trackers are copies, so a tracker that fails to start is an error
+before training (a missing package names the extra to install), never a silently missing log.
 
 Each tracker's run id is kept in <run>/trackers.json, so `--resume` continues the same MLflow run
 and W&B run instead of starting new ones. Where they write: TensorBoard under <run>/tensorboard;

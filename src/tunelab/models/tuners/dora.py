@@ -4,7 +4,7 @@ Takes its options from `train.lora`. On mixture-of-experts models, peft's all-li
 the fused expert weights (3-D parameters), which DoRA cannot: that is refused with what to do.
 """
 
-from tunelab.models.tuners import peft_refusals
+from tunelab.models.tuners.base import Method, peft_refusals
 from tunelab.models.tuners.lora import MOE_HINT, lora_config
 
 
@@ -13,3 +13,6 @@ def apply(model, train_cfg, architecture, model_path):
 
     with peft_refusals("dora", model, {"ParamWrapper": MOE_HINT}):
         return get_peft_model(model, lora_config(train_cfg.lora, architecture, use_dora=True))
+
+
+METHOD = Method("dora", apply, options=("lora",), peft=True, peft_type="LORA", half_frozen_weights=True)

@@ -7,6 +7,7 @@ T5 encoder and decoder); the last `last_n_layers` of each are trained.
 from __future__ import annotations
 
 from tunelab.config.base import ConfigError
+from tunelab.models.tuners.base import Method
 
 LAYER_LIST_NAMES = ("layers", "h", "block")
 
@@ -39,3 +40,6 @@ def apply(model, train_cfg, architecture, model_path):
     if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError("train.freeze: nothing left to train (last_n_layers is 0 and modules is empty)")
     return model
+
+
+METHOD = Method("freeze", apply, options=("freeze",))

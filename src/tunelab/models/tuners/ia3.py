@@ -9,7 +9,7 @@ a model with neither is refused with its linear layers listed, so the user can c
 from __future__ import annotations
 
 from tunelab.config.base import ConfigError
-from tunelab.models.tuners import peft_refusals, peft_task_type
+from tunelab.models.tuners.base import Method, peft_refusals, peft_task_type
 
 LLAMA_STYLE = (["k_proj", "v_proj", "down_proj"], ["down_proj"])
 
@@ -64,3 +64,7 @@ def apply(model, train_cfg, architecture, model_path):
                        feedforward_modules=feedforward)
     with peft_refusals("ia3", model):
         return get_peft_model(model, config)
+
+
+METHOD = Method("ia3", apply, options=("ia3",), peft=True, peft_type="IA3", half_frozen_weights=True,
+                regularization="its learned vectors rescale activations, not a weight change this penalty can weigh")

@@ -1,6 +1,6 @@
 """LoRA (Hu et al. 2021) through peft: low-rank updates on the target linear layers."""
 
-from tunelab.models.tuners import peft_refusals, peft_task_type
+from tunelab.models.tuners.base import Method, peft_refusals, peft_task_type
 
 
 def lora_config(opts, architecture, use_dora=False):
@@ -31,3 +31,6 @@ def apply(model, train_cfg, architecture, model_path):
 
     with peft_refusals("lora", model, {"ParamWrapper": MOE_HINT}):
         return get_peft_model(model, lora_config(train_cfg.lora, architecture))
+
+
+METHOD = Method("lora", apply, options=("lora",), peft=True, peft_type="LORA", half_frozen_weights=True)

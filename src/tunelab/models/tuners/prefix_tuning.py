@@ -7,7 +7,7 @@ sizes are read instead from the key/value cache of a one-token forward of the mo
 
 from __future__ import annotations
 
-from tunelab.models.tuners import peft_refusals, peft_task_type
+from tunelab.models.tuners.base import VIRTUAL_TOKENS, Method, peft_refusals, peft_task_type
 
 
 def kv_shape(model) -> tuple[int, int] | None:
@@ -37,3 +37,9 @@ def apply(model, train_cfg, architecture, model_path):
                                 prefix_projection=opts.prefix_projection, **sizes)
     with peft_refusals("prefix_tuning", model):
         return get_peft_model(model, config)
+
+
+METHOD = Method("prefix_tuning", apply, options=("prefix_tuning",), peft=True, peft_type="PREFIX_TUNING",
+                peft_forward=True, half_frozen_weights=True,
+                unmergeable=VIRTUAL_TOKENS,
+                regularization="prefixes have no starting weights to stay near")

@@ -1,6 +1,6 @@
 """Prompt tuning (Lester et al. 2021) through peft: trained virtual-token embeddings before the input."""
 
-from tunelab.models.tuners import peft_refusals, peft_task_type
+from tunelab.models.tuners.base import VIRTUAL_TOKENS, Method, peft_refusals, peft_task_type
 
 
 def apply(model, train_cfg, architecture, model_path):
@@ -15,3 +15,9 @@ def apply(model, train_cfg, architecture, model_path):
                                 num_virtual_tokens=opts.num_virtual_tokens, **kwargs)
     with peft_refusals("prompt_tuning", model):
         return get_peft_model(model, config)
+
+
+METHOD = Method("prompt_tuning", apply, options=("prompt_tuning",), peft=True, peft_type="PROMPT_TUNING",
+                peft_forward=True, half_frozen_weights=True,
+                unmergeable=VIRTUAL_TOKENS,
+                regularization="virtual tokens have no starting weights to stay near")

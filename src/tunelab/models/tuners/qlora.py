@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 
 from tunelab.config.base import ConfigError
+from tunelab.models.tuners.base import Method
 
 
 def check_available() -> None:
@@ -45,3 +46,10 @@ def apply(model, train_cfg, architecture, model_path):
     check_available()
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=train_cfg.gradient_checkpointing)
     return get_peft_model(model, lora_config(train_cfg.lora, architecture))
+
+
+# The base is quantised at load time (`quantization`), so it is never stored in the autocast dtype.
+METHOD = Method("qlora", apply, options=("lora", "qlora"), peft=True, peft_type="LORA",
+                quantization=quantization_config,
+                merged_export="merging into a quantised base model loses precision; train with method: lora "
+                              "to export a merged model or a GGUF, or export the adapter without --merge")
