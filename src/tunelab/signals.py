@@ -8,7 +8,10 @@ The CLI installs one handler for the whole command (`handling_signals`). A signa
   `--resume` reuses them. Loops also call `check()` between batches.
 - while training steps run (`deferring(callback)`, the training loop): only asks, through the
   callback, for a stop after the current step with a checkpoint; a checkpoint being written is
-  finished. Validation inside training checks between batches and is abandoned (redone on resume).
+  finished. Validation inside training checks between batches and is abandoned (redone on resume),
+  except with several processes (`deferring(callback, abandon=False)`): there every process must
+  run the same collectives, and a launcher's signal reaches each at its own moment, so validation
+  finishes and the processes agree on the stop at the step's end (train/loop.py).
 - a second signal stops at once, wherever it comes.
 
 `Stopped` is a KeyboardInterrupt (code that handles Ctrl-C handles it too) that knows its signal,
@@ -62,6 +65,7 @@ class _Signals:
         self.received_in: str | None = None  # the phase it came in
         self.phases: list[str] = []
         self.deferred: list = []  # callbacks of the open deferring() blocks, innermost last
+        self.abandon: list[bool] = []  # whether check() raises for a signal each block held back
 
     @property
     def phase(self) -> str | None:
@@ -107,14 +111,17 @@ def handling_signals(enabled: bool = True):
 
 
 @contextlib.contextmanager
-def deferring(callback):
+def deferring(callback, abandon: bool = True):
     """Inside: a first signal calls callback(signal_name) instead of raising (training steps: stop
-    after this step, with a checkpoint)."""
+    after this step, with a checkpoint). `abandon`: whether check() between batches then raises
+    (one process) or leaves the stop to the callback's owner (several processes in step)."""
     STATE.deferred.append(callback)
+    STATE.abandon.append(abandon)
     try:
         yield
     finally:
         STATE.deferred.pop()
+        STATE.abandon.pop()
 
 
 @contextlib.contextmanager
@@ -137,8 +144,9 @@ def received_in() -> str | None:
 
 
 def check() -> None:
-    """Between batches: raise `Stopped` if a signal came (also one a `deferring` block held back)."""
-    if STATE.installed and STATE.received is not None:
+    """Between batches: raise `Stopped` if a signal came (also one a `deferring` block held back,
+    unless that block said not to abandon work)."""
+    if STATE.installed and STATE.received is not None and (not STATE.abandon or STATE.abandon[-1]):
         raise Stopped(STATE.received, STATE.phase)
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from tunelab.config import ConfigError, load_config
 from tunelab.experiments import run_continual
-from tunelab.experiments.matrix import summarize
+from tunelab.experiments.matrix import matrix_summary
 
 
 def _stages(raw, replay=None, method="lora"):
@@ -28,7 +28,7 @@ def _check_matrix(root):
         m = out["matrices"][key]
         assert len(m["scores"]) == 3 and all(len(r) == 2 for r in m["scores"])
         # the summary is the GEM formula applied to the stored numbers
-        expect = summarize(m["scores"], m["tasks"], m["learned_at"], m["higher_is_better"])
+        expect = matrix_summary(m["scores"], m["tasks"], m["learned_at"], m["higher_is_better"])
         assert m["summary"]["BWT"] == pytest.approx(expect["BWT"])
         r = m["scores"]
         sign = 1 if m["higher_is_better"] else -1

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tunelab.experiments.matrix import build_matrix, format_matrix, learned_at_from_stages, summarize
+from tunelab.experiments.matrix import build_matrix, format_matrix, learned_at_from_stages, matrix_summary
 
 
 def test_gem_three_tasks_known_numbers():
@@ -13,7 +13,7 @@ def test_gem_three_tasks_known_numbers():
         [0.70, 0.85, 0.40],
         [0.60, 0.80, 0.95],
     ]
-    s = summarize(scores, ["a", "b", "c"], {"a": 1, "b": 2, "c": 3})
+    s = matrix_summary(scores, ["a", "b", "c"], {"a": 1, "b": 2, "c": 3})
     assert s["ACC"] == pytest.approx((0.60 + 0.80 + 0.95) / 3)
     # BWT = mean(R[3][a]-R[1][a], R[3][b]-R[2][b]) = mean(-0.30, -0.05)
     assert s["BWT"] == pytest.approx(-0.175)
@@ -26,7 +26,7 @@ def test_gem_three_tasks_known_numbers():
 def test_lower_is_better_flips_sign_so_negative_bwt_is_forgetting():
     # losses: task a learned at stage 1 (loss 1.0), goes back up to 1.5 after stage 2
     scores = [[3.0, 3.0], [1.0, 2.8], [1.5, 0.9]]
-    s = summarize(scores, ["a", "b"], {"a": 1, "b": 2}, higher_is_better=False)
+    s = matrix_summary(scores, ["a", "b"], {"a": 1, "b": 2}, higher_is_better=False)
     assert s["BWT"] == pytest.approx(-0.5)
     assert s["FWT"] == pytest.approx(0.2)  # loss on b fell 3.0 -> 2.8 before b was trained
     assert s["ACC"] == pytest.approx((1.5 + 0.9) / 2)
@@ -52,8 +52,8 @@ def test_held_out_tasks_and_multi_task_stages():
 
 def test_bad_shapes_are_rejected():
     with pytest.raises(ValueError, match="row 1"):
-        summarize([[0.1, 0.2], [0.3]], ["a", "b"], {"a": 1})
+        matrix_summary([[0.1, 0.2], [0.3]], ["a", "b"], {"a": 1})
     with pytest.raises(ValueError, match="outside"):
-        summarize([[0.1], [0.2]], ["a"], {"a": 2})
+        matrix_summary([[0.1], [0.2]], ["a"], {"a": 2})
     with pytest.raises(ValueError, match="at least one"):
-        summarize([[0.1]], ["a"], {})
+        matrix_summary([[0.1]], ["a"], {})

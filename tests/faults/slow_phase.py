@@ -6,7 +6,8 @@ inside a chosen phase (imported by no product code).
 Before each batch of data preparation, scoring, validation and each training step, this prints
 `slow: P` on stderr (P: the phase tunelab.signals names) and, in PHASE only, waits SLOW_S seconds:
 a test waits for the line of the phase it wants, then signals. A signal ends the wait at once (as it would end
-a batch's computation)."""
+a batch's computation). The run's heartbeat (summary.json's time) beats every HEARTBEAT_S seconds
+here instead of every 30, so that a test can kill a start and find its time recorded."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import sys
 import time
 
 SLOW_S = 1.0
+HEARTBEAT_S = 0.5
 
 
 def slow(real):
@@ -33,6 +35,7 @@ def main() -> int:
     import tunelab.evaluate.loglikelihood as loglikelihood
     import tunelab.signals as signals
     import tunelab.train.loop as loop
+    import tunelab.train.run as run
     import tunelab.train.validate as validate
     from tunelab.cli.main import main as cli
 
@@ -41,6 +44,7 @@ def main() -> int:
     loglikelihood.check_stop = slow(loglikelihood.check_stop)
     validate.check = slow(validate.check)
     loop.train_step = slow(loop.train_step)
+    run.HEARTBEAT_S = HEARTBEAT_S
     return cli(sys.argv[2:])
 
 

@@ -203,3 +203,19 @@ def test_sigterm_in_a_study_stops_its_system_and_resume_keeps_the_finished_ones(
     assert (first / "metrics.jsonl").stat().st_mtime_ns == kept  # the finished system is not trained again
     assert json.loads((second / "summary.json").read_text())["status"] == "completed"
     assert json.loads((root / "compare.json").read_text())["runs"] == ["base", "lora-lr0.005", "lora-lr0.01"]
+
+
+def test_a_start_killed_in_the_scoring_before_training_still_counts_in_the_run_time(tmp_path, tiny_model_dir):
+    # slow_phase.py: each scoring batch takes over 1 s, and the heartbeat records the time every 0.5 s.
+    home, cfg = tmp_path / "home", config(tmp_path, tiny_model_dir, forgetting=True, max_steps=2)
+    rc, err, _ = signal_in("pre_scoring", signal.SIGKILL, ["train", cfg], home, nth=3)  # two batches done
+    assert rc == -signal.SIGKILL, err
+    s = summary(tmp_path)
+    assert s["status"] == "running" and s["phase_s"]["pre_scoring"] >= 1.5 and s["wall_s"] >= 2.0, s
+
+    done = tunelab(home, "train", cfg, "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    s = summary(tmp_path)
+    assert s["status"] == "completed" and len(s["wall_s_per_start"]) == 2, s
+    assert s["wall_s_per_start"][0] >= 2.0 and s["phase_s"]["pre_scoring"] >= 1.5
+    assert s["wall_s"] == round(sum(s["wall_s_per_start"]), 3)

@@ -58,6 +58,22 @@ def test_clock_phases_nest_without_counting_twice():
     assert 0.05 <= clock.phases["validation"] < 0.1
 
 
+def test_clock_counts_the_open_phases_so_far():
+    # What a heartbeat records in the middle of a phase: its time so far, nested phases once.
+    from tunelab.train.progress import Clock
+
+    clock = Clock()
+    with clock.phase("validation"):
+        time.sleep(0.05)
+        with clock.phase("saving"):
+            time.sleep(0.05)
+        with clock.phase("saving"):
+            time.sleep(0.05)
+            now = clock.so_far()
+    assert 0.1 <= now["saving"] < 0.14 and 0.05 <= now["validation"] < 0.09, now
+    assert clock.so_far()["validation"] == clock.phases["validation"]  # nothing open: the phases
+
+
 def test_train_prints_the_forgetting_table_and_times_every_phase(tmp_path, tiny_model_dir):
     raw = toy_config(tmp_path, tiny_model_dir, max_steps=4, batch_size=4, eval_every=2, checkpoint_every=2)
     raw["forgetting"] = {"tasks": [str(held_out_task(tmp_path))], "limit": 4, "bootstrap_resamples": 20}

@@ -26,6 +26,7 @@ from tunelab.evaluate.comparison import tuned_task as choose_tuned_task
 from tunelab.evaluate.harness import read_examples
 from tunelab.files import write_json, write_text
 from tunelab.metrics.stats import p_clause
+from tunelab.runfolder import RunFolder, read_json
 
 # wall_s: every start of the run, scoring included; train_s: its training steps only (summary.json phase_s)
 COST_FIELDS = ("wall_s", "train_s", "train_tokens", "trainable_params", "total_params", "peak_rss_mb", "steps",
@@ -33,18 +34,17 @@ COST_FIELDS = ("wall_s", "train_s", "train_tokens", "trainable_params", "total_p
 
 
 def results_dir(run: Path) -> Path:
-    for folder in (run / "eval", run / "forgetting" / "tuned", run):
-        if (folder / "results.json").exists():
-            return folder
+    found = RunFolder.of(run).results_dir()
+    if found is not None:
+        return found
     raise UserError(f"{run}: no evaluation results (looked for eval/results.json, forgetting/tuned/results.json, "
                     f"results.json); run `tunelab eval --run {run} --task ... --output {run}/eval` or pass --task")
 
 
 def run_cost(run: Path) -> dict:
-    summary = run / "summary.json"
-    if not summary.exists():
+    data = RunFolder.of(run).summary()
+    if not data:
         return {}
-    data = json.loads(summary.read_text(encoding="utf-8"))
     data["train_s"] = (data.get("phase_s") or {}).get("training")
     return {k: data.get(k) for k in COST_FIELDS}
 
@@ -59,7 +59,7 @@ def expand_folders(folders: list) -> tuple[list[list[Path]], list[str]]:
             labels.append(Path(folder[0]).parent.name)
             continue
         folder = Path(folder)
-        demo, earlier, seeds = _read(folder / "results.json"), _read(folder / "compare.json"), _read(folder / "seeds.json")
+        demo, earlier, seeds = (read_json(folder / name) for name in ("results.json", "compare.json", "seeds.json"))
         if demo and isinstance(demo.get("systems"), dict):
             for name, system in demo["systems"].items():
                 runs = system.get("seed_runs") or ([system["run"]] if system.get("run") else [folder / name])
@@ -77,50 +77,17 @@ def expand_folders(folders: list) -> tuple[list[list[Path]], list[str]]:
     return systems, labels
 
 
-def _read(path: Path):
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-
 def source_run(folder: Path) -> Path:
-    """The run behind a compared folder: the folder itself when it is a run, else the run whose
-    model an evaluation folder scored (its results.json's model.run: an interpolation point at
-    <run>/interpolation/alpha-<a>/, an eval/ folder); the folder itself when there is none."""
-    if (folder / "train_keys.json").exists() or (folder / "config.resolved.yaml").exists():
-        return folder
-    run = ((_read(folder / "results.json") or {}).get("model") or {}).get("run")
-    return Path(run) if run and Path(run).is_dir() else folder
+    """The run behind a compared folder (RunFolder.behind); the folder itself when there is none."""
+    run = RunFolder.behind(folder)
+    return run.path if run is not None else folder
 
 
 def trained_tasks(run: Path) -> set[str] | None:
-    """The tasks a run's model has trained on: its own (train_keys.json) and, when it started from
-    another run's model (a second stage: that run's final/ or merged/ folder), that run's, and so on.
-    An evaluation folder answers for the run it scored (source_run)."""
-    run = source_run(run)
-    keys = _read(run / "train_keys.json")
-    if keys is None:
-        return None
-    tasks, seen = set(keys["tasks"]), {run.resolve()}
-    parent = started_from(run)
-    while parent is not None and parent.resolve() not in seen:
-        seen.add(parent.resolve())
-        tasks |= set(_read(parent / "train_keys.json")["tasks"])
-        parent = started_from(parent)
-    return tasks
-
-
-def started_from(run: Path) -> Path | None:
-    """The run folder whose model this run started from (its model.name is that run's final/ or
-    merged/ folder), else None."""
-    import yaml
-
-    cfg_file = run / "config.resolved.yaml"
-    if not cfg_file.exists():
-        return None
-    name = ((yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}).get("model") or {}).get("name")
-    folder = Path(name) if isinstance(name, str) else None
-    if folder is not None and folder.name in ("final", "merged") and (folder.parent / "train_keys.json").exists():
-        return folder.parent
-    return None
+    """The tasks a run's model has trained on, counting the runs it started from (a second stage);
+    an evaluation folder answers for the run it scored."""
+    found = RunFolder.behind(run)
+    return found.trained_tasks() if found is not None else None
 
 
 def trade_off(table: dict, tuned: str, trained: list[set[str] | None]) -> list[dict]:
@@ -164,15 +131,16 @@ def improvement(test: dict) -> dict:
 
 
 def compare_runs(runs: list, tasks: list | None = None, output_dir: str | None = None,
-                 n_resamples: int = 1000, tuned_task: str | None = None, labels: list[str] | None = None,
+                 n_resamples: int = 1000, tuned_task: str | None = None, system_names: list[str] | None = None,
                  **eval_kwargs) -> dict:
     """runs: run/eval/demo/compare/seeds folders, or lists of one system's seed runs.
-    labels: the systems' names (default: from their folders), one per system."""
+    system_names: the systems' names (default: from their folders), one per system; compare.json
+    keeps them as "labels" (a task's class labels are the results' "labels", a different thing)."""
     systems, found = expand_folders(runs)
-    named = labels is not None
-    if named and (len(labels) != len(systems) or len(set(labels)) != len(labels)):
-        raise ValueError(f"compare_runs: {len(systems)} systems need as many distinct labels, got {labels}")
-    labels = list(labels) if named else found
+    named = system_names is not None
+    if named and (len(system_names) != len(systems) or len(set(system_names)) != len(system_names)):
+        raise ValueError(f"compare_runs: {len(systems)} systems need as many distinct names, got {system_names}")
+    labels = list(system_names) if named else found
     if tasks or eval_kwargs.get("lm_eval"):
         from tunelab.evaluate.harness import evaluate
 
@@ -246,14 +214,8 @@ def mark_interpolation(table: dict, systems: list[list[Path]], results: list) ->
 
 def seed_of(run: Path) -> int | None:
     """The training seed a run used (its config), None for a folder that is not a run."""
-    import yaml
-
-    cfg_file = source_run(run) / "config.resolved.yaml"
-    if not cfg_file.exists():
-        return None
-    data = yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}
-    train_seed = (data.get("train") or {}).get("seed")
-    return train_seed if train_seed is not None else data.get("seed")
+    found = RunFolder.behind(run)
+    return found.seed if found is not None and found.has_config() else None
 
 
 def system_cost(runs: list[Path]) -> dict:
@@ -280,8 +242,8 @@ def continued_stages(systems: list[list[Path]], results: list, examples: dict, t
     index = {runs_[0].resolve(): j for j, runs_ in enumerate(systems)}
     found = []
     for i, runs_ in enumerate(systems):
-        parent = started_from(runs_[0])
-        j = index.get(parent.resolve()) if parent is not None else None
+        parent = RunFolder.of(runs_[0]).parent()
+        j = index.get(parent.path.resolve()) if parent is not None else None
         if j is None:
             continue
         tests = []

@@ -49,7 +49,7 @@ def paired_task_diff(base_dir: Path, tuned_dir: Path, base_task: dict, tuned_tas
     return out
 
 
-def summarize(rows: list[dict], tuned_task: str | None) -> dict:
+def summarize_forgetting(rows: list[dict], tuned_task: str | None) -> dict:
     """Gain on the tuned task and the held-out change (comparison.held_out_change: one rule)."""
     gain = next((r for r in rows if r["task"] == tuned_task), None)
     return {"tuned_task": tuned_task,
@@ -90,7 +90,7 @@ def write_forgetting(base_res: dict, tuned_res: dict, base_dir: Path, tuned_dir:
     rows = [paired_task_diff(base_dir, tuned_dir, base_res["tasks"][name], tuned_res["tasks"][name], n_resamples)
             for name in base_res["tasks"] if name in tuned_res["tasks"]]
     report = {"base": base_label, "tuned": tuned_label, "base_dir": str(base_dir), "tuned_dir": str(tuned_dir),
-              "n_resamples": n_resamples, "tasks": rows, "summary": summarize(rows, tuned_task)}
+              "n_resamples": n_resamples, "tasks": rows, "summary": summarize_forgetting(rows, tuned_task)}
     # the file names its folders relative to itself when they are inside its folder (a run that moves)
     write_json(out / "forgetting.json", {**report, "base_dir": stored_path(out, base_dir),
                                          "tuned_dir": stored_path(out, tuned_dir)})
@@ -102,14 +102,12 @@ def guess_tuned_task(run: Path, scored: list[str]) -> str | None:
     """The run's tuned task by the one rule (comparison.tuned_task): forgetting.tuned_task when
     the config sets it, else the one scored task the run's model trained on (train_keys.json,
     counting the run it started from; the config's task names when that file is missing)."""
-    import yaml
+    from tunelab.runfolder import RunFolder
 
-    from tunelab.evaluate.compare import trained_tasks
-
-    cfg_file = run / "config.resolved.yaml"
-    data = (yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}) if cfg_file.exists() else {}
+    folder = RunFolder.of(run)
+    data = folder.config
     given = (data.get("forgetting") or {}).get("tuned_task")
-    trained = trained_tasks(run)
+    trained = folder.trained_tasks()
     if trained is None and data:
         trained = {t.get("name") for t in (data.get("data") or {}).get("tasks") or [] if isinstance(t, dict)}
     return choose_tuned_task([None, trained], scored, given)

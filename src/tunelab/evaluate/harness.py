@@ -26,8 +26,6 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import yaml
-
 from tunelab.config.base import UserError, check_path_name
 from tunelab.config.data import SPLIT_NAMES, SplitConfig
 from tunelab.config.evaluate import GenerationConfig
@@ -36,11 +34,12 @@ from tunelab.data.templates import absolute_choice
 from tunelab.evaluate.engine import log, score_examples
 from tunelab.evaluate.generation import WorkCounter
 from tunelab.evaluate.loading import LazyModel, ModelSpec, model_spec, spec_fingerprint
-from tunelab.evaluate.provenance import (enclosing_run, keys_digest, model_identity, overlap_report,
+from tunelab.evaluate.provenance import (keys_digest, model_identity, overlap_report,
                                          refuse_overlap, training_keys, training_runs)
 from tunelab.evaluate.recipes import data_task_config, expand_task
 from tunelab.evaluate.shard import ONE, World, total_work
 from tunelab.files import write_json, write_jsonl
+from tunelab.runfolder import RunFolder
 
 DEFAULT_SEED = 42  # the data pipeline's default split seed, for data outside any run
 
@@ -76,18 +75,16 @@ def training_data(cfg) -> dict:
 
 def run_training_data(spec: ModelSpec) -> dict | None:
     """training_data() of the run the model comes from, read from its config.resolved.yaml."""
-    run = Path(spec.run) if spec.run else enclosing_run(spec.adapter) or enclosing_run(spec.full_model)
-    if run is None or not (run / "config.resolved.yaml").exists():
+    run = RunFolder.of(spec.run) if spec.run else (RunFolder.enclosing(spec.adapter)
+                                                   or RunFolder.enclosing(spec.full_model))
+    if run is None or not run.has_config():
         return None
     from tunelab.config import load_config
 
-    raw = yaml.safe_load((run / "config.resolved.yaml").read_text(encoding="utf-8")) or {}
-    for key in ("stages", "continual", "search"):
-        raw.pop(key, None)
+    raw = {k: v for k, v in run.config.items() if k not in ("stages", "continual", "search")}
     cfg = load_config(data=raw)
-    env = json.loads((run / "env.json").read_text(encoding="utf-8")) if (run / "env.json").exists() else {}
     # The run's data paths are relative to its own config file's folder, not to this command's.
-    base = Path(env.get("config_dir") or ".")
+    base = Path(run.env().get("config_dir") or ".")
     own = training_data(cfg)
     own["data_tasks"] = {name: absolute_paths(task, base) for name, task in own["data_tasks"].items()}
     own["chat_template"] = absolute_choice(cfg.data.chat_template, base)
@@ -221,6 +218,20 @@ def scored_fields(spec: dict, split: str, n: int, available: int, limit: int | N
     return {k: entry[k] for k in ("n_available", "limit", "split_rule", "scored")}
 
 
+def task_result(spec: dict, data, split: str, scored: dict, rows: list[dict], fields: dict,
+                contamination: dict | None, versions: dict) -> dict:
+    """One task's entry in results.json: the engine's result (`scored`) with what was scored out
+    of what (`fields`, scored_fields), the data behind it and the contamination check."""
+    return {"task": spec["name"], "kind": scored["eval_kind"], "data_kind": spec["kind"], "split": split,
+            "n": len(rows), **fields, **scored, "labels": data.labels,
+            "example_keys_sha256": keys_digest([r["key"] for r in rows]),
+            "contamination": contamination or {"checked_against": [], "overlap": None,
+                                               "note": "not a tuned run: training data unknown"},
+            "config": spec, "data_counts": data.counts, "versions": versions,
+            # whether the prompts went through a chat template, and which (lm-eval's apply_chat_template)
+            "chat_template": data.chat_template}
+
+
 def evaluate(model_ref: str | None, tasks: list, adapter: str | None = None, run: str | None = None,
              limit: int | None = None, output_dir: str | Path | None = None, *, split: str = "test",
              batch_size: int = 8, dtype: str = "float32", generation: GenerationConfig | None = None,
@@ -277,16 +288,10 @@ def evaluate(model_ref: str | None, tasks: list, adapter: str | None = None, run
                                       confidence=confidence, counter=counter, verbose=verbose,
                                       chat_template=getattr(data, "chat_template", None), world=world)
         name = s["name"]
-        result = {"task": name, "kind": result["eval_kind"], "data_kind": s["kind"], "split": task_split,
-                  "n": len(examples), **scored_fields(s, task_split, len(examples), len(data.splits[task_split]),
-                                                      limit, limit_from, data_split, seed),
-                  **result, "labels": data.labels,
-                  "example_keys_sha256": keys_digest([r["key"] for r in rows]),
-                  "contamination": checks.get(name) or {"checked_against": [], "overlap": None,
-                                                        "note": "not a tuned run: training data unknown"},
-                  "config": s, "data_counts": data.counts, "versions": results["versions"],
-                  # whether the prompts went through a chat template, and which (lm-eval's apply_chat_template)
-                  "chat_template": data.chat_template}
+        result = task_result(s, data, task_split, result, rows,
+                             scored_fields(s, task_split, len(examples), len(data.splits[task_split]),
+                                           limit, limit_from, data_split, seed),
+                             checks.get(name), results["versions"])
         results["tasks"][name] = result
         if out is not None:
             write_jsonl(out / f"{name}.examples.jsonl", rows)

@@ -19,9 +19,9 @@ from pathlib import Path
 from tunelab.config.base import UserError
 from tunelab.config.env import tunelab_home
 from tunelab.files import write_json
+from tunelab.runfolder import RunFolder
 
 IDENTITY_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".gguf", ".txt", ".jinja")
-TRAIN_KEYS = "train_keys.json"
 
 
 def _hash_file(path: Path) -> str:
@@ -60,32 +60,18 @@ def model_identity(spec) -> dict:
             "dtype": spec.dtype}
 
 
-def enclosing_run(path: str | Path | None) -> Path | None:
-    """The run folder a model folder lives in (final/, merged/, checkpoints/step-N/), if any."""
-    if path is None:
-        return None
-    p = Path(path)
-    if not p.exists():
-        return None
-    for folder in [p, *list(p.resolve().parents)[:3]]:
-        if (folder / TRAIN_KEYS).exists():
-            return folder
-    return None
-
-
 def training_runs(spec) -> list[Path]:
-    """Every run whose training examples this model has seen: its own, and its base's, recursively."""
-    found: list[Path] = []
-    start = [Path(spec.run)] if spec.run else [enclosing_run(spec.adapter), enclosing_run(spec.full_model),
-                                               enclosing_run(spec.base)]
-    todo = [r for r in start if r is not None]
+    """Every run whose training examples this model has seen: its own, and the runs it started
+    from (RunFolder.parent), recursively."""
+    start = [RunFolder.of(spec.run)] if spec.run else [RunFolder.enclosing(p) for p in
+                                                       (spec.adapter, spec.full_model, spec.base)]
+    todo, found = [r for r in start if r is not None], []
     while todo:
         run = todo.pop()
-        if run.resolve() in [f.resolve() for f in found] or not (run / TRAIN_KEYS).exists():
+        if run.path.resolve() in [f.resolve() for f in found] or run.train_keys() is None:
             continue
-        found.append(run)
-        base = json.loads((run / TRAIN_KEYS).read_text(encoding="utf-8")).get("base_model")
-        parent = enclosing_run(base)
+        found.append(run.path)
+        parent = run.parent()
         if parent is not None:
             todo.append(parent)
     return found
@@ -95,7 +81,7 @@ def training_keys(runs: list[Path]) -> dict[str, str]:
     """content key -> the run that trained on it."""
     keys: dict[str, str] = {}
     for run in runs:
-        data = json.loads((run / TRAIN_KEYS).read_text(encoding="utf-8"))
+        data = RunFolder.of(run).train_keys() or {}
         for task_keys in data.get("tasks", {}).values():
             for k in task_keys:
                 keys.setdefault(k, str(run))

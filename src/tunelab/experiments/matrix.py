@@ -57,7 +57,7 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def summarize(
+def matrix_summary(
     scores: list[list[float]],
     tasks: list[str],
     learned_at: dict[str, int],
@@ -117,7 +117,7 @@ def build_matrix(
 ) -> StageMatrix:
     if len(stage_names) != len(scores):
         raise ValueError(f"{len(stage_names)} stage names for {len(scores)} matrix rows")
-    summary = summarize(scores, tasks, learned_at, higher_is_better)
+    summary = matrix_summary(scores, tasks, learned_at, higher_is_better)
     return StageMatrix(tasks, stage_names, scores, learned_at, metric, higher_is_better, summary)
 
 

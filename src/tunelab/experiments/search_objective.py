@@ -8,6 +8,7 @@ own forgetting report (the `forgetting:` section: base vs tuned through the eval
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,9 @@ from tunelab.config.schema import ExperimentConfig
 
 def validation_values(run_dir: Path, metric: str) -> list[tuple[int, float]]:
     """(step, value) of every validation event logging `metric` in run_dir/metrics.jsonl."""
-    from tunelab.train.run import read_events
+    from tunelab.runfolder import RunFolder
 
-    return [(int(e.get("step", 0)), float(e[metric])) for e in read_events(run_dir)
+    return [(int(e.get("step", 0)), float(e[metric])) for e in RunFolder.of(run_dir).events()
             if metric in e and e.get("split", "validation") == "validation" and e[metric] is not None]
 
 
@@ -60,10 +61,11 @@ class TrialObjective:
     def __call__(self, cfg: ExperimentConfig, report: Callable[[int, float], None]) -> Any:
         import optuna
 
+        from tunelab.report import write_report
         from tunelab.train import train
 
         callback = PruningCallback(self.search.metric, report)
-        run = Path((self.train_fn or train)(cfg, on_validation=callback))
+        run = Path((self.train_fn or functools.partial(train, report=write_report))(cfg, on_validation=callback))
         if callback.pruned:
             raise optuna.TrialPruned(callback.pruned)
         if not callback.values:

@@ -26,9 +26,9 @@ from pathlib import Path
 
 from tunelab.config import ConfigError, UserError
 from tunelab.files import write_json
+from tunelab.runfolder import DONE, RunFolder
 
 SEEDS_FILE = "seeds.json"
-DONE = ("completed", "early_stopped")
 
 
 def seed_name(seed: int) -> str:
@@ -67,19 +67,13 @@ def scores_forgetting(cfg) -> bool:
 
 def finished(run: Path, cfg) -> bool:
     """Trained to the end and, with a `forgetting:` section, scored after."""
-    from tunelab.train.run import read_summary
-
-    if read_summary(run).get("status") not in DONE or not (run / "final").exists():
-        return False
-    return not scores_forgetting(cfg) or (run / "forgetting" / "forgetting.json").exists()
+    return RunFolder.of(run).finished(scored=scores_forgetting(cfg))
 
 
 def check_folder(root: Path, resume: bool) -> None:
-    from tunelab.train.run import holds_a_run
-
-    if holds_a_run(root):
+    if RunFolder.of(root).holds_a_run():
         raise ConfigError(f"{root} holds a single run, not one per seed; choose another name (name=...)")
-    started = [p.name for p in sorted(root.glob("seed-*")) if holds_a_run(p)]
+    started = [p.name for p in sorted(root.glob("seed-*")) if RunFolder.of(p).holds_a_run()]
     if started and not resume:
         raise ConfigError(f"{root} already holds seed runs ({', '.join(started)}); pass --resume to continue "
                           f"them, or choose another name")
@@ -89,11 +83,10 @@ def stop_unless_done(run: Path, log) -> None:
     """After one of several runs: go on only if it finished. Interrupted (Ctrl-C): KeyboardInterrupt
     (the CLI exits 130; --resume continues); ended otherwise (diverged, failed): a UserError."""
     from tunelab.evaluate.shard import launched_world
-    from tunelab.train.run import read_summary
 
     if not launched_world().main:  # the main process writes summary.json, and decides
         return
-    status = read_summary(run).get("status")
+    status = RunFolder.of(run).summary().get("status")
     if status == "interrupted":
         log(f"{run} interrupted; run the same command with --resume to continue")
         raise KeyboardInterrupt
@@ -108,7 +101,8 @@ def train_seeds(cfg, resume: bool = False, log=print) -> Path:
     from tunelab.config.load import write_resolved
     from tunelab.evaluate.shard import launched_world
     from tunelab.train import train
-    from tunelab.train.run import holds_a_run, run_dir
+    from tunelab.report import write_report
+    from tunelab.train.run import run_dir
 
     main = launched_world().main  # under `accelerate launch`, every process trains; the main one writes
     root = run_dir(cfg)
@@ -122,7 +116,7 @@ def train_seeds(cfg, resume: bool = False, log=print) -> Path:
             log(f"seed {i}/{len(configs)}: {run}: done earlier, kept")
             continue
         log(f"seed {i}/{len(configs)}: {run}")
-        train(seed_cfg, resume=holds_a_run(run), handle_signals=True)
+        train(seed_cfg, resume=RunFolder.of(run).holds_a_run(), handle_signals=True, report=write_report)
         stop_unless_done(run, log)
     if main:
         write_seeds(root, cfg.seeds)

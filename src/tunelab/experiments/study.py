@@ -32,6 +32,7 @@ from tunelab.config import ConfigError
 from tunelab.config.load import write_resolved
 from tunelab.experiments.search import set_dotted
 from tunelab.files import write_json, write_text
+from tunelab.runfolder import RunFolder
 
 
 def study_systems(cfg) -> list[tuple[str, dict]]:
@@ -89,10 +90,6 @@ def check_study(cfg) -> None:
                           f"one held-out task, e.g. forgetting: {{tasks: [{tuned}, mmlu]}}")
 
 
-def finished(run: Path) -> bool:
-    return (run / "forgetting" / "forgetting.json").exists()
-
-
 def run_study(cfg, resume: bool = False, log=print) -> Path:
     """Train and score every system, then compare them; returns the study folder."""
     from tunelab.evaluate.compare import compare_markdown, compare_runs
@@ -116,7 +113,7 @@ def run_study(cfg, resume: bool = False, log=print) -> Path:
     points = interpolation_points(cfg, configs, systems, log)
     table = compare_runs([str(base)] + systems + [p["folders"] for p in points], tuned_task=tuned_task_of(cfg),
                          n_resamples=cfg.forgetting.bootstrap_resamples,
-                         labels=["base"] + [name for name, _ in configs] + [p["label"] for p in points])
+                         system_names=["base"] + [name for name, _ in configs] + [p["label"] for p in points])
     record_interpolation(table, points)
     write_json(root / "compare.json", table)
     write_text(root / "compare.md", compare_markdown(table))
@@ -164,12 +161,13 @@ def train_system(system_cfg, run: Path, title: str, resume: bool, log) -> str | 
         log(title)
         return [str(r) for r in seed_runs(train_seeds(system_cfg, resume=resume, log=log))]
     from tunelab.experiments.seeds import stop_unless_done
+    from tunelab.report import write_report
     from tunelab.train import train
 
-    if finished(run):
+    if RunFolder.of(run).finished(scored=True):  # a study's systems are always scored after training
         log(f"{title}: done earlier, kept")
         return str(run)
     log(title)
-    train(system_cfg, resume=(run / "config.resolved.yaml").exists(), handle_signals=True)
+    train(system_cfg, resume=RunFolder.of(run).has_config(), handle_signals=True, report=write_report)
     stop_unless_done(run, log)  # an interrupted system stops the study (--resume continues it)
     return str(run)

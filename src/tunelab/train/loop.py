@@ -14,6 +14,10 @@ phase (model and data, the forgetting section's scoring, validation) at once, in
 callback (`on_validation(step, results) -> bool`) can stop training the same way; the search's
 pruner uses it. `train()` can be called many times in one process, also under `accelerate
 launch` with several processes (continual stages, search trials).
+
+Trackers (`train.report_to`) receive the run's report.html when the caller passes `report`, a
+function that writes the run's report and returns its files, report.html first (the CLI passes
+tunelab.report.write_report): report/ comes after train/, so train/ does not import it.
 """
 
 from __future__ import annotations
@@ -21,29 +25,34 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from typing import Callable, Sequence
 
 from tunelab.files import DiskFull
+from tunelab.runfolder import RunFolder
 from tunelab.train import checkpoint as ckpt
 from tunelab.train.distributed import full_model_state, is_sharded
 from tunelab.train.progress import phase
 from tunelab.signals import Stopped, check, handling_signals, in_phase, received_in
-from tunelab.train.run import peak_rss_mb, read_summary, record_time, run_dir, run_summary, write_summary
+from tunelab.train.run import heartbeat, peak_rss_mb, run_dir, run_summary, write_summary
 from tunelab.train.setup import resolve_precision, say, setup  # noqa: F401  (resolve_precision: public)
 from tunelab.train.state import TrainState, ValidationCallback, stop_on_signals
 from tunelab.train.steps import epoch_plan, train_step
 from tunelab.train.validate import validate
 
 LOGGED_EACH_STEP = ("loss", "lr", "grad_norm", "tokens_per_s")
+# report(run) writes the run's report and returns its files, report.html first (tunelab.report.write_report).
+ReportWriter = Callable[[Path], Sequence[Path]]
 
 
 def train(cfg, resume: bool = False, data=None, *, on_validation: ValidationCallback | None = None,
-          handle_signals: bool = False) -> Path:
-    """Fine-tune per cfg; returns the run folder. `data`: a PreparedData (default: tunelab.data.prepare)."""
+          handle_signals: bool = False, report: ReportWriter | None = None) -> Path:
+    """Fine-tune per cfg; returns the run folder. `data`: a PreparedData (default: tunelab.data.prepare);
+    `report`: writes the run's report for the trackers (None: they get the run's files without it)."""
     with handling_signals(handle_signals):
-        return _train(cfg, resume, data, on_validation, handle_signals)
+        return _train(cfg, resume, data, on_validation, handle_signals, report)
 
 
-def _train(cfg, resume, data, on_validation, handle_signals) -> Path:
+def _train(cfg, resume, data, on_validation, handle_signals, report=None) -> Path:
     entered = time.perf_counter()
     try:
         with in_phase("setup"):
@@ -56,34 +65,35 @@ def _train(cfg, resume, data, on_validation, handle_signals) -> Path:
     state.progress.clock.begin(entered)  # the time until now was setup (model, data, optimizer, restore)
     scorers = forgetting_world(state)
     try:
-        try:
-            if scorers is not None:
+        with heartbeat(state):  # summary.json gets the time every 30 s, whatever the phase
+            try:
+                if scorers is not None:
+                    from tunelab.evaluate.forgetting import forgetting_during_training
+
+                    with phase(state, "pre_scoring"):  # the base model's scores first
+                        forgetting_during_training(cfg, state.run, "before", scorers)
+                with stop_on_signals(state.stop, handle_signals):
+                    fit(state)
+            except BaseException as exc:
+                mark_failure(state, exc)
+                state.trackers.close(state.counters.status)
+                raise
+            finally:
+                finish(state)
+            if stop_agreed(state):  # a signal during training: stopped after a step, with a checkpoint
+                raise stopped(state, Stopped(state.stop.agreed, received_in() or "training"))
+            if scorers is not None and final_written(state, scorers):
                 from tunelab.evaluate.forgetting import forgetting_during_training
 
-                with phase(state, "pre_scoring"):  # the base model's scores first
-                    forgetting_during_training(cfg, state.run, "before", scorers)
-            with stop_on_signals(state.stop, handle_signals):
-                fit(state)
-        except BaseException as exc:
-            mark_failure(state, exc)
-            state.trackers.close(state.counters.status)
-            raise
-        finally:
-            finish(state)
-        if state.stop.reason:  # a signal during training: stopped after a step, with a checkpoint
-            raise stopped(state, Stopped(state.stop.reason, received_in() or "training"))
-        if scorers is not None and final_written(state, scorers):
-            from tunelab.evaluate.forgetting import forgetting_during_training
-
-            try:
-                with phase(state, "post_scoring"):  # scores final/, writes forgetting.json
-                    check()
-                    forgetting_during_training(cfg, state.run, "after", scorers)
-            except Stopped as exc:  # final/ is written; --resume scores it (finished batches: cached)
-                state.counters.status = exc.status
-                raise stopped(state, exc) from None
-        if state.main and state.trackers.items:
-            send_results(state)
+                try:
+                    with phase(state, "post_scoring"):  # scores final/, writes forgetting.json
+                        check()
+                        forgetting_during_training(cfg, state.run, "after", scorers)
+                except Stopped as exc:  # final/ is written; --resume scores it (finished batches: cached)
+                    state.counters.status = exc.status
+                    raise stopped(state, exc) from None
+            if state.main and state.trackers.items:
+                send_results(state, report)
     finally:
         state.trackers.close(state.counters.status)
         release(state)
@@ -121,7 +131,7 @@ def fit(state: TrainState) -> None:
         timed_validate(state)
     elif c.step and c.validated_step != c.step and t.eval_every is not None and c.step % t.eval_every == 0:
         timed_validate(state)  # a signal abandoned this step's validation: redo it before going on
-    while c.step < state.total_steps and c.status == "running" and not state.stop.reason:
+    while c.step < state.total_steps and c.status == "running" and not stop_agreed(state):
         seqs, plan = epoch_plan(state.data, t, state.architecture, state.seed, c.epoch, state.world)
         for parts in plan[c.step_in_epoch:]:
             with phase(state, "training"):
@@ -133,16 +143,15 @@ def fit(state: TrainState) -> None:
             verdict = timed_validate(state) if t.eval_every is not None and c.step % t.eval_every == 0 else None
             if t.checkpoint_every and c.step % t.checkpoint_every == 0:
                 ckpt.save_checkpoint(state)
-            if stop_requested or state.stop.reason:  # a signal (also one that abandoned validation)
+            if stop_agreed(state, stop_requested):  # a signal (also one that abandoned validation)
                 c.status = state.stop.status
                 state.stopped_in = state.stopped_in or received_in() or "training"
-                state.progress.message(f"{state.stop.reason or 'signal'}: checkpoint at step {c.step}; "
+                state.progress.message(f"{state.stop.agreed or 'signal'}: checkpoint at step {c.step}; "
                                        f"continue with --resume")
                 break
             if verdict is not None:
                 c.status = verdict
                 break
-            record_time(state)  # now and then: a start killed with -9 still counts in wall_s
             if c.step >= state.total_steps:
                 break
         else:  # the epoch ran to its end
@@ -151,10 +160,10 @@ def fit(state: TrainState) -> None:
             verdict = timed_validate(state)
             if verdict is not None:
                 c.status = verdict
-    if c.status == "running" and not state.stop.reason:
+    if c.status == "running" and not stop_agreed(state):
         c.status = "completed"
         timed_validate(state)
-    if state.stop.reason and c.status in ("running", "completed"):  # --resume validates and writes final/
+    if stop_agreed(state) and c.status in ("running", "completed"):  # --resume validates and writes final/
         c.status = state.stop.status
         state.stopped_in = state.stopped_in or received_in() or "training"
     ckpt.save_checkpoint(state)
@@ -169,6 +178,20 @@ def fit(state: TrainState) -> None:
         from accelerate.utils import gather_object
 
         state.process_rss_mb = [round(mb, 1) for mb in gather_object([peak_rss_mb()])]
+
+
+def stop_agreed(state: TrainState, requested_anywhere: bool = False) -> bool:
+    """Whether training stops now. One process: whenever a signal came. Several: only once a step's
+    all-reduced statistics said a signal came to any of them (`requested_anywhere`), so that all
+    stop after the same step and run the same collectives until then; a launcher passes a signal
+    on to each process at its own moment, and one that comes after a step's all-reduce counts at
+    the next step."""
+    stop = state.stop
+    if state.world == 1:
+        stop.agreed = stop.reason
+    elif requested_anywhere and stop.agreed is None:
+        stop.agreed = stop.reason or "SIGTERM"  # the launcher's signal reached the others first
+    return stop.agreed is not None
 
 
 def timed_validate(state: TrainState) -> str | None:
@@ -211,28 +234,24 @@ def write_final(model, tokenizer, folder: Path, model_cfg, state_dict: dict | No
     tmp.replace(folder)
 
 
-def send_results(state: TrainState) -> None:
-    """To the trackers: the forgetting report's numbers, then the run's result files and its report."""
-    from tunelab.report import write_report
-
+def send_results(state: TrainState, report: ReportWriter | None = None) -> None:
+    """To the trackers: the forgetting report's numbers, then the run's result files and, when the
+    caller gave a report writer, its report.html."""
     run, step = state.run, state.counters.step
-    report = read_json(run / "forgetting" / "forgetting.json")
-    if report:
-        numbers = {f"forgetting/{r['task']}/{k}": r[k] for r in report["tasks"] for k in ("diff", "p_value")}
-        numbers.update({f"forgetting/{r['task']}/tuned": r["tuned"]["value"] for r in report["tasks"]})
-        if report["summary"].get("held_out_change") is not None:
-            numbers["forgetting/held_out_change"] = report["summary"]["held_out_change"]
+    forgetting = RunFolder.of(run).forgetting_report()
+    if forgetting:
+        rows = forgetting["tasks"]
+        numbers = {f"forgetting/{r['task']}/{k}": r[k] for r in rows for k in ("diff", "p_value")}
+        numbers.update({f"forgetting/{r['task']}/tuned": r["tuned"]["value"] for r in rows})
+        if forgetting["summary"].get("held_out_change") is not None:
+            numbers["forgetting/held_out_change"] = forgetting["summary"]["held_out_change"]
         state.trackers.log_metrics(numbers, step)
-    html, _ = write_report(run)
-    for path in (run / "summary.json", run / "config.resolved.yaml", run / "forgetting" / "forgetting.json",
-                 run / "forgetting" / "forgetting.md", html):
+    files = [run / "summary.json", run / "config.resolved.yaml", run / "forgetting" / "forgetting.json",
+             run / "forgetting" / "forgetting.md"]
+    if report is not None:
+        files.append(Path(report(run)[0]))
+    for path in files:
         state.trackers.log_file(path)
-
-
-def read_json(path: Path) -> dict | None:
-    import json
-
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
 def stopped(state: TrainState, exc: Stopped) -> Stopped:
@@ -244,7 +263,7 @@ def stopped(state: TrainState, exc: Stopped) -> Stopped:
 
 def mark_stopped_summary(run: Path, exc: Stopped) -> None:
     """A resumed run stopped before its state was built (model, data): its summary.json says so."""
-    summary = read_summary(run)
+    summary = RunFolder.of(run).summary()
     if summary:
         try:
             write_summary(run, {**summary, "status": exc.status, "phase": exc.phase})

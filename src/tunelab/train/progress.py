@@ -29,6 +29,7 @@ class Clock:
         self.earlier: dict | None = None  # the run's earlier starts (run.py reads them once)
         self.written_at = self.began  # when summary.json last had this start's time
         self._open: list[float] = []  # time spent in phases nested inside each open phase
+        self._opened: list[tuple[str, float]] = []  # (name, start) of each open phase, innermost last
 
     def begin(self, at: float) -> None:
         """This start began at `at` (perf_counter): the time until now was setup."""
@@ -39,13 +40,25 @@ class Clock:
     def phase(self, name: str):
         start = time.perf_counter()
         self._open.append(0.0)
+        self._opened.append((name, start))
         try:
             yield
         finally:
+            self._opened.pop()
             spent = time.perf_counter() - start
             self.phases[name] += spent - self._open.pop()
             if self._open:
                 self._open[-1] += spent
+
+    def so_far(self) -> dict[str, float]:
+        """Time by phase up to now, the open phases' time so far included (what a heartbeat records
+        in the middle of a long phase)."""
+        now, found = time.perf_counter(), dict(self.phases)
+        inner = 0.0  # time so far of the open phase nested inside this one
+        for (name, start), nested in reversed(list(zip(self._opened, self._open))):
+            found[name] += now - start - nested - inner  # nested: its finished inner phases
+            inner = now - start
+        return found
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.began

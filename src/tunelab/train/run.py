@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -24,11 +25,13 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from tunelab.config.base import ConfigError, check_path_name
 from tunelab.files import DiskFull, append_jsonl, read_jsonl, to_jsonable, write_bytes, write_json, write_jsonl
+from tunelab.runfolder import RunFolder
 
 LOCK_FILE = ".lock"
 
@@ -72,18 +75,11 @@ class RunLock:
             self.fd = None
 
 
-def holds_a_run(run: Path) -> bool:
-    """Checkpoints or a final model: something a new start must not overwrite."""
-    ckpts = run / "checkpoints"
-    has_ckpt = ckpts.exists() and any(p.name.startswith("step-") for p in ckpts.iterdir())
-    return has_ckpt or (run / "final").exists()
-
-
 def check_new_run(run: Path) -> None:
     """Before a new (not resumed) start: refuse a folder that holds a run."""
     if not run.exists():
         return
-    if holds_a_run(run):
+    if RunFolder.of(run).holds_a_run():
         raise ConfigError(f"{run} already holds a run; pass --resume to continue it, or choose another "
                           f"name (name=... on the command line)")
 
@@ -93,17 +89,10 @@ def clear_failed_start(run: Path, log) -> None:
     leftovers = [p for p in run.iterdir() if p.name != LOCK_FILE] if run.exists() else []
     if not leftovers:
         return
-    status = read_summary(run).get("status", "no summary")
+    status = RunFolder.of(run).summary().get("status", "no summary")
     log(f"tunelab: {run} held a start that ended before its first checkpoint ({status}); replacing it")
     for p in leftovers:
         shutil.rmtree(p) if p.is_dir() else p.unlink()
-
-
-def read_summary(run: Path) -> dict:
-    try:
-        return json.loads((run / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def git_commit(folder: str) -> str | None:
@@ -165,11 +154,6 @@ class MetricsLog:
             append_jsonl(self.path, [event])
 
 
-def read_events(run: Path) -> list[dict]:
-    """Every complete event of a run's metrics.jsonl (a torn last line is skipped)."""
-    return [e for e in read_jsonl(Path(run) / "metrics.jsonl").rows if isinstance(e, dict)]
-
-
 SUMMARY_BLOCK = 4096  # file-system block size: what an in-place rewrite can reuse without new space
 SUMMARY_SLACK = 1024  # room for the error message the last rewrite may add
 
@@ -184,7 +168,8 @@ def write_summary(run: Path, summary: dict) -> None:
     size = -(-(len(data) + SUMMARY_SLACK) // SUMMARY_BLOCK) * SUMMARY_BLOCK
     data += b" " * (size - len(data) - 1) + b"\n"
     try:
-        write_bytes(path, data)
+        with SUMMARY_WRITE:  # never two writers at once (the heartbeat thread)
+            write_bytes(path, data)
     except DiskFull:
         if not path.exists() or path.stat().st_size < len(data.rstrip()):
             raise
@@ -215,7 +200,7 @@ def run_summary(state, status: str | None = None) -> dict:
 def earlier_time(run: Path) -> dict:
     """What the run's earlier starts (processes) spent, from the summary.json the last one left:
     also a start killed with -9 left its time there, up to its last checkpoint or heartbeat."""
-    old = read_summary(run)
+    old = RunFolder.of(run).summary()
     per_start = old.get("wall_s_per_start")
     if per_start is None:  # a summary from before the per-start record: one start
         per_start = [old["wall_s"]] if old.get("wall_s") else []
@@ -233,11 +218,13 @@ def run_time(state) -> dict:
     if clock.earlier is None:  # read once, before this start's first summary replaces the last one's
         clock.earlier = earlier_time(state.run)
     per_start = [*clock.earlier["wall_s_per_start"], round(clock.elapsed(), 3)]
-    phases = {k: round(clock.earlier["phase_s"].get(k, 0.0) + clock.phases[k], 3) for k in PHASES}
+    now = clock.so_far()
+    phases = {k: round(clock.earlier["phase_s"].get(k, 0.0) + now[k], 3) for k in PHASES}
     return {"wall_s": round(sum(per_start), 3), "wall_s_per_start": per_start, "phase_s": phases}
 
 
 HEARTBEAT_S = 30.0  # at most this much of a killed start's time is missing from summary.json
+SUMMARY_WRITE = threading.RLock()  # the heartbeat thread and the main thread both write summary.json
 
 
 def record_time(state, every_s: float | None = HEARTBEAT_S) -> None:
@@ -249,11 +236,36 @@ def record_time(state, every_s: float | None = HEARTBEAT_S) -> None:
     clock = clock_of(state)
     if not state.main or clock is None or (every_s is not None and time.perf_counter() - clock.written_at < every_s):
         return
-    clock.written_at = time.perf_counter()
+    with SUMMARY_WRITE:
+        clock.written_at = time.perf_counter()
+        try:
+            write_summary(state.run, run_summary(state, status="running"))
+        except (OSError, DiskFull):
+            pass
+
+
+@contextlib.contextmanager
+def heartbeat(state, every_s: float | None = None):
+    """While inside, a thread records the run's time every `every_s` seconds (record_time), also
+    through phases that check nothing for minutes: a model load, the forgetting section's scoring,
+    a long validation. It stops, and is joined, before the block's end, so no beat can land after
+    the summary the run ends with."""
+    if not state.main:
+        yield
+        return
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(every_s or HEARTBEAT_S):
+            record_time(state, every_s=None)
+
+    thread = threading.Thread(target=beat, name="tunelab-heartbeat", daemon=True)
+    thread.start()
     try:
-        write_summary(state.run, run_summary(state, status="running"))
-    except (OSError, DiskFull):
-        pass
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def reset_peak_rss() -> None:
@@ -280,6 +292,6 @@ def peak_rss_mb() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
-__all__ = ["MetricsLog", "RunInUse", "RunLock", "check_new_run", "clear_failed_start", "environment",
-           "holds_a_run", "peak_rss_mb", "read_events", "read_summary", "record_time", "reset_peak_rss", "run_dir",
+__all__ = ["MetricsLog", "RunInUse", "RunLock", "check_new_run", "clear_failed_start", "environment", "heartbeat",
+           "peak_rss_mb", "record_time", "reset_peak_rss", "run_dir",
            "run_summary", "run_time", "to_jsonable", "write_json", "write_summary"]

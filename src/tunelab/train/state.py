@@ -43,7 +43,8 @@ class StopRequest:
     """Set by a signal handler or a callback; the loop checks it once per step."""
 
     def __init__(self) -> None:
-        self.reason: str | None = None
+        self.reason: str | None = None  # the signal this process received
+        self.agreed: str | None = None  # the stop every process acts on (loop.stop_agreed)
 
     def request(self, reason: str) -> None:
         if self.reason is None:
@@ -54,7 +55,7 @@ class StopRequest:
         """summary.json's status for this stop: `terminated` (SIGTERM) or `interrupted`."""
         from tunelab.signals import STATUSES
 
-        return STATUSES.get(self.reason, "interrupted")
+        return STATUSES.get(self.agreed or self.reason, "interrupted")
 
 
 @contextlib.contextmanager
@@ -69,8 +70,15 @@ def stop_on_signals(stop: StopRequest, enabled: bool):
         return
     from tunelab.signals import deferring, handling_signals
 
-    with handling_signals(True), deferring(stop.request):
+    with handling_signals(True), deferring(stop.request, abandon=not several_processes()):
         yield
+
+
+def several_processes() -> bool:
+    """Whether this process trains in step with others (a torch.distributed group of more than one)."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 @dataclass
