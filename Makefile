@@ -9,6 +9,9 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HOME := $(CURDIR)/.cache/hf
 export TUNELAB_HOME ?= $(CURDIR)/.cache/tunelab
 export TOKENIZERS_PARALLELISM := false
+# Test processes (pytest-xdist; each file's tests stay in one process, so module fixtures are built
+# once). Two halves the suite's time on 2 cores; TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
 
 .PHONY: setup test demo clean test-latest constraints
 
@@ -31,7 +34,7 @@ setup: $(VENV)/.setup-done
 test: setup
 	# Test-only: Debian's Chromium renders the HTML report in tests/report (no-op when present).
 	bash scripts/setup_browser.sh
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 demo: setup
 	$(VENV)/bin/tunelab demo

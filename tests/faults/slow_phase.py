@@ -3,7 +3,8 @@ inside a chosen phase (imported by no product code).
 
     python slow_phase.py PHASE ARGS...
 
-Before each batch of data preparation, scoring, validation and each training step, this prints
+Before each batch of data preparation, scoring, validation, each training step and each checkpoint
+write, this prints
 `slow: P` on stderr (P: the phase tunelab.signals names) and, in PHASE only, waits SLOW_S seconds:
 a test waits for the line of the phase it wants, then signals. A signal ends the wait at once (as it would end
 a batch's computation). The run's heartbeat (summary.json's time) beats every HEARTBEAT_S seconds
@@ -34,6 +35,7 @@ def main() -> int:
     import tunelab.evaluate.generation as generation
     import tunelab.evaluate.loglikelihood as loglikelihood
     import tunelab.signals as signals
+    import tunelab.train.checkpoint as checkpoint
     import tunelab.train.loop as loop
     import tunelab.train.run as run
     import tunelab.train.validate as validate
@@ -44,6 +46,7 @@ def main() -> int:
     loglikelihood.check_stop = slow(loglikelihood.check_stop)
     validate.check = slow(validate.check)
     loop.train_step = slow(loop.train_step)
+    checkpoint.write_rng = slow(checkpoint.write_rng)  # the first write of every checkpoint (phase: saving)
     run.HEARTBEAT_S = HEARTBEAT_S
     return cli(sys.argv[2:])
 

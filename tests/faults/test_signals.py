@@ -219,3 +219,17 @@ def test_a_start_killed_in_the_scoring_before_training_still_counts_in_the_run_t
     assert s["status"] == "completed" and len(s["wall_s_per_start"]) == 2, s
     assert s["wall_s_per_start"][0] >= 2.0 and s["phase_s"]["pre_scoring"] >= 1.5
     assert s["wall_s"] == round(sum(s["wall_s_per_start"]), 3)
+
+
+def test_sigint_while_a_checkpoint_is_written_finishes_it_and_stops_there(tmp_path, tiny_model_dir):
+    home, cfg = tmp_path / "home", config(tmp_path, tiny_model_dir)  # checkpoints at steps 2 and 4
+    rc, err, took = signal_in("saving", signal.SIGINT, ["train", cfg], home)
+    assert rc == 130 and took < STOP_WITHIN_S, err
+    assert last_line(err) == "tunelab: interrupted during saving at step 2; continue with --resume"
+    run = tmp_path / "runs" / "run"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-2"]  # whole, and no temp folder
+    assert (summary(tmp_path)["status"], summary(tmp_path)["phase"]) == ("interrupted", "saving")
+
+    done = tunelab(home, "train", cfg, "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "step-2" in done.stderr and (summary(tmp_path)["status"], summary(tmp_path)["steps"]) == ("completed", 4)

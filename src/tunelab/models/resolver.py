@@ -70,10 +70,23 @@ def is_converted(alias: Alias) -> bool:
 
 
 def convert_alias(alias: Alias) -> Path:
-    """Dequantise the packaged GGUF once into a safetensors folder (model, tokenizer, chat template)."""
+    """Dequantise the packaged GGUF once into a safetensors folder (model, tokenizer, chat template).
+    Several processes may ask at once (two commands, parallel tests): one converts under an
+    exclusive lock, the others wait for it and use its folder."""
+    import fcntl
+
     target = alias_cache_dir(alias)
     if is_converted(alias):
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{alias.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        if is_converted(alias):  # another process converted it while this one waited
+            return target
+        return _convert(alias, target)
+
+
+def _convert(alias: Alias, target: Path) -> Path:
     gguf = alias_gguf_path(alias)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
