@@ -19,6 +19,14 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HOME", str(ROOT / ".cache" / "hf"))
 os.environ.setdefault("TUNELAB_HOME", str(ROOT / ".cache" / "tunelab"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Test processes (pytest-xdist, `make test`) share the cores: each gets its share of OpenMP threads,
+# and waiting threads do not spin long (set before anything imports torch; the CLI does the same
+# for itself, config/env.py). More threads than free cores makes torch's threads spin against each
+# other: the one long SmolLM2 test took 537 s instead of 172 s next to a second test process.
+TEST_PROCESSES = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // TEST_PROCESSES)))
+if not os.environ.get("OMP_WAIT_POLICY"):
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 

@@ -35,13 +35,15 @@ def test_smollm2_batched_equals_unbatched_on_32(smollm2_dir, tokenizer, shared_d
 
 @pytest.fixture
 def all_cores():
-    """Every core for the one long real-model test (it runs alone); the thread count restored after."""
+    """This test process's share of the cores for the one long real-model test (all of them when the
+    suite runs in one process); the thread count restored after."""
     import os
 
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(os.cpu_count() or 1)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
     yield
     torch.set_num_threads(before)
 
