@@ -18,10 +18,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import json
     import sys
 
     from tunelab.evaluate.shard import launched_world
+    from tunelab.runfolder import RunFolder
     from tunelab.train import train
 
     cfg = config_of(args)
@@ -51,8 +51,7 @@ def run(args) -> int:
     run_dir = train(cfg, resume=args.resume, handle_signals=True, report=write_report)
     if not launched_world().main:  # several processes: the main one reports, once
         return 0
-    summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary = RunFolder.of(run_dir).summary()
     print(closing_lines(run_dir, summary, cfg, args), file=sys.stderr)
     print(run_dir)  # stdout: the run folder alone, for scripts
     from tunelab.signals import EXIT_CODES, STATUSES

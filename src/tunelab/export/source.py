@@ -7,10 +7,10 @@ and the tokenizer the run saved (it carries the chat template the run trained wi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tunelab.config.base import ConfigError
+from tunelab.runfolder import RunFolder
 
 
 def checkpoint_path(run: Path, checkpoint: str) -> Path:
@@ -20,7 +20,7 @@ def checkpoint_path(run: Path, checkpoint: str) -> Path:
     if checkpoint == "last":
         path = latest_checkpoint(folder)
     elif checkpoint == "best":
-        summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
+        summary = RunFolder.of(run).summary()
         path = run / summary["best_checkpoint"] if summary.get("best_checkpoint") else None
     else:
         path = folder / checkpoint
@@ -42,7 +42,7 @@ def load_run_model(run: str | Path, checkpoint: str = "final"):
     from tunelab.models.tuners import apply_method
 
     run = Path(run)
-    if not (run / "config.resolved.yaml").exists():
+    if not RunFolder.of(run).has_config():
         raise ConfigError(f"{run}: not a run folder (no config.resolved.yaml)")
     cfg = load_config(run / "config.resolved.yaml")
     if checkpoint == "final":

@@ -267,7 +267,7 @@ def save_checkpoint(state) -> None:
         return
     with phase(state, "saving"):
         write_step_checkpoint(state)
-    record_time(state, every_s=None)
+    record_time(state)
 
 
 def write_step_checkpoint(state) -> None:

@@ -27,7 +27,6 @@ class Clock:
         self.began = time.perf_counter()
         self.phases = dict.fromkeys(PHASES, 0.0)
         self.earlier: dict | None = None  # the run's earlier starts (run.py reads them once)
-        self.written_at = self.began  # when summary.json last had this start's time
         self._open: list[float] = []  # time spent in phases nested inside each open phase
         self._opened: list[tuple[str, float]] = []  # (name, start) of each open phase, innermost last
 

@@ -227,17 +227,15 @@ HEARTBEAT_S = 30.0  # at most this much of a killed start's time is missing from
 SUMMARY_WRITE = threading.RLock()  # the heartbeat thread and the main thread both write summary.json
 
 
-def record_time(state, every_s: float | None = HEARTBEAT_S) -> None:
-    """Rewrite summary.json ("running") with the time so far, at most every `every_s` seconds
-    (None: now), so that a start killed with -9 still counts in the run's wall_s. A failed
-    write is left to the checkpoint or the end of the run to report."""
+def record_time(state) -> None:
+    """Rewrite summary.json ("running") with the time so far (at each checkpoint and heartbeat),
+    so that a start killed with -9 still counts in the run's wall_s. A failed write is left to
+    the checkpoint or the end of the run to report."""
     from tunelab.train.progress import clock_of
 
-    clock = clock_of(state)
-    if not state.main or clock is None or (every_s is not None and time.perf_counter() - clock.written_at < every_s):
+    if not state.main or clock_of(state) is None:
         return
     with SUMMARY_WRITE:
-        clock.written_at = time.perf_counter()
         try:
             write_summary(state.run, run_summary(state, status="running"))
         except (OSError, DiskFull):
@@ -257,7 +255,7 @@ def heartbeat(state, every_s: float | None = None):
 
     def beat() -> None:
         while not done.wait(every_s or HEARTBEAT_S):
-            record_time(state, every_s=None)
+            record_time(state)
 
     thread = threading.Thread(target=beat, name="tunelab-heartbeat", daemon=True)
     thread.start()
