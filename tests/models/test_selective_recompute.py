@@ -14,7 +14,8 @@ from tunelab.config.train import TrainConfig
 from tunelab.models.tuners import apply_method
 from tunelab.train.batching import IGNORE, collate, to_sequences
 from tunelab.train.loss import CompletionLoss
-from tunelab.train.recompute import enable_selective_recompute
+from tunelab.train.recompute import (_recomputed_mlp_forward, _recomputed_norm_forward,
+                                      enable_selective_recompute)
 from tunelab.train.setup import keep_adapter_inputs_in_autocast_dtype
 
 # family -> (RMSNorms, gated MLPs) wrapped in the 2-layer models; not listed: (0, 0) (LayerNorm
@@ -74,3 +75,9 @@ def test_recomputed_norms_and_mlps_give_the_same_gradients_and_keep_less(family_
     assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b))
     assert (counts["norms"], counts["mlps"]) == WRAPPED.get(family, (0, 0))
     assert kept_b < kept_a if family in WRAPPED else kept_b == kept_a
+    # still wrapped after train()/eval(): transformers >= 5.25 re-kernelizes hub-kernel layers
+    # (RMSNorm) on every mode change and drops an instance `forward` (train/recompute.py)
+    models[1].eval().train()
+    wrapped = [m for m in models[1].modules() if getattr(m, "_selective_recompute", False)]
+    assert len(wrapped) == sum(counts.values())
+    assert all(m.forward.__func__ in (_recomputed_norm_forward, _recomputed_mlp_forward) for m in wrapped)

@@ -16,11 +16,17 @@ backward re-runs exactly the forward's operations: loss and gradients are bit-id
 Written here because the libraries that fuse these ops (Liger-Kernel's SwiGLU and RMSNorm) are
 Triton kernels for CUDA; transformers' gradient checkpointing recomputes whole layers (~30%
 slower), not single ops.
+
+Each wrapped module gets a subclass of its own class (same name) whose forward is the wrapper,
+not an instance attribute `forward`: from transformers 5.25 on, with the `kernels` package
+installed, every model.train() / model.eval() re-kernelizes the layers marked for hub kernels
+(RMSNorm among them) and deletes their instance `forward` — which silently undid the norms'
+recompute (Phi-3, Mixtral and Qwen3-MoE then kept as much as without it). A kernel that does
+replace a layer's forward is an instance attribute and wins over the subclass: that layer then
+runs the kernel, not our recompute.
 """
 
 from __future__ import annotations
-
-import types
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -36,8 +42,22 @@ def _recomputed_mlp_forward(self, x):
 
 
 def _recomputed_norm_forward(self, hidden_states, *args, **kwargs):
-    return checkpoint(self._unrecomputed_forward, hidden_states, *args, use_reentrant=False,
-                      preserve_rng_state=False, **kwargs)
+    plain = type(self)._unrecomputed_forward.__get__(self)
+    return checkpoint(plain, hidden_states, *args, use_reentrant=False, preserve_rng_state=False, **kwargs)
+
+
+_SUBCLASSES: dict[tuple[type, object], type] = {}
+
+
+def _wrap(module, forward) -> None:
+    """Give `module` a subclass of its class, of the same name, whose forward is `forward`."""
+    cls = type(module)
+    key = (cls, forward)
+    if key not in _SUBCLASSES:
+        _SUBCLASSES[key] = type(cls.__name__, (cls,), {
+            "forward": forward, "_unrecomputed_forward": cls.forward, "_selective_recompute": True,
+            "__module__": cls.__module__, "__qualname__": cls.__qualname__})
+    module.__class__ = _SUBCLASSES[key]
 
 
 def _is_gated_mlp(module) -> bool:
@@ -67,18 +87,16 @@ def enable_selective_recompute(model) -> dict[str, int]:
     counts = {"norms": 0, "mlps": 0}
     checked: dict[type, bool] = {}  # one probe per MLP class
     for module in model.modules():
-        if getattr(module, "_selective_recompute", False):
+        # already wrapped, or a hub kernel's forward installed on the instance (it stays)
+        if getattr(module, "_selective_recompute", False) or "forward" in vars(module):
             continue
         if type(module).__name__.endswith("RMSNorm"):
-            module._unrecomputed_forward = module.forward
-            module.forward = types.MethodType(_recomputed_norm_forward, module)
-            module._selective_recompute = True
+            _wrap(module, _recomputed_norm_forward)
             counts["norms"] += 1
         elif hasattr(module, "gate_proj") and hasattr(module, "act_fn"):
             if type(module) not in checked:
                 checked[type(module)] = _is_gated_mlp(module)
             if checked[type(module)]:
-                module.forward = types.MethodType(_recomputed_mlp_forward, module)
-                module._selective_recompute = True
+                _wrap(module, _recomputed_mlp_forward)
                 counts["mlps"] += 1
     return counts
