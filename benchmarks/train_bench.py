@@ -62,7 +62,7 @@ def peak_rss_mb() -> float:
 def experiment(args, out_dir: str, name: str) -> dict:
     return {
         "name": name, "seed": 0, "output_dir": out_dir,
-        "model": {"name": "smollm2-135m-instruct"},
+        "model": {"name": "smollm2-135m-instruct", "attn_implementation": args.attn_implementation},
         "data": {"max_length": args.max_length, "split": {"train": 0.9, "validation": 0.1, "test": 0.0},
                  "tasks": [{"name": "alpaca", "kind": "instruction", "source": {"path": str(DATA)}}]},
         "train": {"method": "lora", "lr": LR, "max_steps": args.steps, "batch_size": args.batch_size,
@@ -170,6 +170,17 @@ def flops_per_token(examples) -> float:
     return training_flops(shapes, work, "lora") / work.tokens
 
 
+def worker_profile(args, cfg, data) -> dict:
+    """One tunelab run under torch.profiler: where its steps' time goes (step_profile.py)."""
+    from tunelab.config import load_config
+    from tunelab.train import train
+    from step_profile import profile_run
+
+    with tempfile.TemporaryDirectory() as out:
+        cfg = load_config(data=experiment(args, out, "bench"))
+        return {"profile": profile_run(train, cfg, data, args.steps, RANK, 49152)}
+
+
 def worker(args) -> None:
     import torch
     from transformers import AutoTokenizer
@@ -183,6 +194,9 @@ def worker(args) -> None:
     cfg = load_config(data=experiment(args, "/tmp", "bench"))
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct"))
     data = prepare(cfg, tokenizer)
+    if args.worker == "profile":
+        Path(args.result).write_text(json.dumps(worker_profile(args, cfg, data)))
+        return
     result = (worker_trl if args.worker == "trl" else worker_tunelab)(args, cfg, data)
     result["model_flops_per_token"] = flops_per_token(data.tasks["alpaca"].splits["train"])
     Path(args.result).write_text(json.dumps(result))
@@ -193,6 +207,29 @@ def load_average() -> str:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         return "?"
+
+
+def run_worker(kind: str, args, env: dict, every: int, src: str | None) -> dict:
+    """One worker subprocess (`kind`: tunelab, trl or profile); its result. `src`: another
+    tunelab's src/ first on the path."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = f.name
+    cmd = [sys.executable, __file__, "--worker", kind, "--result", out,
+           "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+           "--max-length", str(args.max_length), "--threads", str(args.threads),
+           "--trl-mode", args.trl_mode, "--precision", args.precision, "--checkpoint-every", str(every)]
+    cmd += ["--tunelab-packing"] if args.tunelab_packing else []
+    cmd += ["--attn-implementation", args.attn_implementation] if args.attn_implementation else []
+    cmd += ["--fp32-base"] if args.fp32_base else []
+    side_env = dict(env)
+    if src:
+        side_env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    done = subprocess.run(cmd, env=side_env, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{kind} run failed:\n{done.stderr[-4000:]}")
+    r = json.loads(Path(out).read_text())
+    os.unlink(out)
+    return r
 
 
 def main() -> None:
@@ -212,7 +249,10 @@ def main() -> None:
                    help="also run tunelab with gradient checkpointing of every N-th layer (memory for speed)")
     p.add_argument("--compare-src", help="a src/ folder holding another tunelab: a `tunelab_ref` side")
     p.add_argument("--skip-trl", action="store_true", help="with --compare-src: only the two tunelab sides")
-    p.add_argument("--worker", choices=["tunelab", "trl"], help=argparse.SUPPRESS)
+    p.add_argument("--attn-implementation", help="tunelab's model.attn_implementation (default: transformers')")
+    p.add_argument("--profile", action="store_true",
+                   help="then one more tunelab run under torch.profiler: where a step's time goes, by class")
+    p.add_argument("--worker", choices=["tunelab", "trl", "profile"], help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -240,23 +280,9 @@ def main() -> None:
           f"{args.max_length}, TRL mode {args.trl_mode}; load average at start {load_average()}", flush=True)
     for rep in range(args.reps):
         for side, every in sides.items():
-            with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-                out = f.name
-            cmd = [sys.executable, __file__, "--worker", "trl" if side == "trl" else "tunelab", "--result", out,
-                   "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-                   "--max-length", str(args.max_length), "--threads", str(args.threads),
-                   "--trl-mode", args.trl_mode, "--precision", args.precision, "--checkpoint-every", str(every)]
-            cmd += ["--tunelab-packing"] if args.tunelab_packing else []
-            cmd += ["--fp32-base"] if args.fp32_base else []
             t0 = time.perf_counter()
-            side_env = dict(env)
-            if side == "tunelab_ref":  # the other tunelab first on the path
-                side_env["PYTHONPATH"] = os.pathsep.join([args.compare_src, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-            done = subprocess.run(cmd, env=side_env, capture_output=True, text=True)
-            if done.returncode != 0:
-                sys.exit(f"{side} run failed:\n{done.stderr[-4000:]}")
-            r = json.loads(Path(out).read_text())
-            os.unlink(out)
+            r = run_worker("trl" if side == "trl" else "tunelab", args, env, every,
+                           args.compare_src if side == "tunelab_ref" else None)
             r["model_flops_per_s"] = r["tokens_per_s"] * r["model_flops_per_token"]
             r["mfu"] = r["model_flops_per_s"] / peak
             results[side].append(r)
@@ -264,6 +290,17 @@ def main() -> None:
                   f"  peak RSS {r['peak_rss_mb']:7.0f} MB"
                   f"  val loss {r['val_loss']:.4f}  ({time.perf_counter() - t0:.0f} s, load {load_average()})",
                   flush=True)
+    profile = None
+    if args.profile:
+        from step_profile import print_breakdown
+
+        profile = run_worker("profile", args, env, 0, None)["profile"]
+        print_breakdown(profile, machine.get("cpu", "this CPU"))
+    if not args.reps:
+        if args.json:
+            Path(args.json).write_text(json.dumps({"profile": profile, "machine": machine, "settings": vars(args)},
+                                                  indent=2))
+        return
     best = {side: max(rs, key=lambda r: r["tokens_per_s"]) for side, rs in results.items()}
     base = best.get("trl")
     comparisons = []
@@ -298,6 +335,7 @@ def main() -> None:
     print(f"load average at end {load_average()}")
     if args.json:
         Path(args.json).write_text(json.dumps({"comparisons": comparisons, "runs": results, "machine": machine,
+                                               "profile": profile,
                                                "mfu": {side: r["mfu"] for side, r in best.items()},
                                                "settings": vars(args)}, indent=2))
 

@@ -187,7 +187,8 @@ def run_summary(state, status: str | None = None) -> dict:
     return {
         "status": status or c.status, "phase": None if status else getattr(state, "stopped_in", None),
         "error": state.error, "method": t.method, "base_model": state.cfg.model.name,
-        "precision": state.precision, "architecture": state.architecture, "steps": c.step,
+        "precision": state.precision, "architecture": state.architecture,
+        "attention": getattr(state.model.config, "_attn_implementation", None), "steps": c.step,
         "total_steps": state.total_steps, "epochs_completed": c.epoch, **run_time(state),
         "train_tokens": c.train_tokens, "trainable_params": state.n_trainable, "total_params": state.n_total,
         "peak_rss_mb": round(peak_rss_mb(), 1), "peak_rss_mb_per_process": state.process_rss_mb, "best": best,

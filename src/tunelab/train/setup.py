@@ -23,6 +23,7 @@ from tunelab.train.distributed import shard_model
 from tunelab.train.loss import CompletionLoss, peft_forward
 from tunelab.train.optim import build_optimizer, build_scheduler
 from tunelab.train.probes import check_packing
+from tunelab.train.attention import choose_training_attention
 from tunelab.train.recompute import enable_selective_recompute
 from tunelab.train.regularize import build_regularizer, check_regularization, save_fisher
 from tunelab.train.progress import Progress
@@ -86,7 +87,7 @@ def check_launch() -> None:
                           f"train.distributed.strategy=fsdp for sharded training (docs/training.md)")
 
 
-def build_model(cfg, precision: str):
+def build_model(cfg, precision: str, device_type: str = "cpu"):
     """Load the base model, attach the method; (model, tokenizer, architecture, trainable, total)."""
     from tunelab.models.load import load_model
     from tunelab.models.resolver import resolve_model
@@ -103,6 +104,9 @@ def build_model(cfg, precision: str):
         dtype = "bfloat16" if precision == "bf16" else "float16"
     model, tokenizer = load_model(cfg.model, dtype=dtype, quantization_config=quant)
     architecture = "seq2seq" if model.config.is_encoder_decoder else "causal"
+    if device_type == "cpu":  # eager attention recomputed in backward, where it pays (train/attention.py)
+        longest = max(cfg.data.max_length, t.pack_length or 0) if t.packing else cfg.data.max_length
+        choose_training_attention(model, cfg.model.attn_implementation, t.batch_size, longest)
     if t.gradient_checkpointing:
         enable_gradient_checkpointing(model, t.gradient_checkpointing_every)
     elif t.selective_recompute:
@@ -179,7 +183,7 @@ def setup(cfg, resume: bool = False, data=None, on_validation=None) -> TrainStat
             say("tunelab: warning: this processor has no native bf16 (AVX512-BF16/AMX); bf16 autocast is "
                 "emulated and usually slower than fp32 here (train.precision=auto picks fp32)")
         ckpt.set_all_seeds(seed)
-        model, tokenizer, architecture, n_trainable, n_total = build_model(cfg, precision)
+        model, tokenizer, architecture, n_trainable, n_total = build_model(cfg, precision, accelerator.device.type)
         from tunelab.data import use_chat_template
 
         # The chosen chat template goes on the tokenizer the run saves with final/ (prepare() does it
