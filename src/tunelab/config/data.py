@@ -22,6 +22,8 @@ TASK_KINDS = (
     "instruction",
     "completion",
     "chat",
+    "preference",  # chosen/rejected pairs (DPO family; tunelab.data.preference)
+    "kto",  # unpaired answers marked desirable or not (KTO)
 )
 TaskKind = Literal[TASK_KINDS]  # the pydantic type of TaskConfig.kind: the same list, spelled once
 SPLIT_NAMES = ("train", "validation", "test")
@@ -220,6 +222,8 @@ class TaskConfig(StrictModel):
         for key in ("labels", "label_synonyms"):
             if getattr(self, key) is not None and self.kind != "classification":
                 raise ValueError(f"task '{self.name}': '{key}' applies to kind classification only")
+        if self.kind in ("preference", "kto") and self.few_shot:  # preference data: tunelab.data.preference
+            raise ValueError(f"task '{self.name}': few_shot does not apply to kind {self.kind}")
         if self.train_on is not None and self.kind != "chat":
             raise ValueError(f"task '{self.name}': 'train_on' applies to kind chat only")
         if self.label_synonyms and self.labels is not None:  # labels from the data: checked when built
@@ -284,6 +288,11 @@ class DataConfig(StrictModel):
     # name (BUILTIN_CHAT_TEMPLATES), a Jinja file (relative to the config file), or `tokenizer`
     # / null for the tokenizer's own.
     chat_template: str | None = None
+    # The prepared (tokenised) tasks are kept and reused by later runs with the same inputs
+    # (docs/data.md, "Cache"): true (under TUNELAB_HOME/data), false, or a folder.
+    cache: bool | str = True
+    # Processes (tokenizer threads) preparing the data; null: every usable CPU.
+    num_proc: int | None = Field(default=None, ge=1)
 
     @field_validator("chat_template")
     @classmethod

@@ -48,6 +48,8 @@ DEFAULT_METRICS = {
     "instruction": ["rougeL"],
     "completion": ["exact_match", "rougeL"],
     "chat": ["rougeL"],
+    "preference": ["rougeL"],  # the chosen answer as the reference (a preference eval kind: issue #24)
+    "kto": ["rougeL"],
 }
 DEFAULT_MAX_NEW_TOKENS = {
     "classification": 16,  # room for "The sentiment is positive."; labels are extracted from the text
@@ -56,6 +58,8 @@ DEFAULT_MAX_NEW_TOKENS = {
     "translation": 96,
     "instruction": 128,
     "chat": 128,
+    "preference": 128,
+    "kto": 128,
     "completion": 64,
     "multiple_choice": 8,
 }

@@ -12,6 +12,9 @@ from pydantic import Field, model_validator
 from tunelab.config.base import StrictModel
 
 METHODS = ("full", "freeze", "lora", "dora", "ia3", "prompt_tuning", "prefix_tuning", "qlora")
+# sft: completion-only cross-entropy; the others learn from preferences (docs/preference.md):
+# dpo, ipo, simpo, orpo from pairs (task kind `preference`), kto from unpaired answers (kind `kto`).
+OBJECTIVES = ("sft", "dpo", "ipo", "simpo", "orpo", "kto")
 
 
 class LoraOptions(StrictModel):
@@ -118,8 +121,30 @@ class RegularizationOptions(StrictModel):
         return self
 
 
+class PreferenceOptions(StrictModel):
+    """`train.preference`: the preference objectives' hyperparameters (train/preference.py)."""
+
+    # DPO/IPO/KTO: the KL strength (IPO's tau); SimPO: the reward scale; ORPO: the odds-ratio weight
+    # (lambda). None: 0.1, but 2.0 for simpo (the papers' and TRL's defaults).
+    beta: float | None = Field(None, gt=0)
+    # dpo: -log sigmoid (the paper), hinge (SLiC), robust (label noise rate label_smoothing).
+    dpo_loss: Literal["sigmoid", "hinge", "robust"] = "sigmoid"
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5)
+    simpo_gamma: float = Field(0.5, ge=0)  # SimPO's target reward margin (gamma)
+    desirable_weight: float = Field(1.0, gt=0)  # KTO's lambda_D
+    undesirable_weight: float = Field(1.0, gt=0)  # KTO's lambda_U
+
+    @model_validator(mode="after")
+    def _smoothing_for_robust(self):
+        if self.label_smoothing and self.dpo_loss != "robust":
+            raise ValueError("label_smoothing applies to dpo_loss robust only")
+        return self
+
+
 class TrainConfig(StrictModel):
     method: Literal[METHODS] = "lora"  # type: ignore[valid-type]
+    objective: Literal[OBJECTIVES] = "sft"  # type: ignore[valid-type]
+    preference: PreferenceOptions = Field(default_factory=PreferenceOptions)
     lora: LoraOptions = Field(default_factory=LoraOptions)
     qlora: QloraOptions = Field(default_factory=QloraOptions)
     freeze: FreezeOptions = Field(default_factory=FreezeOptions)

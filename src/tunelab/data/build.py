@@ -7,16 +7,21 @@ from dataclasses import dataclass
 
 from tunelab.config.data import SPLIT_NAMES, SplitConfig, TaskConfig, check_label_synonyms
 from tunelab.data.errors import BadRecord, DataError, ErrorPolicy
-from tunelab.data.example import Example, TaskData
+from tunelab.data.example import TaskData
 from tunelab.data.fewshot import ShotPicker
-from tunelab.data.leakage import content_key, leak_report, leaking_indices
+from tunelab.data.leakage import content_key, leak_report, leaking_indices, normalised_keys
+from tunelab.data.preference import PREFERENCE_KINDS, preference_segments, preference_tokenised
 from tunelab.data.conversation import ChatFormat, conversation_segments
 from tunelab.data.render import build_messages, compile_template, has_chat_template, render_template
 from tunelab.data.sources import load_records
 from tunelab.data.splits import split_indices
 from tunelab.data.tasks import classification, task_module
 from tunelab.data.templates import template_source
+from tunelab.data.progress import DataProgress
+from tunelab.data.table import TableBuilder
 from tunelab.data.tokenize import IGNORE_INDEX, apply_length_policy, bos_prefix, encode_batch
+
+TOKENIZE_CHUNK = 8192  # examples tokenised per batched call: their token lists die with the chunk
 
 
 @dataclass
@@ -30,9 +35,10 @@ class TaskContext:
 def build_task(task_cfg, tokenizer, config_dir=".", max_length: int = 1024, seed: int = 42, *,
                overlength: str = "truncate_left", on_error: str = "raise", split: SplitConfig | None = None,
                leak_check: str = "remove", policy: ErrorPolicy | None = None,
-               chat_template: str | None = None) -> TaskData:
+               chat_template: str | None = None, progress=None) -> TaskData:
     """Build one task's train/validation/test examples (see tunelab.data.prepare for a config).
-    `chat_template`: data.chat_template's choice (a built-in name or Jinja file; None: the tokenizer's)."""
+    `chat_template`: data.chat_template's choice (a built-in name or Jinja file; None: the tokenizer's).
+    `progress`: a DataProgress (data/progress.py) for the bars of a long preparation."""
     task = TaskConfig.model_validate(task_cfg) if isinstance(task_cfg, dict) else task_cfg
     policy = policy or ErrorPolicy(on_error)
     skipped_before = len(policy.skipped)
@@ -47,28 +53,54 @@ def build_task(task_cfg, tokenizer, config_dir=".", max_length: int = 1024, seed
         if unknown:
             raise DataError(f"task '{task.name}': unknown field role(s) {', '.join(unknown)} for kind "
                             f"{task.kind}; its roles are: {', '.join(module.ROLES)}")
-    raw = {name: [(src, load_records(src, config_dir, policy, task.limit)) for src in srcs]
-           for name, srcs in sources.items()}
+    progress = progress or DataProgress(enabled=False)
+    raw = _read(task, sources, config_dir, policy, progress)
     # records read = usable records + lines that could not even be parsed (skip mode)
-    n_read = sum(len(r) for loaded in raw.values() for _, r in loaded) + len(policy.skipped) - skipped_before
+    n_records = sum(len(r) for loaded in raw.values() for _, r in loaded)
+    n_read = n_records + len(policy.skipped) - skipped_before
     ctx = _context(task, module, raw)
-    drafts = _drafts(task, module, raw, ctx, policy)
+    bar = progress.stage(f"{task.name}: templating", 2 * n_records)  # drafts, then rendering
+    drafts = _drafts(task, module, raw, ctx, policy, bar)
     by_split = _assign_splits(task, drafts, split, seed)
     fmt = _chat_format(task, tokenizer, chat_template, config_dir)
-    segments = _segments(task, fmt, drafts, by_split, seed, policy)
+    preference = task.kind in PREFERENCE_KINDS  # pairs / unpaired answers: data/preference.py
+    segments = preference_segments(fmt, by_split, policy) if preference else \
+        _segments(task, fmt, drafts, by_split, seed, policy, bar)
+    bar.close()
+    del raw, drafts  # by_split holds what is left to tokenise (and _tokenised frees it as it goes)
 
+    bar = progress.stage(f"{task.name}: leak check", None)
     keys = {s: [_leak_text(parts) for _, parts in items] for s, items in by_split.items()}
-    leaks = leak_report(keys) if leak_check != "off" else {}
+    normalised = normalised_keys(keys) if leak_check != "off" else {}
+    leaks = leak_report(keys, normalised) if leak_check != "off" else {}
     removed = {s: set() for s in SPLIT_NAMES}
     if leak_check == "remove":  # a record already skipped (its chat template failed) counts once
-        removed = {s: {i for i in found if segments[s][i] is not None} for s, found in leaking_indices(keys).items()}
-    splits, counts, rejected = _tokenised(task, fmt, by_split, segments, removed, max_length, overlength)
+        found = leaking_indices(keys, normalised)
+        removed = {s: {i for i in found[s] if segments[s][i] is not None} for s in found}
+    del keys, normalised
+    bar.close()
+    splits, counts, rejected = (
+        preference_tokenised(task, fmt, by_split, segments, removed, max_length, overlength) if preference else
+        _tokenised(task, fmt, by_split, segments, removed, max_length, overlength, progress))
     skipped = policy.skipped[skipped_before:]
     totals = {k: sum(c[k] for c in counts.values()) for k in ("kept", "truncated", "rejected", "duplicates_removed")}
     all_counts = {"read": n_read, "skipped": len(skipped), **totals, "by_split": counts}
     return TaskData(name=task.name, kind=task.kind, splits=splits, labels=ctx.labels, counts=all_counts,
                     skipped=skipped, rejected=rejected, leaks=leaks, label_synonyms=ctx.label_synonyms,
                     chat_template=fmt.describe(task.chat_template))
+
+
+def _read(task, sources, config_dir, policy, progress) -> dict[str, list]:
+    """(source, records) of every source, split by split (or `all`)."""
+    bar = progress.stage(f"{task.name}: reading", None)
+    raw = {}
+    for name, srcs in sources.items():
+        raw[name] = []
+        for src in srcs:
+            raw[name].append((src, load_records(src, config_dir, policy, task.limit)))
+            bar.update(len(raw[name][-1][1]))
+    bar.close()
+    return raw
 
 
 def _chat_format(task, tokenizer, choice, config_dir) -> ChatFormat:
@@ -88,7 +120,7 @@ def _leak_text(parts) -> str:
     return "\n".join(parts.user if i == parts.user_index else m["content"] for i, m in enumerate(parts.turns[:-1]))
 
 
-def _drafts(task, module, raw, ctx: TaskContext, policy: ErrorPolicy) -> dict[str, list]:
+def _drafts(task, module, raw, ctx: TaskContext, policy: ErrorPolicy, bar) -> dict[str, list]:
     """(record, parts) per split name: the kind's layout, the user templates, the target delimiter."""
     template = compile_template(task.template, f"task '{task.name}' template") if task.template else None
     # A system prompt is a template only when it uses Jinja syntax: plain text stays byte for byte
@@ -102,6 +134,7 @@ def _drafts(task, module, raw, ctx: TaskContext, policy: ErrorPolicy) -> dict[st
         for src, records in loaded:
             fields = {**task.fields, **(src.fields or {})}
             for record in records:
+                bar.update(1)
                 try:
                     parts = module.parts(record, task, fields, ctx)
                     variables = {**parts.variables, "instruction": ctx.instruction,
@@ -121,7 +154,7 @@ def _drafts(task, module, raw, ctx: TaskContext, policy: ErrorPolicy) -> dict[st
     return drafts
 
 
-def _segments(task, fmt: ChatFormat, drafts, by_split, seed, policy: ErrorPolicy) -> dict[str, list]:
+def _segments(task, fmt: ChatFormat, drafts, by_split, seed, policy: ErrorPolicy, bar) -> dict[str, list]:
     """Every example as (text, is an answer, is trained) segments (conversation.py), few-shot
     examples included; None for a record the chat template cannot render (skip mode)."""
     picker = None
@@ -134,6 +167,7 @@ def _segments(task, fmt: ChatFormat, drafts, by_split, seed, policy: ErrorPolicy
     for s, items in by_split.items():
         out[s] = []
         for i, (record, parts) in enumerate(items):
+            bar.update(1)
             shots = picker.shots(s, i, record) if picker is not None else []
             if parts.turns is None:  # one question, one answer
                 prompt = fmt.render(build_messages(parts.system, shots, parts.history, parts.user), generation=True)
@@ -163,50 +197,63 @@ def _conversation(parts, shots) -> tuple[list[dict], list[bool]]:
     return head + turns, [False] * len(head) + trained
 
 
-def _tokenised(task, fmt: ChatFormat, by_split, segments, removed, max_length, overlength):
-    """Examples per split after the over-length policy, their counts, and the rejected records.
-    Every segment is tokenised on its own (one batched call) and each answer gets the end-of-turn
-    token; the final answer is `target_ids`, everything before it `prompt_ids`."""
+def _tokenised(task, fmt: ChatFormat, by_split, segments, removed, max_length, overlength, progress=None):
+    """Examples per split after the over-length policy (compact tables, data/table.py), their
+    counts, and the rejected records. Every segment is tokenised on its own (batched, a chunk of
+    examples at a time, so token lists never pile up) and each answer gets the end-of-turn token;
+    the final answer is `target_ids`, everything before it `prompt_ids`."""
     tokenizer = fmt.tokenizer
     bos = bos_prefix(tokenizer, fmt.use_chat)
     flat = [(s, i) for s in SPLIT_NAMES for i in range(len(by_split[s]))
             if i not in removed[s] and segments[s][i] is not None]
-    ids = iter(encode_batch(tokenizer, [text for s, i in flat for text, _, _ in segments[s][i]]))
-
-    splits = {s: [] for s in SPLIT_NAMES}
+    vocab = max(len(tokenizer), tokenizer.vocab_size or 0)
+    builders = {s: TableBuilder(task.name, s, vocab) for s in SPLIT_NAMES}
     counts = {s: {"kept": 0, "truncated": 0, "rejected": 0, "duplicates_removed": len(removed[s])}
               for s in SPLIT_NAMES}
     rejected = []
-    for s, i in flat:
-        record, parts = by_split[s][i]
-        p_ids, p_labels = list(bos), [IGNORE_INDEX] * len(bos)
-        *before, (target_text, _, target_trained) = segments[s][i]
-        for _, answer, trained in before:
-            seg = next(ids) + ([fmt.eot_id] if answer else [])
-            p_ids += seg
-            p_labels += seg if trained else [IGNORE_INDEX] * len(seg)
-        t_ids = next(ids) + [fmt.eot_id]
-        kept, truncated, reason = apply_length_policy(p_ids, t_ids, max_length, overlength)
-        if kept is None:
-            counts[s]["rejected"] += 1
-            rejected.append(f"{record.where}: {reason}")
-            continue
-        label_ids = p_labels[len(p_ids) - len(kept):] + (t_ids if target_trained else [IGNORE_INDEX] * len(t_ids))
-        if truncated:
-            prompt_text = tokenizer.decode(kept, skip_special_tokens=False)
-        else:  # the rendered text before the final answer (earlier answers with their end-of-turn token)
-            prompt_text = "".join(text + (fmt.eot_text if answer else "") for text, answer, _ in before)
-        counts[s]["kept"] += 1
-        counts[s]["truncated"] += int(truncated)
-        splits[s].append(Example(
-            task=task.name, split=s, source_index=record.index, prompt_text=prompt_text,
-            target_text=target_text, prompt_ids=kept, target_ids=t_ids, input_ids=kept + t_ids,
-            label_ids=label_ids, references=list(parts.references), label=parts.label,
-            choices=parts.choices, answer_index=parts.answer_index, truncated=truncated,
-            source=record.where, user_text=parts.user, choice_texts=parts.choice_texts,
-            content_key=content_key(task.kind, parts),
-        ))
-    return splits, counts, rejected
+    bar = progress.stage(f"{task.name}: tokenizing", len(flat))
+    for start in range(0, len(flat), TOKENIZE_CHUNK):
+        chunk = flat[start:start + TOKENIZE_CHUNK]
+        ids = iter(encode_batch(tokenizer, [text for s, i in chunk for text, _, _ in segments[s][i]]))
+        for s, i in chunk:
+            record, parts = by_split[s][i]
+            truncated, reason = _add_example(builders[s], task, fmt, bos, record, parts, segments[s][i], ids,
+                                             max_length, overlength)
+            by_split[s][i] = segments[s][i] = None  # now in the table: the Python objects can go
+            if reason is not None:
+                counts[s]["rejected"] += 1
+                rejected.append(f"{record.where}: {reason}")
+                continue
+            counts[s]["kept"] += 1
+            counts[s]["truncated"] += int(truncated)
+        bar.update(len(chunk))
+    bar.close()
+    return {s: b.finish() for s, b in builders.items()}, counts, rejected
+
+
+def _add_example(builder, task, fmt: ChatFormat, bos, record, parts, segments, ids, max_length, overlength):
+    """One example into its split's table: (truncated?, the reason when the over-length policy rejects it)."""
+    p_ids, p_labels = list(bos), [IGNORE_INDEX] * len(bos)
+    *before, (target_text, _, target_trained) = segments
+    for _, answer, trained in before:
+        seg = next(ids) + ([fmt.eot_id] if answer else [])
+        p_ids += seg
+        p_labels += seg if trained else [IGNORE_INDEX] * len(seg)
+    t_ids = next(ids) + [fmt.eot_id]
+    kept, truncated, reason = apply_length_policy(p_ids, t_ids, max_length, overlength)
+    if kept is None:
+        return False, reason
+    label_ids = p_labels[len(p_ids) - len(kept):] + (t_ids if target_trained else [IGNORE_INDEX] * len(t_ids))
+    if truncated:
+        prompt_text = fmt.tokenizer.decode(kept, skip_special_tokens=False)
+    else:  # the rendered text before the final answer (earlier answers with their end-of-turn token)
+        prompt_text = "".join(text + (fmt.eot_text if answer else "") for text, answer, _ in before)
+    builder.add(kept + t_ids, label_ids, len(kept), source_index=record.index, prompt_text=prompt_text,
+                target_text=target_text, references=list(parts.references), label=parts.label,
+                choices=parts.choices, answer_index=parts.answer_index, truncated=truncated,
+                source=record.where, user_text=parts.user, choice_texts=parts.choice_texts,
+                content_key=content_key(task.kind, parts))
+    return truncated, None
 
 
 def _context(task, module, raw) -> TaskContext:

@@ -19,28 +19,37 @@ def normalise_text(text: str) -> str:
     return _NON_WORD.sub(" ", text).strip()
 
 
-def leak_report(keys: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+def normalised_keys(keys: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Every split's keys normalised once (both functions below compare them; sets and one pass
+    each: linear in the examples, not quadratic)."""
+    return {split: [normalise_text(k) for k in values] for split, values in keys.items()}
+
+
+def leak_report(keys: dict[str, list[str]],
+                normalised: dict[str, list[str]] | None = None) -> dict[str, dict[str, int]]:
     """For each pair `a/b`: how many examples of b have an exact / normalised twin in a."""
+    normalised = normalised if normalised is not None else normalised_keys(keys)
     report = {}
     for a, b in PAIRS:
         if not keys.get(a) or not keys.get(b):
             continue
         exact_a = set(keys[a])
-        norm_a = {normalise_text(k) for k in keys[a]}
+        norm_a = set(normalised[a])
         report[f"{a}/{b}"] = {
             "exact": sum(k in exact_a for k in keys[b]),
-            "normalised": sum(normalise_text(k) in norm_a for k in keys[b]),
+            "normalised": sum(k in norm_a for k in normalised[b]),
         }
     return report
 
 
-def leaking_indices(keys: dict[str, list[str]]) -> dict[str, set[int]]:
+def leaking_indices(keys: dict[str, list[str]], normalised: dict[str, list[str]] | None = None) -> dict[str, set[int]]:
     """Indices to remove per split so that no normalised input appears in two splits."""
+    normalised = normalised if normalised is not None else normalised_keys(keys)
     later = {"train": ("validation", "test"), "validation": ("test",), "test": ()}
     remove: dict[str, set[int]] = {}
     for split, others in later.items():
-        seen = {normalise_text(k) for other in others for k in keys.get(other, [])}
-        remove[split] = {i for i, k in enumerate(keys.get(split, [])) if normalise_text(k) in seen}
+        seen = {k for other in others for k in normalised.get(other, [])}
+        remove[split] = {i for i, k in enumerate(normalised.get(split, [])) if k in seen}
     return remove
 
 
@@ -55,6 +64,8 @@ CONTENT_VARIABLES = {
     "instruction": ("instruction", "input"),
     "completion": ("prompt",),
     "chat": ("user",),
+    "preference": ("user",),  # the context (history) and the last user message, as chat
+    "kto": ("user",),
 }
 
 

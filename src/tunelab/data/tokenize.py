@@ -8,7 +8,29 @@ through the fast tokenizer.
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 IGNORE_INDEX = -100
+
+
+@contextlib.contextmanager
+def tokenizer_threads(num_proc: int | None):
+    """Let the fast tokenizer's batch calls use every core (num_proc None or > 1) for the block.
+    The CLI turns its threads off (cli/quiet.py: TOKENIZERS_PARALLELISM=false, so that a fork
+    after tokenising does not warn); the Rust library reads the variable at each call."""
+    from tunelab.config.env import usable_cpus
+
+    n = num_proc if num_proc is not None else usable_cpus()
+    before = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "true" if n > 1 else "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = before
 
 
 def encode_batch(tokenizer, texts: list[str], batch_size: int = 1024) -> list[list[int]]:

@@ -1,6 +1,8 @@
 """From an epoch's examples to per-step, per-process micro-batches.
 
-1. `to_sequences`: each Example becomes (input_ids, labels) for the loss we train on.
+1. `to_sequences`: each Example becomes (input_ids, labels) for the loss we train on. An epoch
+   over compact tables (data/table.py) becomes a `SequenceView`: each item is read from the
+   token arrays when a batch asks for it (numpy arrays, never the whole epoch as Python lists).
 2. optional `pack_sequences`: several sequences per row; position ids restart at 0 for each one,
    which transformers turns into a block-diagonal causal mask (no attention across examples).
 3. `plan_steps`: global batches of batch_size * grad_accum * processes items, length-grouped so
@@ -12,7 +14,10 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass
+
+import numpy as np
 
 IGNORE = -100
 
@@ -27,26 +32,46 @@ class Sequence:
     seq2seq: bool = False
 
 
-def to_sequences(examples, architecture: str = "causal", include_prompt_loss: bool = False) -> list[Sequence]:
-    out = []
-    for ex in examples:
-        ids, labels = list(ex.input_ids), list(ex.label_ids)
-        if architecture == "seq2seq":
-            # The last trained span (the answer; a chat's last trained turn) is the decoder's,
-            # everything before it the encoder's input: a chat's earlier turns are context there.
-            end = max((i + 1 for i, t in enumerate(labels) if t != IGNORE), default=len(labels))
-            start = end
-            while start > 0 and labels[start - 1] != IGNORE:
-                start -= 1
-            out.append(Sequence(ids[:start], ids[start:end], seq2seq=True))
-            continue
-        if include_prompt_loss:
-            labels = list(ids)
-        # The first token of a sequence is never predicted; masking it also stops a packed row
-        # from predicting one example's first token from the previous example's last one.
-        labels[0] = IGNORE
-        out.append(Sequence(ids, labels))
-    return out
+def to_sequences(examples, architecture: str = "causal", include_prompt_loss: bool = False):
+    if hasattr(examples, "token_arrays"):  # an ExampleTable or EpochView: read lazily
+        return SequenceView(examples, architecture, include_prompt_loss)
+    return [_sequence(list(ex.input_ids), list(ex.label_ids), architecture, include_prompt_loss) for ex in examples]
+
+
+class SequenceView(SequenceABC):
+    """`to_sequences` of compact examples: item k is built from their token arrays on access."""
+
+    def __init__(self, examples, architecture: str, include_prompt_loss: bool):
+        self.examples, self.architecture, self.include_prompt_loss = examples, architecture, include_prompt_loss
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[j] for j in range(*k.indices(len(self)))]
+        tokens, trained = self.examples.token_arrays(k)
+        ids = tokens.astype(np.int32)  # collate widens to int64 in the batch tensor
+        labels = np.where(trained.astype(bool), ids, IGNORE)
+        return _sequence(ids, labels, self.architecture, self.include_prompt_loss)
+
+
+def _sequence(ids, labels, architecture: str, include_prompt_loss: bool) -> Sequence:
+    """One item from an example's ids and label ids (lists, or int32 arrays of our own)."""
+    if architecture == "seq2seq":
+        # The last trained span (the answer; a chat's last trained turn) is the decoder's,
+        # everything before it the encoder's input: a chat's earlier turns are context there.
+        end = max((i + 1 for i, t in enumerate(labels) if t != IGNORE), default=len(labels))
+        start = end
+        while start > 0 and labels[start - 1] != IGNORE:
+            start -= 1
+        return Sequence(ids[:start], ids[start:end], seq2seq=True)
+    if include_prompt_loss:
+        labels = ids.copy()
+    # The first token of a sequence is never predicted; masking it also stops a packed row
+    # from predicting one example's first token from the previous example's last one.
+    labels[0] = IGNORE
+    return Sequence(ids, labels)
 
 
 def seq_length(seq: Sequence) -> int:
@@ -72,11 +97,15 @@ def pack_sequences(seqs: list[Sequence], pack_length: int) -> list[Sequence]:
     for row in rows:
         ids, labels, pos = [], [], []
         for i in row:
-            ids += seqs[i].input_ids
-            labels += seqs[i].label_ids
+            ids += _as_list(seqs[i].input_ids)
+            labels += _as_list(seqs[i].label_ids)
             pos += list(range(len(seqs[i].input_ids)))
         packed.append(Sequence(ids, labels, pos, n_examples=len(row)))
     return packed
+
+
+def _as_list(values) -> list[int]:
+    return values.tolist() if isinstance(values, np.ndarray) else values
 
 
 def plan_steps(lengths: list[int], batch_size: int, grad_accum: int, world_size: int,

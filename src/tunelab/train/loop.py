@@ -31,6 +31,7 @@ from tunelab.files import DiskFull
 from tunelab.runfolder import RunFolder
 from tunelab.train import checkpoint as ckpt
 from tunelab.train.distributed import full_model_state, is_sharded
+from tunelab.train.preference import METRICS as PREFERENCE_METRICS
 from tunelab.train.progress import phase
 from tunelab.signals import Stopped, check, handling_signals, in_phase, received_in
 from tunelab.train.run import heartbeat, peak_rss_mb, run_dir, run_summary, write_summary
@@ -209,8 +210,8 @@ def timed_validate(state: TrainState) -> str | None:
 
 def log_step(state: TrainState, event: dict) -> None:
     state.log.write(event)
-    state.trackers.log_metrics({f"train/{k}": event[k] for k in (*LOGGED_EACH_STEP, "penalty") if k in event},
-                               event["step"])
+    keys = (*LOGGED_EACH_STEP, "penalty", *PREFERENCE_METRICS)  # rewards/..., kl: preference objectives
+    state.trackers.log_metrics({f"train/{k}": event[k] for k in keys if k in event}, event["step"])
 
 
 def write_final(model, tokenizer, folder: Path, model_cfg, state_dict: dict | None = None) -> None:

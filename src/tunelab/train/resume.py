@@ -141,6 +141,8 @@ def data_fingerprint(data) -> str:
         h.update(name.encode())
         for ex in data.tasks[name].splits["train"]:
             h.update(json.dumps([ex.input_ids, ex.label_ids]).encode())
+            if getattr(ex, "rejected_ids", None) is not None or getattr(ex, "desirable", None) is not None:
+                h.update(json.dumps([ex.rejected_ids, ex.desirable]).encode())  # preference data (#24)
     return h.hexdigest()
 
 

@@ -22,6 +22,7 @@ from tunelab.train.batching import to_sequences
 from tunelab.train.distributed import shard_model
 from tunelab.train.loss import CompletionLoss, peft_forward
 from tunelab.train.optim import build_optimizer, build_scheduler
+from tunelab.train.preference import PreferenceLoss, check_preference, store_reference_logps, stored_reference
 from tunelab.train.probes import check_packing
 from tunelab.train.attention import choose_training_attention
 from tunelab.train.recompute import enable_selective_recompute
@@ -67,6 +68,7 @@ def check_config(cfg) -> None:
     if t.packing and (peft_forward(t.method) or cfg.model.architecture == "seq2seq"):
         raise ConfigError(f"train.packing: not supported with method {t.method} or seq2seq models")
     check_trackers(t.report_to)
+    check_preference(cfg)  # train.objective other than sft: the data kinds and methods it needs
     if getattr(cfg, "forgetting", None) is not None and (cfg.forgetting.tasks or cfg.forgetting.lm_eval):
         from tunelab.evaluate.forgetting import check_forgetting_tasks
 
@@ -122,6 +124,18 @@ def build_model(cfg, precision: str, device_type: str = "cpu"):
     return model, tokenizer, architecture, trainable, total
 
 
+def build_loss_model(model, architecture: str, t, data, precision: str, accelerator, pad_id: int):
+    """The module training calls: the completion-only loss, or a preference objective's loss (with
+    the starting model's log-probs computed once for full fine-tuning: train/preference.py)."""
+    if t.objective == "sft":
+        return CompletionLoss(model, architecture, t.method)
+    loss_model = PreferenceLoss(model, architecture, t.method, t.objective, t.preference)
+    if stored_reference(t):
+        store_reference_logps(loss_model, data, autocast_for(precision, accelerator.device.type),
+                              accelerator.device, t.eval_batch_size, pad_id)
+    return loss_model
+
+
 def keep_adapter_inputs_in_autocast_dtype(model) -> None:
     """peft casts each adapter's input to the adapter's dtype (fp32 here) before its matmul; under
     autocast the matmul casts it straight back to bf16/fp16, so the result is the same, but the fp32
@@ -152,8 +166,10 @@ def validation_sets(data, architecture: str, limit: int | None) -> tuple[dict, d
     """Per task: validation sequences for the loss, and the examples for generation metrics."""
     val_sets, val_examples = {}, {}
     for name, task in data.tasks.items():
-        val = list(task.splits.get("validation") or [])[:limit]
-        if val:
+        val = task.splits.get("validation")
+        # a table (data/table.py) stays one without a limit: its sequences are read when batched
+        val = list(val or [])[:limit] if limit is not None or not hasattr(val, "token_arrays") else val
+        if len(val):
             val_sets[name] = to_sequences(val, architecture, include_prompt_loss=False)
             val_examples[name] = val
     return val_sets, val_examples
@@ -208,7 +224,7 @@ def setup(cfg, resume: bool = False, data=None, on_validation=None) -> TrainStat
         total_steps = t.max_steps or steps_per_epoch * t.epochs
         if t.packing:
             check_packing(model)  # a probe: refused, naming the model type, if packed examples see each other
-        loss_model = CompletionLoss(model, architecture, t.method)
+        loss_model = build_loss_model(model, architecture, t, data, precision, accelerator, tokenizer.pad_token_id)
         # theta0 and EWC's Fisher: of the starting weights, before DDP wraps the model (and before restore)
         regularizer = build_regularizer(cfg, model, loss_model, tokenizer, run, resume, accelerator,
                                         autocast_for(precision, accelerator.device.type))

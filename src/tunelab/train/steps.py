@@ -17,6 +17,8 @@ from tunelab.config.base import UserError
 from tunelab.train import checkpoint as ckpt
 from tunelab.train.batching import collate, pack_sequences, plan_steps, seq_length, to_sequences
 from tunelab.train.distributed import gradient_sync, to_float
+from tunelab.train.preference import stored_reference
+from tunelab.train.preference_batches import collate_preference, preference_items
 
 
 class TrainingDiverged(UserError):
@@ -35,7 +37,12 @@ def all_reduce(x: torch.Tensor, world: int) -> torch.Tensor:
 
 
 def epoch_plan(data, t, architecture: str, seed: int, epoch: int, world: int):
-    """(sequences, plan) of one epoch; the same on every process and on every resume."""
+    """(sequences, plan) of one epoch; the same on every process and on every resume. Preference
+    objectives: (items, plan), an item a pair or a kto example (train/preference_batches.py)."""
+    if t.objective != "sft":
+        items = preference_items(data.train_epoch(epoch, seed), t.objective, stored_reference(t))
+        return items, plan_steps([it.length for it in items], t.batch_size, t.grad_accum, world,
+                                 t.group_by_length, seed, epoch)
     seqs = to_sequences(data.train_epoch(epoch, seed), architecture, t.include_prompt_loss)
     if t.packing:
         seqs = pack_sequences(seqs, t.pack_length or max(len(s.input_ids) for s in seqs))
@@ -43,19 +50,20 @@ def epoch_plan(data, t, architecture: str, seed: int, epoch: int, world: int):
                             t.group_by_length, seed, epoch)
 
 
-def micro_batch(seqs, parts, part: int, pad_id: int):
+def micro_batch(seqs, parts, part: int, pad_id: int, collate_fn=collate):
     """Collate one part of the step. An empty part (the last, short batch has fewer items than
     parts) becomes a stand-in item whose loss is multiplied by zero: every process must run
     forward and backward in every micro-step for DDP to stay in step."""
     if parts[part]:
-        return collate([seqs[i] for i in parts[part]], pad_id)
-    batch = collate([seqs[next(i for p in parts for i in p)]], pad_id)
+        return collate_fn([seqs[i] for i in parts[part]], pad_id)
+    batch = collate_fn([seqs[next(i for p in parts for i in p)]], pad_id)
     batch.n_examples = batch.real_tokens = batch.padded_tokens = batch.label_tokens = 0
     return batch
 
 
-def forward_backward(state, batches, n_global: float) -> torch.Tensor:
-    """Forward and backward over the step's micro-batches; returns this process's loss sum."""
+def forward_backward(state, batches, n_global: float, metrics: dict | None = None) -> torch.Tensor:
+    """Forward and backward over the step's micro-batches; returns this process's loss sum.
+    `metrics`: gets each preference metric's [sum, count] over the step (train/preference.py)."""
     t, world = state.cfg.train, state.world
     autocast = state.autocast
     loss_sum_local = torch.zeros((), dtype=torch.float64, device=state.device)
@@ -63,9 +71,14 @@ def forward_backward(state, batches, n_global: float) -> torch.Tensor:
         last = m == t.grad_accum - 1 or world == 1
         with gradient_sync(state.loss_model, state.accelerator, enabled=last):
             with autocast():
-                loss_sum, _ = state.loss_model(**{k: v.to(state.device) for k, v in batch.tensors.items()})
+                loss_sum, extra = state.loss_model(**{k: v.to(state.device) for k, v in batch.tensors.items()})
             if not batch.n_examples:  # an empty part of the last, short batch
                 loss_sum = loss_sum * 0.0
+            elif metrics is not None and isinstance(extra, dict):
+                for key, (total, count) in extra.items():  # tensors until the step's end: no sync here
+                    metrics.setdefault(key, [0.0, 0.0])
+                    metrics[key][0] = metrics[key][0] + total.detach().double()
+                    metrics[key][1] += count
             scaled = loss_sum * world / max(n_global, 1.0)
             (state.scaler.scale(scaled) if state.scaler else scaled).backward()
         loss_sum_local += loss_sum.detach().double()
@@ -76,10 +89,15 @@ def train_step(state, seqs, parts) -> dict:
     """Run one optimizer step; returns its numbers (loss, lr, grad norm, tokens, ...)."""
     t, c = state.cfg.train, state.counters
     t0 = time.perf_counter()
-    batches = [micro_batch(seqs, parts, m * state.world + state.rank, state.pad_id) for m in range(t.grad_accum)]
+    # Preference objectives: a batch's label_tokens is its number of items (pairs, kto examples),
+    # so the step's loss is the mean over its items (train/preference_batches.py).
+    collate_fn = collate if t.objective == "sft" else collate_preference
+    batches = [micro_batch(seqs, parts, m * state.world + state.rank, state.pad_id, collate_fn)
+               for m in range(t.grad_accum)]
     counts = torch.tensor([sum(b.label_tokens for b in batches)], dtype=torch.float64)
     n_global = float(all_reduce(counts.to(state.device), state.world)[0])
-    loss_sum_local = forward_backward(state, batches, n_global)
+    metrics = {}
+    loss_sum_local = forward_backward(state, batches, n_global, metrics)
     if state.scaler:
         state.scaler.unscale_(state.optimizer)
     # L2-SP / EWC: the penalty's gradient joins the (averaged) data gradient before clipping
@@ -109,7 +127,23 @@ def train_step(state, seqs, parts) -> dict:
     c.train_tokens += int(stats[1])
     dt = time.perf_counter() - t0
     extra = {"penalty": penalty} if penalty is not None else {}
+    if t.objective != "sft":
+        extra.update(step_metrics(metrics, state.world, state.device))
     return {"step": c.step, "epoch": c.epoch, "loss": loss, **extra, "lr": lr, "grad_norm": grad_norm,
             "tokens_per_s": float(stats[1]) / dt, "real_tokens": int(stats[1]),
             "padding_tokens": int(stats[2] - stats[1]), "label_tokens": int(n_global), "examples": int(stats[3]),
             "step_s": dt, "elapsed_s": time.perf_counter() - state.started, "stop_requested": bool(stats[4] > 0)}
+
+
+def step_metrics(metrics: dict, world: int, device) -> dict:
+    """The step's preference metrics (rewards, margins, ...): each a mean over the items of all
+    processes that have it (kto's rewards/chosen: over the desirable examples only)."""
+    from tunelab.train.preference import METRICS
+
+    keys = [k for k in METRICS if k in metrics] if world == 1 else list(METRICS)
+    if not keys:
+        return {}
+    pairs = [metrics.get(k, [0.0, 0.0]) for k in keys]
+    sums = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device) for pair in pairs for v in pair])
+    sums = all_reduce(sums, world).reshape(-1, 2)
+    return {k: float(total / count) for k, (total, count) in zip(keys, sums.tolist()) if count > 0}

@@ -1,0 +1,92 @@
+"""Preference examples as training items and micro-batches (train/preference.py computes the loss).
+
+A pair is one item: its chosen and rejected rows go in the same micro-batch, all chosen rows
+first, then all rejected rows in the same order, so one forward computes both (TRL's layout).
+A kto example is one item; its micro-batch also gets the mismatched rows of the KL estimate:
+prompt i with the answer of item i−1 (TRL's rotation by one, within the micro-batch).
+
+The plan (train/batching.py `plan_steps`) groups items by length as for SFT. A Batch's
+`label_tokens` is its number of items: the step divides the summed losses by it, so the loss is
+a mean over pairs (kto: examples), as in TRL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tunelab.train.batching import IGNORE, Batch
+
+
+@dataclass
+class PreferenceItem:
+    prompt_ids: list[int]
+    chosen_ids: list[int]  # the chosen answer (kto: the answer)
+    rejected_ids: list[int] | None = None  # pairs
+    desirable: bool | None = None  # kto
+    # full fine-tuning: the example whose stored reference log-probs the batch carries (read when
+    # collated: they are computed after the first plan, train/setup.py)
+    reference_of: object | None = None
+
+    @property
+    def length(self) -> int:
+        """Tokens the item costs in a forward (its rows, without padding)."""
+        n = len(self.prompt_ids) + len(self.chosen_ids)
+        return n + (len(self.prompt_ids) + len(self.rejected_ids) if self.rejected_ids is not None else 0)
+
+
+def preference_items(examples, objective: str, stored_reference: bool = False) -> list[PreferenceItem]:
+    """Items of an epoch's examples; `stored_reference`: with the reference log-probs each example
+    holds (train/preference.py `store_reference_logps`), for runs without an adapter to disable."""
+    out = []
+    for ex in examples:
+        rejected, desirable = getattr(ex, "rejected_ids", None), getattr(ex, "desirable", None)
+        if objective == "kto" and desirable is None:
+            raise ValueError(f"{ex.source}: objective kto needs examples of kind kto (an answer and a label)")
+        if objective != "kto" and rejected is None:
+            raise ValueError(f"{ex.source}: objective {objective} needs pairs (task kind preference)")
+        out.append(PreferenceItem(list(ex.prompt_ids), list(ex.target_ids), rejected and list(rejected), desirable,
+                                  ex if stored_reference else None))
+    return out
+
+
+def _rows(rows: list[tuple[list[int], list[int]]], pad_id: int):
+    """(input_ids, labels, attention_mask) of (prompt, answer) rows, right-padded; labels on the answer."""
+    import torch
+
+    width = max(len(p) + len(a) for p, a in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, (p, a) in enumerate(rows):
+        n = len(p) + len(a)
+        ids[r, :n] = torch.tensor(p + a)
+        labels[r, len(p):n] = torch.tensor(a)
+        mask[r, :n] = 1
+    return ids, labels, mask
+
+
+def collate_preference(items: list[PreferenceItem], pad_id: int) -> Batch:
+    import torch
+
+    if not items:
+        raise ValueError("collate_preference() needs at least one item")
+    if items[0].rejected_ids is not None:
+        rows = [(it.prompt_ids, it.chosen_ids) for it in items] + [(it.prompt_ids, it.rejected_ids) for it in items]
+        ids, labels, mask = _rows(rows, pad_id)
+        tensors = {"input_ids": ids, "labels": labels, "attention_mask": mask, "n_pairs": torch.tensor(len(items))}
+        if items[0].reference_of is not None:  # rows in the same order: chosen, then rejected
+            refs = [it.reference_of.reference_logps for it in items]
+            if any(r is None for r in refs):
+                raise ValueError("a pair has no stored reference log-probs (train/preference.py store_reference_logps)")
+            tensors["ref_logps"] = torch.tensor([r[0] for r in refs] + [r[1] for r in refs], dtype=torch.float32)
+    else:
+        ids, labels, mask = _rows([(it.prompt_ids, it.chosen_ids) for it in items], pad_id)
+        kl_rows = [(it.prompt_ids, items[i - 1].chosen_ids) for i, it in enumerate(items)]
+        kl_ids, kl_labels, kl_mask = _rows(kl_rows, pad_id)
+        tensors = {"input_ids": ids, "labels": labels, "attention_mask": mask,
+                   "desirable": torch.tensor([bool(it.desirable) for it in items]),
+                   "kl_input_ids": kl_ids, "kl_labels": kl_labels, "kl_attention_mask": kl_mask}
+    # every row the forwards compute (kto's KL rows too): real tokens, and all positions with padding
+    real = sum(int(t.sum()) for k, t in tensors.items() if k.endswith("attention_mask"))
+    padded = sum(int(t.numel()) for k, t in tensors.items() if k.endswith("input_ids"))
+    return Batch(tensors, real, padded, len(items), len(items))
