@@ -209,3 +209,66 @@ def test_an_epoch_is_read_from_token_arrays_in_bounded_memory(tmp_path, tokenize
     lazy = peak(every_batch)
     as_lists = peak(lambda: [to_sequences(list(data.train_epoch(0)))])
     assert lazy < as_lists / 4, (lazy, as_lists)
+
+
+def _old_fingerprint(data):
+    """data_fingerprint as it was before #25 (over Examples), which resumed runs were started with."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(data.tasks):
+        h.update(name.encode())
+        for ex in data.tasks[name].splits["train"]:
+            h.update(json.dumps([ex.input_ids, ex.label_ids]).encode())
+            if getattr(ex, "rejected_ids", None) is not None or getattr(ex, "desirable", None) is not None:
+                h.update(json.dumps([ex.rejected_ids, ex.desirable]).encode())
+    return h.hexdigest()
+
+
+def test_fingerprint_and_train_keys_come_from_the_columns_unchanged(tmp_path, tokenizer, monkeypatch):
+    """#25: the resume fingerprint and train_keys.json are read from a cached split's columns,
+    byte-identical to what the Examples gave (runs started before resume, the contamination guard
+    reads the same keys), and no Example of a table is built (any is refused below)."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from tunelab.data.preference import PreferenceExample
+    from tunelab.files import write_json
+    from tunelab.train.resume import data_fingerprint
+    from tunelab.train.setup import _json_keys, write_train_keys
+
+    rows = [{"prompt": f"Item {i % 700}: " + "word " * (i % 700 % 37), "completion": f" é {i}"} for i in range(2000)]
+    path = write_jsonl(tmp_path / "rows.jsonl", rows)  # duplicated inputs: fewer keys than rows
+    cfg = make_config(tmp_path, [_task(path)], cache=str(tmp_path / "cache"), max_length=40)
+    prepare(cfg, tokenizer)
+    data = prepare(cfg, tokenizer)
+    table = data.tasks["sums"].splits["train"]
+    assert isinstance(table, ExampleTable) and isinstance(table.tokens, np.memmap)
+    examples = list(table)
+    prefs = [PreferenceExample(**vars(ex), rejected_ids=ex.target_ids[:2], desirable=None) for ex in examples[:20]]
+    prefs[3] = replace(prefs[3], rejected_ids=None, desirable=True)
+    data.tasks["pref"] = replace(data.tasks["sums"], name="pref", splits={"train": prefs})  # a plain list
+    listed = replace(data, tasks={"sums": replace(data.tasks["sums"], splits={"train": examples}),
+                                  "pref": data.tasks["pref"]})
+    expected_keys = {"base_model": "m", "tasks": {n: sorted({ex.content_key for ex in t.splits["train"]})
+                                                  for n, t in listed.tasks.items()}}
+    assert len(expected_keys["tasks"]["sums"]) < len(examples)
+    write_json(tmp_path / "old.json", expected_keys, indent=None)
+    old_fingerprint = _old_fingerprint(listed)
+
+    def built(*_):
+        raise AssertionError("an Example of the table was built")
+
+    monkeypatch.setattr(ExampleTable, "__getitem__", built)
+    monkeypatch.setattr(ExampleTable, "_meta_row", built)
+    assert data_fingerprint(data) == old_fingerprint
+    for tokens in (1, 50, 1 << 20):  # chunk edges must not change a byte of the hash
+        chunks = ExampleTable.label_chunks
+        monkeypatch.setattr(ExampleTable, "label_chunks", lambda self, n=tokens, f=chunks: f(self, n))
+        assert data_fingerprint(data) == old_fingerprint
+        monkeypatch.setattr(ExampleTable, "label_chunks", chunks)
+    assert _json_keys(table.unique_content_keys(), 3) == json.dumps(expected_keys["tasks"]["sums"])
+    run = tmp_path / "run"
+    run.mkdir()
+    write_train_keys(SimpleNamespace(data=data, run=run, cfg=SimpleNamespace(model=SimpleNamespace(name="m"))))
+    assert (run / "train_keys.json").read_bytes() == (tmp_path / "old.json").read_bytes()

@@ -16,7 +16,7 @@ from tunelab.metrics.chrf import corpus_chrf
 from tunelab.metrics.classification import classification_report
 from tunelab.metrics.exact_match import exact_match
 from tunelab.metrics.labels import Verbalizers, extract_label
-from tunelab.metrics.loglikelihood import MultipleChoice, Perplexity
+from tunelab.metrics.loglikelihood import MultipleChoice, Perplexity, Preference
 from tunelab.metrics.rouge import rouge
 from tunelab.metrics.score import make_units, score_records
 from tunelab.metrics.token_f1 import token_f1
@@ -89,7 +89,7 @@ def test_loglikelihood_units():
 def test_one_vocabulary_from_units_to_reports():
     from tunelab.config import scoring
 
-    every_unit = {**UNITS, "multiple_choice": MultipleChoice, "perplexity": Perplexity}
+    every_unit = {**UNITS, "multiple_choice": MultipleChoice, "perplexity": Perplexity, "preference": Preference}
     assert {k.unit for k in vocabulary.KEYS.values()} == set(every_unit) - {"rouge"}
     for name, key in vocabulary.KEYS.items():
         unit = every_unit[key.unit]()

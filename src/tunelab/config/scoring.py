@@ -15,9 +15,15 @@ itself (`eval_kind`, `metrics`, `max_new_tokens`, `stop`); the defaults depend o
 | instruction, chat | generate | rougeL | 128 |
 | completion | generate | exact_match, rougeL | 64 |
 | multiple_choice | loglikelihood | acc, acc_norm, acc_bytes | - |
+| preference | preference | reward_accuracy, reward_margin | - |
+| kto | generate | rougeL (the answer as the reference) | 128 |
 
 `eval_kind: perplexity` scores any task by the log-likelihood of its reference answers:
 token_nll (nats per answer token: the answer loss), perplexity, bits_per_byte.
+`eval_kind: preference` (a preference task's default) scores each pair by the summed log-probs of
+its chosen and its rejected answer given the shared prompt: reward_accuracy (chosen above
+rejected), reward_margin (nats). `eval_kind: generate` on a preference task generates an answer
+and scores it against the chosen one (rougeL).
 
 The metric names themselves, their direction and their scale are not defined here but in the one
 vocabulary every package reads (metrics/vocabulary.py: pure data, no numpy), so the names a task
@@ -31,13 +37,14 @@ from typing import Literal
 
 from tunelab.metrics import vocabulary
 
-EvalKind = Literal["generate", "loglikelihood", "perplexity"]
-EVAL_KINDS = ("generate", "loglikelihood", "perplexity")
+EvalKind = Literal["generate", "loglikelihood", "perplexity", "preference"]
+EVAL_KINDS = ("generate", "loglikelihood", "perplexity", "preference")
 
 GENERATION_METRICS = vocabulary.selectable("generate")
 ROUGE_METRIC = vocabulary.ROUGE_KEY
 LOGLIKELIHOOD_METRICS = vocabulary.selectable("loglikelihood")
 PERPLEXITY_METRICS = vocabulary.selectable("perplexity")
+PREFERENCE_METRICS = vocabulary.selectable("preference")
 
 DEFAULT_METRICS = {
     "classification": ["accuracy"],
@@ -48,7 +55,7 @@ DEFAULT_METRICS = {
     "instruction": ["rougeL"],
     "completion": ["exact_match", "rougeL"],
     "chat": ["rougeL"],
-    "preference": ["rougeL"],  # the chosen answer as the reference (a preference eval kind: issue #24)
+    "preference": ["rougeL"],  # eval_kind generate: the chosen answer as the reference
     "kto": ["rougeL"],
 }
 DEFAULT_MAX_NEW_TOKENS = {
@@ -82,12 +89,12 @@ class TaskScoring:
 
 
 def default_eval_kind(kind: str) -> str:
-    return "loglikelihood" if kind == "multiple_choice" else "generate"
+    return {"multiple_choice": "loglikelihood", "preference": "preference"}.get(kind, "generate")
 
 
 def known_metrics(eval_kind: str) -> tuple[str, ...]:
     return {"generate": GENERATION_METRICS, "loglikelihood": LOGLIKELIHOOD_METRICS,
-            "perplexity": PERPLEXITY_METRICS}[eval_kind]
+            "perplexity": PERPLEXITY_METRICS, "preference": PREFERENCE_METRICS}[eval_kind]
 
 
 def check_scoring(name: str, kind: str, eval_kind: str | None, metrics: list[str] | None) -> None:
@@ -96,6 +103,9 @@ def check_scoring(name: str, kind: str, eval_kind: str | None, metrics: list[str
     if eval_kind == "loglikelihood" and kind != "multiple_choice":
         raise ValueError(f"task '{name}': eval_kind loglikelihood compares answer options; it needs a "
                          f"multiple_choice task (this one is {kind})")
+    if eval_kind == "preference" and kind != "preference":
+        raise ValueError(f"task '{name}': eval_kind preference compares a chosen with a rejected answer; it "
+                         f"needs a preference task (this one is {kind})")
     for metric in metrics or []:
         allowed = known_metrics(eval_kind)
         if metric not in allowed and not (eval_kind == "generate" and ROUGE_METRIC.match(metric)):
@@ -113,8 +123,9 @@ def task_scoring(kind: str, eval_kind: str | None = None, metrics: list[str] | N
                  max_new_tokens: int | None = None, stop: list[str] | None = None) -> TaskScoring:
     """The scoring of a task: its own keys where set, else the defaults of its kind."""
     eval_kind = eval_kind or default_eval_kind(kind)
-    if metrics is None:
-        metrics = list(PERPLEXITY_METRICS) if eval_kind == "perplexity" else list(DEFAULT_METRICS[kind])
+    if metrics is None:  # the eval kinds that score log-likelihoods report all their keys
+        by_eval_kind = {"perplexity": PERPLEXITY_METRICS, "preference": PREFERENCE_METRICS}
+        metrics = list(by_eval_kind.get(eval_kind, DEFAULT_METRICS[kind]))
     return TaskScoring(eval_kind, list(metrics), max_new_tokens or DEFAULT_MAX_NEW_TOKENS[kind], list(stop or []))
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tunelab.data.example import Example
 
@@ -63,6 +64,28 @@ class ExampleTable(SequenceABC):
         """(input_ids, trained mask) of example i as views into the columns (no copy)."""
         a, b = int(self.offsets[i]), int(self.offsets[i + 1])
         return self.tokens[a:b], self.trained[a:b]
+
+    def label_chunks(self, max_tokens: int = 1 << 20):
+        """(ends, input_ids, label_ids) of consecutive rows, about `max_tokens` tokens at a time
+        (a longer row alone): whole-split passes (the data fingerprint, train/resume.py) read the
+        columns this way in bounded memory instead of building every Example. `ends` are the
+        rows' end positions in the two int64 arrays; labels as __getitem__ makes them."""
+        n, row = len(self), 0
+        while row < n:
+            start = int(self.offsets[row])
+            stop = int(np.searchsorted(self.offsets, start + max_tokens, side="right")) - 1
+            stop = min(max(stop, row + 1), n)
+            end = int(self.offsets[stop])
+            ids = self.tokens[start:end].astype(np.int64)
+            labels = np.where(self.trained[start:end].astype(bool), ids, IGNORE_INDEX)
+            yield np.asarray(self.offsets[row + 1:stop + 1]) - start, ids, labels
+            row = stop
+
+    def unique_content_keys(self) -> pa.Array:
+        """The split's distinct content keys, sorted as Python sorts str (Arrow compares UTF-8
+        bytes, which orders as code points do), read from the one Arrow column: no Examples."""
+        keys = pc.unique(self.meta.column("content_key"))
+        return keys.take(pc.array_sort_indices(keys))
 
     def _meta_row(self, i: int) -> dict:
         """Row i of the texts: reading in order decodes a chunk at a time, a jump one row."""

@@ -3,8 +3,9 @@
 Every number tunelab reports about a model on a task comes from `score_examples`: `tunelab eval`,
 `tunelab forgetting`, `tunelab compare`, validation during training, the `forgetting:` section,
 the continual matrix, the demo and the search objective. One generation loop
-(generation.generate), one log-likelihood scorer (loglikelihood.py), one place that decides a
-task's metrics and generation settings (tunelab.config.scoring.task_scoring), one scorer
+(generation.generate), one log-likelihood scorer (loglikelihood.py: multiple choice, preference
+pairs and perplexity), one place that decides a task's metrics and generation settings
+(tunelab.config.scoring.task_scoring), one scorer
 (scoring.py over tunelab.metrics). So the same model, task and examples give the same per-example
 predictions and the same metric values whichever command asks.
 
@@ -31,7 +32,7 @@ from tunelab.evaluate.cache import ResultCache, digest
 from tunelab.evaluate.generation import WorkCounter, generate
 from tunelab.evaluate.loglikelihood import continuation_ids, score_requests, score_shared_context
 from tunelab.evaluate.padding import pad_token_id
-from tunelab.evaluate.scoring import score_choices, score_generations, score_perplexity
+from tunelab.evaluate.scoring import score_choices, score_generations, score_perplexity, score_preference
 from tunelab.evaluate.shard import ONE, World, from_main, gather
 
 
@@ -123,10 +124,9 @@ def _generate(lm, examples, settings, cache, batch_size, counter, label, verbose
     return [dict(o, cached=i not in computed) for i, o in enumerate(outs)]
 
 
-def _choices(lm, examples, cache, batch_size, counter, label, verbose, world) -> list[list[dict]]:
-    """Multiple choice: one cache entry per question (its context and all its options)."""
-    groups = [(ex.prompt_ids, [continuation_ids(lm.tokenizer, ex.prompt_text, c) for c in ex.choices])
-              for ex in examples]
+def _choices(lm, groups, cache, batch_size, counter, label, verbose, world) -> list[list[dict]]:
+    """Answers scored against each other in one context: multiple choice (a question's options) and
+    preference pairs (chosen, rejected). One cache entry per group (its context and all its options)."""
     keys = [digest([ctx, opts]) for ctx, opts in groups]
     pad = pad_token_id(lm.tokenizer)
 
@@ -152,6 +152,24 @@ def _answer_logprobs(lm, examples, cache, batch_size, counter, label, verbose, w
 
     outs, _ = _cached(cache, keys, run, world)
     return outs
+
+
+def _score_pairs(name, examples, rows, metrics, n_resamples, confidence, score_groups) -> dict:
+    """Preference pairs: the summed log-probs of the chosen and of the rejected answer given the shared
+    prompt, over the answer's tokens and its end-of-turn token (the span the preference loss trains:
+    data/preference.py), scored as one group of two options by the multiple-choice scorer. Fills the
+    rows in place; returns the corpus metrics."""
+    if not all(getattr(ex, "rejected_ids", None) for ex in examples):
+        raise UserError(f"task '{name}': eval_kind preference needs pairs with a rejected answer (a preference task)")
+    outs = score_groups([(ex.prompt_ids, [ex.target_ids, ex.rejected_ids]) for ex in examples])
+    records = [{"logp_chosen": chosen["logprob"], "logp_rejected": rejected["logprob"]} for chosen, rejected in outs]
+    corpus, per = score_preference(records, metrics, n_resamples, confidence)
+    for row, ex, p, (chosen, rejected) in zip(rows, examples, per, outs):
+        row.update(prediction=None, target=ex.target_text, rejected=ex.rejected_text, logp_chosen=p["logp_chosen"],
+                   logp_rejected=p["logp_rejected"], margin=p["margin"], correct=p["correct"],
+                   n_tokens_chosen=chosen["n_tokens"], n_tokens_rejected=rejected["n_tokens"],
+                   scores={m: p[m] for m in ("reward_accuracy", "reward_margin")})
+    return corpus
 
 
 def score_examples(lm, spec: dict, examples: list, *, split: str = "test", labels: list[str] | None = None,
@@ -194,13 +212,19 @@ def score_examples(lm, spec: dict, examples: list, *, split: str = "test", label
         elif kind == "loglikelihood":
             if not all(ex.choices for ex in examples):
                 raise UserError(f"task '{name}': log-likelihood scoring needs a multiple_choice task (choices)")
-            outs = _choices(lm, examples, cache, batch_size, counter, label, verbose, world)
+            groups = [(ex.prompt_ids, [continuation_ids(lm.tokenizer, ex.prompt_text, c) for c in ex.choices])
+                      for ex in examples]
+            outs = _choices(lm, groups, cache, batch_size, counter, label, verbose, world)
             records = [{"logprobs": [o["logprob"] for o in group], "choices": ex.choices,
                         "answer_index": ex.answer_index} for group, ex in zip(outs, examples)]
             corpus, per = score_choices(records, scoring.metrics, n_resamples, confidence)
             for row, r, p, ex in zip(rows, records, per, examples):
                 row.update(choices=ex.choices, answer_index=ex.answer_index, logprobs=r["logprobs"],
                            prediction=ex.choices[p["predicted_index"]], scores=p)
+        elif kind == "preference":
+            corpus = _score_pairs(name, examples, rows, scoring.metrics, n_resamples, confidence,
+                                  lambda groups: _choices(lm, groups, cache, batch_size, counter, label, verbose,
+                                                          world))
         else:
             outs = _answer_logprobs(lm, examples, cache, batch_size, counter, label, verbose, world)
             records = [{"logprob": o["logprob"], "n_tokens": o["n_tokens"],

@@ -8,7 +8,8 @@ equals the one `tunelab score` gives on the same predictions. Every CI is a perc
 with exactly the requested number of resamples (seed 0).
 
 Two kinds of corpus number (their paired differences: evaluate/comparison.py):
-- means over examples (accuracy, exact match, token F1, ROUGE F1, acc, acc_norm);
+- means over examples (accuracy, exact match, token F1, ROUGE F1, acc, acc_norm, reward_accuracy,
+  reward_margin);
 - corpus statistics (BLEU, chrF, macro-F1, perplexity, bits per byte, token NLL): each is a
   function of per-example statistics summed over the corpus (`statistic_of` gives both), so a
   paired difference and its CI are always the same statistic.
@@ -21,7 +22,7 @@ import math
 import numpy as np
 
 from tunelab.metrics import bootstrap_ci
-from tunelab.metrics.loglikelihood import MultipleChoice, Perplexity
+from tunelab.metrics.loglikelihood import MultipleChoice, Perplexity, Preference
 from tunelab.metrics.stats import bootstrap_statistic, percentile_interval
 from tunelab.metrics.vocabulary import key as metric_key
 from tunelab.metrics.vocabulary import units_for
@@ -80,6 +81,17 @@ def score_choices(records: list[dict], metrics: list[str], n_resamples: int = 10
     (metrics/loglikelihood.py), each a mean over examples."""
     per = [MultipleChoice().per_record(r) for r in records]
     corpus = {m: _mean_metric([p[m] for p in per], n_resamples, confidence) for m in metrics}
+    return corpus, per
+
+
+def score_preference(records: list[dict], metrics: list[str], n_resamples: int = 1000,
+                     confidence: float = 0.95) -> tuple[dict, list[dict]]:
+    """records: {"logp_chosen", "logp_rejected"} -> reward_accuracy, reward_margin
+    (metrics/loglikelihood.py), each a mean over pairs."""
+    per = [Preference().per_record(r) for r in records]
+    corpus = {m: _mean_metric([p[m] for p in per], n_resamples, confidence) for m in metrics}
+    if "reward_margin" in corpus:
+        corpus["reward_margin"]["note"] = "mean log P(chosen) - log P(rejected), nats (higher is better)"
     return corpus, per
 
 

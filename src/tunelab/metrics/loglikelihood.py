@@ -6,6 +6,8 @@ the other units, so every metric's direction, scale and corpus function has one 
   summed log-likelihood; divided by the choice's length in characters / UTF-8 bytes); means.
 - Perplexity: token_nll, perplexity and bits_per_byte, token-weighted over all answer tokens:
   functions of the per-answer statistics [nll, n_tokens, n_bytes] summed over the corpus.
+- Preference: reward_accuracy and reward_margin of a preference pair, from the summed log-probs
+  of its chosen and its rejected answer given the shared prompt; means over pairs.
 """
 
 from __future__ import annotations
@@ -59,3 +61,20 @@ class Perplexity(Unit):
 
     def corpus_fn(self, key: str):
         return self.CORPUS_FNS[key]
+
+
+class Preference(Unit):
+    name = "preference"
+
+    def per_record(self, record: dict) -> dict:
+        """record: {"logp_chosen", "logp_rejected"} -> the pair's margin (nats) and whether it is
+        above 0. A tie (margin exactly 0, e.g. identical answers) counts as wrong: the model does
+        not prefer the chosen answer."""
+        margin = float(record["logp_chosen"]) - float(record["logp_rejected"])
+        return {"logp_chosen": float(record["logp_chosen"]), "logp_rejected": float(record["logp_rejected"]),
+                "margin": margin, "correct": margin > 0,
+                "reward_accuracy": float(margin > 0), "reward_margin": margin}
+
+    def statistics(self, records) -> np.ndarray:
+        """(n, 2): reward_accuracy, reward_margin per record; each key's score is its column's mean."""
+        return np.asarray([[r[k] for k in self.keys()] for r in map(self.per_record, records)], dtype=float)

@@ -3,7 +3,7 @@
 Two kinds of name meet here, and this table is the only place that maps one to the other:
 - a *unit* computes one metric family from per-record statistics (units.py, loglikelihood.py) and
   is what `tunelab score --metrics` names: rouge, bleu, chrf, exact_match, token_f1,
-  classification; evaluation adds multiple_choice and perplexity;
+  classification; evaluation adds multiple_choice, perplexity and preference;
 - a *key* is one reported number: the name a task's `metrics:` list, results.json, compare.json
   and the report use (accuracy, macro_f1, rougeL, bleu, acc_norm, perplexity, ...).
 Every key says which unit computes it, whether higher is better and its scale, so config/scoring.py
@@ -28,7 +28,7 @@ class Key:
 
     name: str
     unit: str
-    eval_kind: str  # generate / loglikelihood / perplexity: how the answers it scores are produced
+    eval_kind: str  # generate / loglikelihood / perplexity / preference: how the answers it scores are produced
     higher_is_better: bool = True
     scale: str = "0-1"  # "0-1", "0-100" (sacrebleu's scale), or "unbounded" (a count or a loss)
     selectable: bool = True  # False: reported beside another key, never asked for by name
@@ -51,6 +51,10 @@ KEYS = {key.name: key for key in (
     Key("bits_per_byte", "perplexity", "perplexity", higher_is_better=False, scale="unbounded", statistic=True),
     # classification's third number, after the others so that keys_where keeps its old order
     Key("unmapped", "classification", "generate", higher_is_better=False, scale="unbounded", selectable=False),
+    # preference pairs: the policy's own log-prob of the chosen answer above the rejected one's
+    # (metrics/loglikelihood.py's Preference); means over pairs, the margin in nats
+    Key("reward_accuracy", "preference", "preference"),
+    Key("reward_margin", "preference", "preference", scale="unbounded"),
 )}
 
 
@@ -82,5 +86,5 @@ def units_for(names) -> dict[str, list[str]]:
         found = key(name)
         if found is not None and found.selectable:
             wanted.setdefault(found.unit, []).append(name)
-    order = [*SCORE_UNITS, "multiple_choice", "perplexity"]
+    order = [*SCORE_UNITS, "multiple_choice", "perplexity", "preference"]
     return {unit: wanted[unit] for unit in order if unit in wanted}

@@ -139,11 +139,26 @@ def data_fingerprint(data) -> str:
     h = hashlib.sha256()
     for name in sorted(data.tasks):
         h.update(name.encode())
-        for ex in data.tasks[name].splits["train"]:
+        split = data.tasks[name].splits["train"]
+        if hasattr(split, "label_chunks"):  # an ExampleTable (data/table.py): read from its columns
+            _hash_columns(h, split)
+            continue
+        for ex in split:
             h.update(json.dumps([ex.input_ids, ex.label_ids]).encode())
             if getattr(ex, "rejected_ids", None) is not None or getattr(ex, "desirable", None) is not None:
                 h.update(json.dumps([ex.rejected_ids, ex.desirable]).encode())  # preference data (#24)
     return h.hexdigest()
+
+
+def _hash_columns(h, table) -> None:
+    """The same bytes as the loop over Examples (runs started before the cache must resume, #25),
+    from the token columns a chunk at a time: building every Example would read each row's texts
+    too and allocate a million of them. Table rows are never preference examples (no rejected_ids)."""
+    for ends, ids, labels in table.label_chunks():
+        ids, labels, start = ids.tolist(), labels.tolist(), 0
+        for end in ends.tolist():
+            h.update(json.dumps([ids[start:end], labels[start:end]]).encode())
+            start = end
 
 
 def check_resume_data(run: Path, fingerprint: str) -> None:

@@ -305,9 +305,33 @@ def record_processes(state: TrainState) -> None:
 
 
 def write_train_keys(state: TrainState) -> None:
-    """Which inputs this run trains on (hashes), so that evaluations can refuse to score them as test data."""
-    tasks = {name: sorted({ex.content_key for ex in task.splits["train"]}) for name, task in state.data.tasks.items()}
-    write_json(state.run / "train_keys.json", {"base_model": state.cfg.model.name, "tasks": tasks}, indent=None)
+    """Which inputs this run trains on (hashes), so that evaluations can refuse to score them as test data.
+    The text is what write_json(indent=None) wrote before #25, byte for byte (the contamination
+    guard, evaluate/provenance.py, reads older runs' files too), but a cached split's keys come from
+    its content_key column: no Example is built and no Python list of a million keys is held."""
+    import json
+
+    from tunelab.files import to_jsonable, write_text
+
+    tasks = []
+    for name, task in state.data.tasks.items():
+        split = task.splits["train"]
+        if hasattr(split, "unique_content_keys"):  # an ExampleTable (data/table.py)
+            keys = _json_keys(split.unique_content_keys())
+        else:
+            keys = json.dumps(sorted({ex.content_key for ex in split}), ensure_ascii=False)
+        tasks.append(f"{json.dumps(str(name), ensure_ascii=False)}: {keys}")
+    head = json.dumps(to_jsonable({"base_model": state.cfg.model.name}), ensure_ascii=False)[:-1]
+    write_text(state.run / "train_keys.json", f'{head}, "tasks": {{{", ".join(tasks)}}}}}\n')
+
+
+def _json_keys(keys, chunk: int = 1 << 16) -> str:
+    """json.dumps(keys.to_pylist()) for an Arrow string array, converted a chunk at a time."""
+    import json
+
+    parts = [json.dumps(keys.slice(i, chunk).to_pylist(), ensure_ascii=False)[1:-1]
+             for i in range(0, len(keys), chunk)]
+    return f"[{', '.join(parts)}]"
 
 
 def restore(state: TrainState) -> None:
