@@ -103,14 +103,23 @@ def classify(event, rank: int, vocab: int) -> str | None:
     return "elementwise"
 
 
-def breakdown(prof, wall_s: float, rank: int, vocab: int) -> dict:
+def classified(prof, rank: int, vocab: int) -> list[tuple[str, str, float, bool]]:
+    """Every profiled aten operator once: (class, name, self seconds, inside forward + backward)."""
+    out = []
+    for event in prof.events():
+        cls = classify(event, rank, vocab)
+        if cls is not None:
+            out.append((cls, event.name, event.self_cpu_time_total / 1e6, _inside(event, "fwd_bwd")))
+    return out
+
+
+def breakdown(ops, wall_s: float) -> dict:
     """{class: seconds} of the operators inside forward + backward over the profiled steps; the
     remainder of `wall_s` (their wall time) is Python and framework."""
     seconds: dict[str, float] = defaultdict(float)
-    for event in prof.events():
-        cls = classify(event, rank, vocab)
-        if cls is not None and _inside(event, "fwd_bwd"):
-            seconds[cls] += event.self_cpu_time_total / 1e6
+    for cls, _, secs, inside in ops:
+        if inside:
+            seconds[cls] += secs
     seconds["Python and framework"] = max(0.0, wall_s - sum(seconds.values()))
     return {cls: seconds.get(cls, 0.0) for cls in CLASSES}
 
@@ -174,7 +183,8 @@ def profile_run(train_fn, cfg, data, steps: int, rank: int, vocab: int) -> dict:
     mean = {k: sum(p.get(k, 0.0) for p in quiet) / timed for k in ("step", "forward + backward", "data and collation",
                                                                      "gradient clipping", "optimizer")}
     loud_fwd = sum(p["forward + backward"] for p in loud) / active
-    ops = breakdown(prof, loud_fwd * active, rank, vocab)  # operator classes inside forward + backward
+    events = classified(prof, rank, vocab)
+    ops = breakdown(events, loud_fwd * active)  # operator classes inside forward + backward
     scale = mean["forward + backward"] / loud_fwd  # the profiler's inflation, taken out
     per_step = {cls: s / active * scale for cls, s in ops.items() if cls not in RANGES}
     per_step["Python and framework"] = per_step.pop("Python and framework")  # keep it after the operators
@@ -183,16 +193,14 @@ def profile_run(train_fn, cfg, data, steps: int, rank: int, vocab: int) -> dict:
     per_step["optimizer"] = mean["optimizer"]
     per_step["rest of the step"] = max(0.0, mean["step"] - sum(per_step.values()))
     return {"seconds_per_step": per_step, "step_s": mean["step"], "timed_steps": timed, "profiled_steps": active,
-            "profiler_inflation": 1 / scale, "top_ops": top_ops(prof, rank, vocab)}
+            "profiler_inflation": 1 / scale, "top_ops": top_ops(events)}
 
 
-def top_ops(prof, rank: int, vocab: int, n: int = 12) -> list[tuple[str, str, float]]:
+def top_ops(ops, n: int = 12) -> list[tuple[str, str, float]]:
     """The operators with the most self time: (class, name, seconds over the profiled steps)."""
     totals: dict[tuple[str, str], float] = defaultdict(float)
-    for event in prof.events():
-        cls = classify(event, rank, vocab)
-        if cls is not None:
-            totals[(cls, event.name)] += event.self_cpu_time_total / 1e6
+    for cls, name, secs, _ in ops:
+        totals[(cls, name)] += secs
     return [(c, name, s) for (c, name), s in sorted(totals.items(), key=lambda kv: -kv[1])[:n]]
 
 
