@@ -82,3 +82,16 @@ def test_report_on_a_folder_with_nothing_to_report_is_one_error_line(tmp_path, c
     last = [line for line in err.splitlines() if line.strip()][-1]
     assert last.startswith(f"tunelab: error: {tmp_path}: nothing to report")
     assert not (tmp_path / "report.html").exists()  # no page with only a title
+
+
+def test_an_unbounded_scale_says_its_own_direction():
+    """Unbounded metrics are drawn on their own axis titled with their direction: the vocabulary's
+    (reward_margin: higher is better, token_nll: lower), lower for a name it does not know (an
+    lm-eval metric is unbounded only when its entry says lower is better)."""
+    from tunelab.config.scoring import scale_of
+    from tunelab.report.text import scale_title
+
+    assert scale_title(scale_of("reward_margin")) == "reward_margin (higher is better)"
+    assert scale_title(scale_of("token_nll")) == "token_nll (lower is better)"
+    assert scale_title(scale_of("word_perplexity", {"higher_is_better": False})) == "word_perplexity (lower is better)"
+    assert scale_title(scale_of("accuracy")) == "0-1 scale"

@@ -21,7 +21,7 @@ import re
 import textwrap
 
 from tunelab.config.scoring import scale_of
-from tunelab.report.text import scale_title
+from tunelab.report.text import direction, scale_title
 
 BLUE, GREY, GREEN, RED = "#4c72b0", "#9a9a9a", "#2ca02c", "#d62728"
 WIDTH = 7.5  # inches
@@ -239,7 +239,7 @@ def system_bars(table: dict):
         draw_bars(ax, bars, "systems")
         scale = scale_of(row["metric"], next(v for v in row["values"] if v))
         from_zero(ax, bars, scale)
-        scale_note = scale_title(scale) if scale in ("0-1", "0-100") else "lower is better"
+        scale_note = scale_title(scale) if scale in ("0-1", "0-100") else direction(scale)
         ax.set_title(plain(f"{row['task']}: {row['metric']}") + (" *" if row["primary"] else "") + f"  [{scale_note}]",
                      fontsize=8, loc="left")
     for ax in list(axes.flat)[len(rows):]:

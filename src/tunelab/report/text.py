@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tunelab.metrics import vocabulary
 from tunelab.metrics.stats import format_p_value
 
 
@@ -22,7 +23,15 @@ def scale_title(scale: str) -> str:
         return "0-1 scale"
     if scale == "0-100":
         return "0-100 scale"
-    return f"{scale} (lower is better)"
+    return f"{scale} ({direction(scale)})"
+
+
+def direction(scale: str) -> str:
+    """How to read an unbounded scale, which is one metric's own (config.scoring.scale_of): its
+    direction in the vocabulary (reward_margin: higher); a name the vocabulary does not know is
+    unbounded only because its entry said lower is better (lm-eval's)."""
+    known = vocabulary.key(scale)
+    return "higher is better" if known is not None and known.higher_is_better else "lower is better"
 
 
 def p_with_test(d: dict) -> str:
