@@ -113,13 +113,14 @@ def ours(objective: str, model, examples, **options):
     opts.__dict__.update(options)
     loss_model = PreferenceLoss(model, "causal", "lora", objective, opts)
     assert loss_model.skip_masked_head  # the fast path (LM head on scored positions only) is what is tested
-    batch = collate_preference(preference_items(examples, objective), 0)
+    batch = collate_preference(preference_items(examples, objective), 0, loss_model.shared_prompt)
+    # pairs in one row each, as training collates them (train/preference_batches.py)
+    assert loss_model.shared_prompt == (objective != "kto") and ("segments" in batch.tensors) == (objective != "kto")
     loss_sum, metrics = loss_model(**batch.tensors)
     loss = loss_sum / len(examples)
     loss.backward()
-    t = batch.tensors
-    policy, _ = loss_model.logps(t["input_ids"], t["labels"], t["attention_mask"])
-    reference, _ = loss_model.logps(t["input_ids"], t["labels"], t["attention_mask"], reference=True)
+    policy, _ = loss_model.logps(batch.tensors)
+    reference, _ = loss_model.logps(batch.tensors, reference=True)
     return loss.detach(), {k: float(s) / n for k, (s, n) in metrics.items() if n}, policy.detach(), reference
 
 
@@ -289,7 +290,7 @@ def test_orpo_odds_ratio_matches_trl(family, pairs, tokenizer, tmp_path):
     from tunelab.train.preference_batches import collate_preference, preference_items
 
     t = collate_preference(preference_items(pairs, "orpo"), 0).tensors
-    logps, counts = completion_logps(model, t["input_ids"], t["labels"], t["attention_mask"], fast=True)
+    logps, counts = completion_logps(model, t, fast=True)
     losses, _ = pair_losses("orpo", SimpleNamespace(beta=0.25), logps[:3], logps[3:], counts[:3], counts[3:])
     (losses + logps[:3] / n_chosen).mean().backward()
     assert_grads_equal(lora_grads(model), lora_grads(trainer.model))

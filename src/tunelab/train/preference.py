@@ -36,7 +36,7 @@ from torch.utils.checkpoint import checkpoint
 
 from tunelab.train.batching import IGNORE
 from tunelab.train.loss import HEAD_CHUNK, CompletionLoss
-from tunelab.train.probes import base_lm
+from tunelab.train.probes import base_lm, shared_prompt_is_exact
 
 PAIR_OBJECTIVES = ("dpo", "ipo", "simpo", "orpo")
 REFERENCE_FREE = ("simpo", "orpo")
@@ -97,10 +97,9 @@ def store_reference_logps(loss_model, data, autocast, device, batch_size: int, p
     try:
         for s in range(0, len(examples), batch_size):
             chunk = examples[s:s + batch_size]
-            t = collate_preference(preference_items(chunk, "dpo"), pad_id).tensors
+            t = collate_preference(preference_items(chunk, "dpo"), pad_id, loss_model.shared_prompt).tensors
             with autocast():
-                logps, _ = loss_model.logps(t["input_ids"].to(device), t["labels"].to(device),
-                                            t["attention_mask"].to(device))
+                logps, _ = loss_model.logps({k: v.to(device) for k, v in t.items()})
             values = logps.float().cpu().tolist()
             for i, ex in enumerate(chunk):
                 ex.reference_logps = (values[i], values[len(chunk) + i])
@@ -127,11 +126,18 @@ def chunked_token_logps(head, hidden, targets, chunk: int = HEAD_CHUNK):
     return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
 
 
-def completion_logps(model, input_ids, labels, attention_mask, fast: bool):
-    """(summed log-probs of each row's labelled tokens (float32), their number per row).
+def completion_logps(model, batch: dict, fast: bool):
+    """(summed log-probs of each answer's labelled tokens (float32), their number per answer).
 
+    batch: `input_ids` with `labels` and `attention_mask` (a row per answer), or with `segments`
+    (a row per pair: prompt, chosen, rejected; train/preference_batches.py), whose answers come
+    out in the two-row order: every chosen answer, then every rejected one.
     fast: the LM head only on labelled positions (CompletionLoss's probe says it is exact);
     otherwise the model's own logits."""
+    input_ids = batch["input_ids"]
+    if batch.get("segments") is not None:
+        return _shared_prompt_logps(model, input_ids, batch["segments"], fast)
+    labels, attention_mask = batch["labels"], batch["attention_mask"]
     targets = labels[:, 1:]
     keep = targets != IGNORE
     if fast:
@@ -146,6 +152,64 @@ def completion_logps(model, input_ids, labels, attention_mask, fast: bool):
     rows = keep.nonzero()[:, 0]
     sums = torch.zeros(input_ids.shape[0], dtype=torch.float32, device=input_ids.device)
     return sums.index_add(0, rows, per_token), keep.sum(1)
+
+
+def shared_mask_kind(model) -> str | None:
+    """The 4D mask the model's attention takes as given (transformers passes a 4D mask through):
+    boolean for sdpa, additive for eager attention; None for kernels that take no such mask."""
+    from tunelab.train.attention import ATTENTION
+
+    impl = getattr(base_lm(model).config, "_attn_implementation", None)
+    return "bool" if impl == "sdpa" else "additive" if impl in ("eager", ATTENTION) else None
+
+
+def shared_prompt_inputs(segments, width: int, mask_kind: str, dtype):
+    """For rows of (prompt, chosen, rejected) of the given lengths: (position ids, the 4D attention
+    mask, the flat position whose hidden state predicts each scored token, the scored tokens'
+    (row, column), each one's answer slot: pair i's chosen answer i, its rejected answer n + i).
+
+    The rejected answer attends to the prompt and to itself, never to the chosen answer, and its
+    positions continue the prompt's; its first token is predicted from the prompt's last position,
+    like the chosen answer's: each answer's log-probs are those it gets after the prompt alone."""
+    n = segments.shape[0]
+    idx = torch.arange(width, device=segments.device)
+    prompt, chosen, rejected = (segments[:, i, None] for i in range(3))
+    rejected_start, end = prompt + chosen, prompt + chosen + rejected
+    in_chosen = (idx >= prompt) & (idx < rejected_start)
+    in_rejected = (idx >= rejected_start) & (idx < end)
+    valid = idx < end
+    positions = torch.where(valid, torch.where(in_rejected, idx - chosen, idx), 0)  # pads: 0, never read
+    allowed = (idx[:, None] >= idx[None, :]) & valid[:, None, :] & ~(in_rejected[:, :, None] & in_chosen[:, None, :])
+    if mask_kind == "bool":
+        mask = allowed[:, None]
+    else:
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=idx.device).masked_fill_(~allowed, torch.finfo(dtype).min)
+        mask = mask[:, None]
+    source = torch.where(idx == rejected_start, prompt - 1, idx - 1)
+    rows, cols = (in_chosen | in_rejected).nonzero(as_tuple=True)
+    slot = torch.where(in_chosen[rows, cols], rows, rows + n)
+    return positions, mask, rows * width + source[rows, cols], (rows, cols), slot
+
+
+def _shared_prompt_logps(model, input_ids, segments, fast: bool):
+    lm = base_lm(model)
+    kind = shared_mask_kind(model)
+    if kind is None:
+        raise ValueError(f"shared-prompt rows need eager or sdpa attention, not {lm.config._attn_implementation}")
+    n, width = input_ids.shape
+    positions, mask, source, (rows, cols), slot = shared_prompt_inputs(
+        segments, width, kind, lm.get_input_embeddings().weight.dtype)
+    targets = input_ids[rows, cols]
+    if fast:
+        body = getattr(lm, lm.base_model_prefix)
+        hidden = body(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=False).last_hidden_state
+        per_token = chunked_token_logps(lm.get_output_embeddings(), hidden.reshape(n * width, -1)[source], targets)
+    else:
+        logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=False).logits
+        logits = logits.reshape(n * width, -1)[source].float()
+        per_token = torch.gather(logits.log_softmax(-1), 1, targets.unsqueeze(1)).squeeze(1)
+    sums = torch.zeros(2 * n, dtype=torch.float32, device=input_ids.device)
+    return sums.index_add(0, slot, per_token), torch.bincount(slot, minlength=2 * n)
 
 
 def reference_context(model):
@@ -228,28 +292,34 @@ class PreferenceLoss(CompletionLoss):
     (sum of the items' losses, {metric: (sum, count)}); called with an SFT batch (validation
     loss of the chosen answers), it is CompletionLoss."""
 
-    def __init__(self, model, architecture: str, method: str, objective: str, options):
+    def __init__(self, model, architecture: str, method: str, objective: str, options, max_length: int | None = None):
         if architecture != "causal":
             from tunelab.config.base import ConfigError
 
             raise ConfigError(f"train.objective {objective} needs a causal language model (this one is {architecture})")
         super().__init__(model, architecture, method)
         self.objective, self.options = objective, options
+        # a pair in one row (train/preference_batches.py), where the model's probe says it is exact;
+        # the row holds the prompt and both answers: at most twice max_length tokens
+        self.shared_prompt = objective in PAIR_OBJECTIVES and shared_prompt_is_exact(
+            model, 2 * max_length if max_length else None)
 
-    def logps(self, input_ids, labels, attention_mask, reference: bool = False):
+    def logps(self, batch: dict, reference: bool = False):
         if reference:
             with reference_context(self.model):
-                return completion_logps(self.model, input_ids, labels, attention_mask, self.skip_masked_head)
-        return completion_logps(self.model, input_ids, labels, attention_mask, self.skip_masked_head)
+                return completion_logps(self.model, batch, self.skip_masked_head)
+        return completion_logps(self.model, batch, self.skip_masked_head)
 
-    def forward(self, input_ids, labels, attention_mask=None, position_ids=None, n_pairs=None, desirable=None,
-                kl_input_ids=None, kl_labels=None, kl_attention_mask=None, ref_logps=None, ref_kl_logps=None):
+    def forward(self, input_ids, labels=None, attention_mask=None, position_ids=None, n_pairs=None, desirable=None,
+                kl_input_ids=None, kl_labels=None, kl_attention_mask=None, ref_logps=None, ref_kl_logps=None,
+                segments=None):
         if n_pairs is None and desirable is None:
             return super().forward(input_ids, labels, attention_mask, position_ids)
-        logps, counts = self.logps(input_ids, labels, attention_mask)
+        batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, "segments": segments}
+        logps, counts = self.logps(batch)
         needs_ref = self.objective not in REFERENCE_FREE
         if needs_ref and ref_logps is None:
-            ref_logps, _ = self.logps(input_ids, labels, attention_mask, reference=True)
+            ref_logps, _ = self.logps(batch, reference=True)
         if desirable is not None:
             return self._kto(logps, ref_logps, desirable, kl_input_ids, kl_labels, kl_attention_mask, ref_kl_logps)
         n = int(n_pairs)
@@ -258,10 +328,11 @@ class PreferenceLoss(CompletionLoss):
         return losses.sum(), {k: (v.sum(), float(n)) for k, v in metrics.items()}
 
     def _kto(self, logps, ref_logps, desirable, kl_ids, kl_labels, kl_mask, ref_kl_logps):
+        kl_batch = {"input_ids": kl_ids, "labels": kl_labels, "attention_mask": kl_mask}
         with torch.no_grad():
-            kl_logps, _ = completion_logps(self.model, kl_ids, kl_labels, kl_mask, self.skip_masked_head)
+            kl_logps, _ = completion_logps(self.model, kl_batch, self.skip_masked_head)
         if ref_kl_logps is None:
-            ref_kl_logps, _ = self.logps(kl_ids, kl_labels, kl_mask, reference=True)
+            ref_kl_logps, _ = self.logps(kl_batch, reference=True)
         desirable = desirable.bool()
         losses, m = kto_losses(self.options, logps, ref_logps, desirable, kl_logps, ref_kl_logps)
         good, bad = desirable.float(), (~desirable).float()

@@ -4,7 +4,9 @@ Two shortcuts depend on how a model family computes its logits and its attention
 - the fast loss path (loss.py) runs the model body and applies the LM head itself, so anything a
   family does between the two (Gemma-2's logit soft-capping, Cohere's logit_scale, Granite's
   logits_scaling, ...) would be skipped silently;
-- packing relies on the model reading restarts in `position_ids` as sequence boundaries.
+- packing relies on the model reading restarts in `position_ids` as sequence boundaries;
+- a preference pair in one row (prompt, chosen, rejected) relies on the model taking a custom 4D
+  attention mask and position ids as given.
 A list of families that need special care goes stale with every new architecture; instead, each
 shortcut is checked once, on a few tokens, against the model's own forward, and used only when it
 agrees. The probes run in eval mode (no dropout) without gradients and restore every module's mode.
@@ -124,3 +126,48 @@ def check_packing(model) -> None:
         raise ConfigError(
             f"train.packing: {model_type(model)} models do not keep packed examples apart (the packing probe "
             f"gave different logits for an example packed with another than alone); set train.packing: false")
+
+
+def attention_window(config) -> int | None:
+    """The shortest sliding window or attention chunk some layer uses, if any."""
+    types = getattr(config, "layer_types", None)
+    if types is not None and all(t == "full_attention" for t in types):
+        return None
+    if getattr(config, "use_sliding_window", True) is False:
+        return None
+    windows = [w for w in (getattr(config, "sliding_window", None), getattr(config, "attention_chunk_size", None))
+               if isinstance(w, int) and w > 0]
+    return min(windows) if windows else None
+
+
+def shared_prompt_is_exact(model, longest_row: int | None) -> bool:
+    """True when a pair in one row (train/preference.py `shared_prompt_inputs`: the rejected answer
+    masked from the chosen one, its positions continuing the prompt's) gets, at every position of
+    each answer's sequence, the logits that sequence gets alone. A 4D mask replaces the model's
+    own for every layer, so a sliding window or attention chunk shorter than the longest row
+    (unknown: None) refuses it before any probe."""
+    from tunelab.train.preference import shared_mask_kind, shared_prompt_inputs
+
+    lm = base_lm(model)
+    window = attention_window(lm.config)
+    if getattr(lm.config, "is_encoder_decoder", False) or shared_mask_kind(model) is None \
+            or (window is not None and (longest_row is None or window < longest_row)):
+        return False
+    lengths = (6, 4, 3)  # prompt, chosen, rejected
+    try:
+        with probing(model) as device:
+            prompt, chosen, rejected = probe_ids(model, lengths, device)
+            row = torch.cat([prompt, chosen, rejected], dim=1)
+            positions, mask, *_ = shared_prompt_inputs(torch.tensor([lengths], device=device), row.shape[1],
+                                                       shared_mask_kind(model), lm.get_input_embeddings().weight.dtype)
+            shared = model(input_ids=row, attention_mask=mask, position_ids=positions, use_cache=False).logits.float()
+            alone = [model(input_ids=torch.cat([prompt, answer], dim=1), use_cache=False).logits.float()
+                     for answer in (chosen, rejected)]
+    except PROBE_ERRORS:
+        return False
+    expected = torch.cat([alone[0], alone[1][:, lengths[0]:]], dim=1)  # prompt, chosen answer, rejected answer
+    if shared.shape != expected.shape:
+        return False
+    tol = tolerance(model, 1e-4)
+    scale = float(expected.abs().max()) or 1.0
+    return float((shared - expected).abs().max()) <= tol * scale

@@ -22,7 +22,8 @@ from tunelab.train.batching import to_sequences
 from tunelab.train.distributed import shard_model
 from tunelab.train.loss import CompletionLoss, peft_forward
 from tunelab.train.optim import build_optimizer, build_scheduler
-from tunelab.train.preference import PreferenceLoss, check_preference, store_reference_logps, stored_reference
+from tunelab.train.preference import (PAIR_OBJECTIVES, PreferenceLoss, check_preference, store_reference_logps,
+                                     stored_reference)
 from tunelab.train.probes import check_packing
 from tunelab.train.attention import choose_training_attention
 from tunelab.train.recompute import enable_selective_recompute
@@ -108,6 +109,8 @@ def build_model(cfg, precision: str, device_type: str = "cpu"):
     architecture = "seq2seq" if model.config.is_encoder_decoder else "causal"
     if device_type == "cpu":  # eager attention recomputed in backward, where it pays (train/attention.py)
         longest = max(cfg.data.max_length, t.pack_length or 0) if t.packing else cfg.data.max_length
+        if t.objective in PAIR_OBJECTIVES:  # a pair's row holds the prompt and both answers
+            longest = 2 * cfg.data.max_length
         choose_training_attention(model, cfg.model.attn_implementation, t.batch_size, longest)
     if t.gradient_checkpointing:
         enable_gradient_checkpointing(model, t.gradient_checkpointing_every)
@@ -124,12 +127,13 @@ def build_model(cfg, precision: str, device_type: str = "cpu"):
     return model, tokenizer, architecture, trainable, total
 
 
-def build_loss_model(model, architecture: str, t, data, precision: str, accelerator, pad_id: int):
+def build_loss_model(model, architecture: str, t, data, precision: str, accelerator, pad_id: int,
+                     max_length: int | None = None):
     """The module training calls: the completion-only loss, or a preference objective's loss (with
     the starting model's log-probs computed once for full fine-tuning: train/preference.py)."""
     if t.objective == "sft":
         return CompletionLoss(model, architecture, t.method)
-    loss_model = PreferenceLoss(model, architecture, t.method, t.objective, t.preference)
+    loss_model = PreferenceLoss(model, architecture, t.method, t.objective, t.preference, max_length)
     if stored_reference(t):
         store_reference_logps(loss_model, data, autocast_for(precision, accelerator.device.type),
                               accelerator.device, t.eval_batch_size, pad_id)
@@ -224,7 +228,9 @@ def setup(cfg, resume: bool = False, data=None, on_validation=None) -> TrainStat
         total_steps = t.max_steps or steps_per_epoch * t.epochs
         if t.packing:
             check_packing(model)  # a probe: refused, naming the model type, if packed examples see each other
-        loss_model = build_loss_model(model, architecture, t, data, precision, accelerator, tokenizer.pad_token_id)
+        loss_model = build_loss_model(model, architecture, t, data, precision, accelerator, tokenizer.pad_token_id,
+                                      cfg.data.max_length)
+        shared_prompt = getattr(loss_model, "shared_prompt", False)  # before DDP or FSDP wraps it
         # theta0 and EWC's Fisher: of the starting weights, before DDP wraps the model (and before restore)
         regularizer = build_regularizer(cfg, model, loss_model, tokenizer, run, resume, accelerator,
                                         autocast_for(precision, accelerator.device.type))
@@ -250,7 +256,8 @@ def setup(cfg, resume: bool = False, data=None, on_validation=None) -> TrainStat
                        autocast=autocast_for(precision, accelerator.device.type),
                        trainable=[p for p in model.parameters() if p.requires_grad],
                        scaler=torch.amp.GradScaler(accelerator.device.type) if precision == "fp16" else None,
-                       sharded_checkpoints=t.distributed.strategy == "fsdp", regularizer=regularizer)
+                       sharded_checkpoints=t.distributed.strategy == "fsdp", regularizer=regularizer,
+                       shared_prompt=shared_prompt)
     state.val_sets, state.val_examples = validation_sets(data, architecture, t.eval_limit)
     state.log = MetricsLog(run / "metrics.jsonl", enabled=main)
     open_run_files(state, resume, changes, fingerprint)
