@@ -6,7 +6,7 @@ from pathlib import PureWindowsPath
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from tunelab.config.hints import did_you_mean
+from tunelab.config.hints import did_you_mean, not_ours
 
 
 class ConfigError(ValueError):
@@ -34,7 +34,9 @@ class StrictModel(BaseModel):
                     known.add(field.alias)
             for key in data:
                 if key not in known:
-                    hint = did_you_mean(cls, str(key), known)
+                    if note := not_ours(str(key)):  # a foreign setting with no equivalent: say so
+                        raise ValueError(f"unknown key '{key}': {note}")
+                    hint = did_you_mean(cls, str(key), known, data[key])
                     if hint:  # one clear line; the list of every key only when nothing is close
                         raise ValueError(f"unknown key '{key}'; did you mean {hint}?")
                     raise ValueError(f"unknown key '{key}' (valid keys: {', '.join(sorted(known))})")

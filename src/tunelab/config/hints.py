@@ -3,7 +3,10 @@
 A key can be unknown because it is misspelt (`seeed`), because it belongs to another section
 (`lr` at the top level, `max_length` under `train:`), or because it is the name Hugging Face's
 Trainer, TRL, PEFT or bitsandbytes give the same setting (`learning_rate`). The suggestion is
-fuzzy-matched against all three, so `learning_rat` still finds `lr`.
+fuzzy-matched against all three, so `learning_rat` still finds `lr`. Where a foreign name's
+value decides our key (TRL's `loss_type: hinge` is `objective: dpo` with `preference.dpo_loss:
+hinge`), the value picks it (CHOICES); a foreign setting tunelab has no key for says so (NOT_OURS)
+instead of being matched to a key one letter away.
 
 Where a key is used is read from the whole config (ExperimentConfig), which tunelab.config.schema
 registers here (`use_schema`) as it is defined: this module imports no config module, so the
@@ -88,7 +91,57 @@ FOREIGN: dict[str, tuple[str, str]] = {
     "load_in_8bit": ("train.qlora.bits: 8", "bitsandbytes'"),
     "bnb_4bit_quant_type": ("train.qlora.quant_type", "bitsandbytes'"),
     "bnb_4bit_use_double_quant": ("train.qlora.double_quant", "bitsandbytes'"),
+    # preference tuning (TRL's DPOConfig/KTOConfig/CPOConfig, LLaMA-Factory's pref_*, axolotl's rl_*)
+    "dpo_beta": ("train.preference.beta", "a common"),
+    "pref_beta": ("train.preference.beta", "LLaMA-Factory's"),
+    "rl_beta": ("train.preference.beta", "axolotl's"),
+    "orpo_alpha": ("train.preference.beta", "axolotl's"),  # ORPO's lambda is beta here, as in TRL's ORPOConfig
+    "kto_chosen_weight": ("train.preference.desirable_weight", "LLaMA-Factory's"),
+    "kto_rejected_weight": ("train.preference.undesirable_weight", "LLaMA-Factory's"),
+    "kto_desirable_weight": ("train.preference.desirable_weight", "axolotl's"),
+    "kto_undesirable_weight": ("train.preference.undesirable_weight", "axolotl's"),
+    "max_prompt_length": ("data.max_length", "TRL's"),  # ours holds the prompt and the longer answer
+    "max_completion_length": ("data.max_length", "TRL's"),
+    # with a value these three name the choice (CHOICES); without a known one, where choices live
+    "loss_type": ("train.objective", "TRL's"),
+    "pref_loss": ("train.objective", "LLaMA-Factory's"),
+    "rl": ("train.objective", "axolotl's"),
 }
+# Foreign names whose *value* says which of our keys is meant: TRL's `loss_type: ipo` is our
+# `objective: ipo`, but `loss_type: hinge` is DPO with `preference.dpo_loss: hinge` (our objective
+# defaults to sft, so a hint naming only dpo_loss would leave the run an SFT run). A value not
+# listed falls back to the name's FOREIGN entry, or to the usual search when it has none.
+_DPO_LOSS = {v: ("train.objective: dpo", f"train.preference.dpo_loss: {v}") for v in ("sigmoid", "hinge", "robust")}
+_OBJECTIVE = {v: (f"train.objective: {v}",) for v in ("sft", "dpo", "ipo", "simpo", "orpo", "kto")}
+CHOICES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
+    "loss_type": ("TRL's", {**_DPO_LOSS, **_OBJECTIVE}),
+    "pref_loss": ("LLaMA-Factory's", {**_DPO_LOSS, **_OBJECTIVE}),
+    "rl": ("axolotl's", _OBJECTIVE),
+    "stage": ("LLaMA-Factory's", {v: (f"train.objective: {v}",) for v in ("sft", "dpo", "kto")}),
+}
+# Foreign preference settings tunelab has no key for: said so, rather than fuzzy-matched onto a
+# key that means something else (cpo_alpha is one letter from orpo_alpha, which is our beta).
+_REFERENCE = ("the reference is the starting model (an adapter switched off, or the starting weights), "
+              "none for simpo and orpo")
+NOT_OURS: dict[str, tuple[str, str]] = {
+    "cpo_alpha": ("TRL's", "tunelab's simpo is CPO's loss with cpo_alpha 0, and no NLL term is added"),
+    "rpo_alpha": ("TRL's", "no NLL term is added to dpo; orpo has one"),
+    "pref_ftx": ("LLaMA-Factory's", "no NLL term is added to dpo; orpo has one"),
+    "ref_model": ("TRL's", _REFERENCE),
+    "reference_free": ("TRL's", _REFERENCE),
+    "precompute_ref_log_probs": ("TRL's", "full fine-tuning computes the reference's log-probs once by itself"),
+}
+
+
+def not_ours(key: str) -> str | None:
+    """Why a foreign setting has no tunelab key (one clause for the error line), or None."""
+    norm = str(key).strip().lower().replace("-", "_")
+    if norm not in NOT_OURS:
+        return None
+    whose, why = NOT_OURS[norm]
+    return f"{whose} {norm} has no tunelab key: {why} (docs/preference.md)"
+
+
 # A misspelling must be this close (difflib ratio) to a key of the same section, or to a foreign
 # name or another section's key; the second bar is higher because a wrong guess there misleads more.
 LOCAL_CUTOFF = 0.6
@@ -177,13 +230,17 @@ def _nearest(paths: list[str], here: list[str]) -> str:
     return max(paths, key=lambda p: (max((_shared_depth(p, h) for h in here), default=0), -p.count(".")))
 
 
-def did_you_mean(cls: type[BaseModel], key: str, known: set[str]) -> str | None:
-    """The did-you-mean text for an unknown `key` of section `cls` (None when nothing is close)."""
+def did_you_mean(cls: type[BaseModel], key: str, known: set[str], value=None) -> str | None:
+    """The did-you-mean text for an unknown `key` of section `cls` (None when nothing is close);
+    `value`, what the user gave it, picks the key of a foreign name that maps onto a choice."""
     tree = _tree()
     here = tree.class_paths.get(cls) or []
     norm = str(key).strip().lower().replace("-", "_")
     if norm in known:
         return f"'{norm}'"
+    choice = _choice_hint(norm, value, here)
+    if choice:
+        return choice
     if norm in FOREIGN:
         return _foreign_hint(norm, here)
     if here and norm in tree.key_paths:
@@ -204,6 +261,17 @@ def did_you_mean(cls: type[BaseModel], key: str, known: set[str]) -> str | None:
 
 def _ratio(a: str, b: str) -> float:
     return difflib.SequenceMatcher(None, a, b).ratio()
+
+
+def _choice_hint(name: str, value, here: list[str]) -> str | None:
+    """`loss_type: ipo` -> "'objective: ipo' (TRL's loss_type: ipo)"; None when the value is not one
+    CHOICES knows (a list, a number, an option tunelab does not have)."""
+    whose, by_value = CHOICES.get(name, ("", {}))
+    targets = by_value.get(value.strip().lower()) if isinstance(value, str) else None
+    if not targets:
+        return None
+    shown = [_quoted(key, here, choice) for key, _, choice in (t.partition(": ") for t in targets)]
+    return f"{' with '.join(shown)} ({whose} {name}: {value})"
 
 
 def _foreign_hint(name: str, here: list[str]) -> str:

@@ -14,6 +14,7 @@ from tunelab.files import write_text
 from tunelab.report import experiments, plots, systems
 from tunelab.report.text import fmt as _fmt
 from tunelab.report.text import p_with_test
+from tunelab.runfolder import RunFolder
 
 COST_ROWS = [("method", "method"), ("base_model", "base model"), ("status", "status"), ("steps", "steps"),
              ("wall_s", "wall time (s)"), ("train_tokens", "training tokens"),
@@ -58,6 +59,14 @@ def over_seeds(run: Path) -> dict | None:
     return {"tasks": data["tasks"], "stages": data["stages"], "learned_at": data["learned_at"], "matrices": matrices}
 
 
+def training_objective(run: Path) -> dict:
+    """{"objective", "dpo_loss"} the run trained with (its resolved config's train section): what
+    its training loss is. A folder without a config (not a run, or an old one) trained SFT."""
+    train = RunFolder.of(run).config.get("train") or {}
+    return {"objective": train.get("objective") or "sft",
+            "dpo_loss": (train.get("preference") or {}).get("dpo_loss")}
+
+
 def collect(run_dir: str | Path) -> dict:
     run = Path(run_dir)
     if not run.is_dir():
@@ -85,6 +94,7 @@ def collect(run_dir: str | Path) -> dict:
                                  "score_after": (e.get("scores") or {}).get(key)})
     parts = {
         "run": run, "name": run.name,
+        "objective": training_objective(run),
         "summary": _json(run / "summary.json"),
         "events": _jsonl(run / "metrics.jsonl"),
         "eval": _json(eval_dir / "results.json") if eval_dir else None,
@@ -142,6 +152,8 @@ def render_html(parts: dict, figures: dict, folder: Path) -> str:
         out.append("</table>")
     if figures.get("loss"):
         out += ["<h2 id='loss'>Loss curves</h2>", plots.embed(figures["loss"], "loss", "loss curves")]
+        if loss_note(parts):
+            out.append(f"<p id='loss-note'>{e(loss_note(parts))}</p>")
     if parts["eval"]:
         out += ["<h2 id='metrics'>Metrics</h2>"]
         if figures.get("metrics"):
@@ -165,6 +177,18 @@ def render_html(parts: dict, figures: dict, folder: Path) -> str:
                    "unless the test named beside them says otherwise (docs/evaluation.md).</small></p>")
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def loss_note(parts: dict) -> str | None:
+    """For a preference objective: what each loss curve is (None for SFT, where both are the same
+    cross-entropy)."""
+    objective = parts["objective"]["objective"]
+    if objective == "sft":
+        return None
+    return (f"train.objective {objective}: the training loss is the {objective} objective (docs/preference.md); "
+            "val_loss and the best validation loss are the SFT cross-entropy of the validation split's "
+            f"{'answers' if objective == 'kto' else 'chosen answers'} per completion token, "
+            "a different quantity on a different scale.")
 
 
 def _value_ci(v: dict) -> str:
@@ -238,6 +262,8 @@ def render_md(parts: dict, figure_files: dict) -> str:
                        ("forgetting-scores", "Base and tuned scores")):
         if key in figure_files:
             lines += [f"![{title}]({figure_files[key]})", ""]
+            if key == "loss" and loss_note(parts):
+                lines += [loss_note(parts), ""]
     if parts["eval"]:
         lines += ["## Metrics", "", "| task | metric | value | 95% CI | n |", "|---|---|---|---|---|"]
         lines += [f"| {r['task']} | {r['metric']} | {_fmt(r['value'])} | [{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}] | {r['n']} |"
@@ -266,7 +292,7 @@ def render_md(parts: dict, figure_files: dict) -> str:
 
 def draw_figures(parts: dict) -> dict:
     """key -> a rendered figure ({"svg", "png"}) or a base64 PNG read from the folder."""
-    drawn = {"loss": plots.loss_curves(parts["events"])}
+    drawn = {"loss": plots.loss_curves(parts["events"], **parts["objective"])}
     if parts["eval"]:
         drawn["metrics"] = plots.metric_bars(_metric_rows(parts["eval"]), "metrics with 95% bootstrap CIs")
     f = parts["forgetting"]

@@ -156,21 +156,75 @@ def bar_panels(rows: list[dict], key: str, title: str, xlabel: str, differences:
     return fig
 
 
-def loss_curves(events: list[dict]):
+# What a preference run's training loss is (train.objective; docs/preference.md), per item of a
+# step: pairs, or kto's single answers. Its validation loss is not this objective but the SFT
+# cross-entropy of the validation answers (train/validate.py), so it gets its own panel.
+OBJECTIVE_LOSS = {
+    "dpo": "DPO loss ({dpo_loss}), mean per pair",
+    "ipo": "IPO loss, mean per pair",
+    "simpo": "SimPO loss, mean per pair",
+    "orpo": "ORPO loss (chosen answer's NLL + odds-ratio term), mean per pair",
+    "kto": "KTO loss, mean per answer",
+}
+VALIDATION_ANSWERS = {"kto": "the answers' (desirable or not)"}
+
+
+def loss_points(events: list[dict]) -> tuple[list, list]:
+    """(step, training loss) of each step, (step, val_loss) of each validation: what is drawn."""
     train = [(e["step"], e["loss"]) for e in events if e.get("loss") is not None and e.get("split") is None]
     val = [(e["step"], e["val_loss"]) for e in events if e.get("val_loss") is not None]
+    return train, val
+
+
+def loss_curves(events: list[dict], objective: str | None = None, dpo_loss: str | None = None):
+    """The training and validation loss over steps: one axis for SFT, where both are the
+    completion tokens' cross-entropy; for a preference objective one panel each, labelled with
+    what it measures (they are different quantities on different scales)."""
+    train, val = loss_points(events)
     if not train and not val:
         return None
+    if objective not in (None, "sft"):
+        return _preference_loss_curves(train, val, objective, dpo_loss)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(WIDTH, 3.6), layout="constrained")
+    ax.set_gid("axes/loss/loss")
     if train:
-        ax.plot(*zip(*train), label="train loss", color="#1f77b4", linewidth=1.5)
+        ax.plot(*zip(*train), label="train loss", color="#1f77b4", linewidth=1.5, gid="curve/loss/train")
     if val:
-        ax.plot(*zip(*val), "o-", label="validation loss", color=RED, linewidth=2)
+        ax.plot(*zip(*val), "o-", label="validation loss", color=RED, linewidth=2, gid="curve/loss/validation")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (completion tokens)")
     ax.grid(alpha=0.3)
     ax.legend()
+    return fig
+
+
+def _preference_loss_curves(train: list, val: list, objective: str, dpo_loss: str | None):
+    panels = [("train", train), ("validation", val)]
+    panels = [(name, points) for name, points in panels if points]
+    plt = _plt()
+    fig, axes = plt.subplots(len(panels), 1, figsize=(WIDTH, 2.9 * len(panels) + 0.4), squeeze=False,
+                             layout="constrained")
+    steps = [s for _, points in panels for s, _ in points]
+    answers = VALIDATION_ANSWERS.get(objective, "the chosen answers'")
+    for ax, (name, points) in zip(axes[:, 0], panels):
+        ax.set_gid(f"axes/loss/{name}")
+        if name == "train":
+            what = OBJECTIVE_LOSS.get(objective, f"{objective} loss").format(dpo_loss=dpo_loss or "sigmoid")
+            ax.plot(*zip(*points), color="#1f77b4", linewidth=1.5, gid="curve/loss/train")
+            ax.set_title(f"training: {what}", fontsize=9, loc="left")
+            ax.set_ylabel(f"{objective} loss")
+        else:
+            ax.plot(*zip(*points), "o-", color=RED, linewidth=2, gid="curve/loss/validation")
+            ax.set_title(f"validation: val_loss, {answers} cross-entropy per completion token "
+                         f"(SFT loss, not the {objective} objective)", fontsize=9, loc="left")
+            ax.set_ylabel("cross-entropy (nats/token)")
+        # both panels over the same steps, each with its own labelled step axis
+        ax.set_xlim(min(steps) - 0.5, max(steps) + 0.5)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        _plain_ticks(ax, "both")
+    fig.suptitle(f"loss curves ({objective}): training and validation measure different things", fontsize=10)
     return fig
 
 
