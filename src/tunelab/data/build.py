@@ -1,5 +1,10 @@
 """One task from source to tokenised splits: read, template, split, few-shot, render, leak
-check, tokenise with the over-length policy. Every record is counted on the way."""
+check, tokenise with the over-length policy. Every record is counted on the way.
+
+Most tasks take data/stream.py's bounded-memory path (`streamable`), built from the pieces here
+(`Drafter`, `render_segments`, `add_example`); this module's own path holds a task's records
+while it is prepared: tasks with few-shot examples (drawn from the whole training split) and
+preference pairs, and the reference the streamed path is tested byte for byte against."""
 
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from tunelab.data.table import TableBuilder
 from tunelab.data.tokenize import IGNORE_INDEX, apply_length_policy, bos_prefix, encode_batch
 
 TOKENIZE_CHUNK = 8192  # examples tokenised per batched call: their token lists die with the chunk
+STREAMING = True  # tasks that can be are prepared a chunk at a time (data/stream.py); tests compare both ways
 
 
 @dataclass
@@ -54,15 +60,21 @@ def build_task(task_cfg, tokenizer, config_dir=".", max_length: int = 1024, seed
             raise DataError(f"task '{task.name}': unknown field role(s) {', '.join(unknown)} for kind "
                             f"{task.kind}; its roles are: {', '.join(module.ROLES)}")
     progress = progress or DataProgress(enabled=False)
+    if streamable(task):  # records never all held at once: data/stream.py
+        from tunelab.data.stream import build_streamed
+
+        return build_streamed(task, module, sources, tokenizer, config_dir, max_length, seed, overlength=overlength,
+                              split=split, leak_check=leak_check, policy=policy, chat_template=chat_template,
+                              progress=progress)
     raw = _read(task, sources, config_dir, policy, progress)
     # records read = usable records + lines that could not even be parsed (skip mode)
     n_records = sum(len(r) for loaded in raw.values() for _, r in loaded)
     n_read = n_records + len(policy.skipped) - skipped_before
-    ctx = _context(task, module, raw)
+    ctx = context(task, module, ((src, r) for loaded in raw.values() for src, records in loaded for r in records))
     bar = progress.stage(f"{task.name}: templating", 2 * n_records)  # drafts, then rendering
     drafts = _drafts(task, module, raw, ctx, policy, bar)
     by_split = _assign_splits(task, drafts, split, seed)
-    fmt = _chat_format(task, tokenizer, chat_template, config_dir)
+    fmt = chat_format(task, tokenizer, chat_template, config_dir)
     preference = task.kind in PREFERENCE_KINDS  # pairs / unpaired answers: data/preference.py
     segments = preference_segments(fmt, by_split, policy) if preference else \
         _segments(task, fmt, drafts, by_split, seed, policy, bar)
@@ -70,7 +82,7 @@ def build_task(task_cfg, tokenizer, config_dir=".", max_length: int = 1024, seed
     del raw, drafts  # by_split holds what is left to tokenise (and _tokenised frees it as it goes)
 
     bar = progress.stage(f"{task.name}: leak check", None)
-    keys = {s: [_leak_text(parts) for _, parts in items] for s, items in by_split.items()}
+    keys = {s: [leak_text(parts) for _, parts in items] for s, items in by_split.items()}
     normalised = normalised_keys(keys) if leak_check != "off" else {}
     leaks = leak_report(keys, normalised) if leak_check != "off" else {}
     removed = {s: set() for s in SPLIT_NAMES}
@@ -90,6 +102,13 @@ def build_task(task_cfg, tokenizer, config_dir=".", max_length: int = 1024, seed
                     chat_template=fmt.describe(task.chat_template))
 
 
+def streamable(task) -> bool:
+    """Whether a task is prepared a chunk at a time (data/stream.py). Few-shot examples are drawn
+    from the whole training split's texts, and preference pairs are not tables (data/preference.py):
+    those tasks hold their records while they are prepared."""
+    return STREAMING and not task.few_shot and task.kind not in PREFERENCE_KINDS
+
+
 def _read(task, sources, config_dir, policy, progress) -> dict[str, list]:
     """(source, records) of every source, split by split (or `all`)."""
     bar = progress.stage(f"{task.name}: reading", None)
@@ -103,7 +122,7 @@ def _read(task, sources, config_dir, policy, progress) -> dict[str, list]:
     return raw
 
 
-def _chat_format(task, tokenizer, choice, config_dir) -> ChatFormat:
+def chat_format(task, tokenizer, choice, config_dir) -> ChatFormat:
     template = template_source(choice, config_dir) if task.chat_template else None
     use_chat = bool(task.chat_template and (template is not None or has_chat_template(tokenizer)))
     lm_eval_layout = task.target_delimiter is not None
@@ -112,7 +131,7 @@ def _chat_format(task, tokenizer, choice, config_dir) -> ChatFormat:
                       verbatim_system=lm_eval_layout, shot_delimiter=task.few_shot_delimiter)
 
 
-def _leak_text(parts) -> str:
+def leak_text(parts) -> str:
     """The input the leak check compares: the user message, or a chat's whole conversation
     before its final answer (two chats that both end with "Thanks!" are not duplicates)."""
     if parts.turns is None:
@@ -120,37 +139,52 @@ def _leak_text(parts) -> str:
     return "\n".join(parts.user if i == parts.user_index else m["content"] for i, m in enumerate(parts.turns[:-1]))
 
 
+class Drafter:
+    """One record -> its Parts: the kind's layout, the user templates, the target delimiter
+    (BadRecord when the record cannot be used). Templates are compiled once per task."""
+
+    def __init__(self, task, module, ctx: TaskContext):
+        self.task, self.module, self.ctx = task, module, ctx
+        self.template = compile_template(task.template, f"task '{task.name}' template") if task.template else None
+        # A system prompt is a template only when it uses Jinja syntax: plain text stays byte for
+        # byte (Jinja would normalise its line endings).
+        system = task.system_prompt
+        self.system_template = (compile_template(system, f"task '{task.name}' system_prompt")
+                                if system and any(m in system for m in ("{{", "{%", "{#")) else None)
+
+    def fields(self, src) -> dict:
+        return {**self.task.fields, **(src.fields or {})}
+
+    def draft(self, record, fields: dict):
+        task, ctx = self.task, self.ctx
+        parts = self.module.parts(record, task, fields, ctx)
+        variables = {**parts.variables, "instruction": ctx.instruction, "labels": ctx.labels or [],
+                     "record": record.data}
+        if self.template is not None:
+            parts.user = render_template(self.template, variables, record, f"task '{task.name}' template")
+        parts.system = task.system_prompt if self.system_template is None else render_template(
+            self.system_template, variables, record, f"task '{task.name}' system_prompt", allow_empty=True)
+        if task.target_delimiter is not None:  # lm-eval: the answer starts with the delimiter
+            parts.target = task.target_delimiter + parts.target
+            if parts.choices:
+                parts.choices = [task.target_delimiter + c for c in parts.choices]
+        return parts
+
+
 def _drafts(task, module, raw, ctx: TaskContext, policy: ErrorPolicy, bar) -> dict[str, list]:
-    """(record, parts) per split name: the kind's layout, the user templates, the target delimiter."""
-    template = compile_template(task.template, f"task '{task.name}' template") if task.template else None
-    # A system prompt is a template only when it uses Jinja syntax: plain text stays byte for byte
-    # (Jinja would normalise its line endings).
-    system = task.system_prompt
-    system_template = (compile_template(system, f"task '{task.name}' system_prompt")
-                       if system and any(m in system for m in ("{{", "{%", "{#")) else None)
+    """(record, parts) per split name (Drafter); bad records go to the policy."""
+    drafter = Drafter(task, module, ctx)
     drafts: dict[str, list] = {}
     for name, loaded in raw.items():
         drafts[name] = []
         for src, records in loaded:
-            fields = {**task.fields, **(src.fields or {})}
+            fields = drafter.fields(src)
             for record in records:
                 bar.update(1)
                 try:
-                    parts = module.parts(record, task, fields, ctx)
-                    variables = {**parts.variables, "instruction": ctx.instruction,
-                                 "labels": ctx.labels or [], "record": record.data}
-                    if template is not None:
-                        parts.user = render_template(template, variables, record, f"task '{task.name}' template")
-                    parts.system = system if system_template is None else render_template(
-                        system_template, variables, record, f"task '{task.name}' system_prompt", allow_empty=True)
+                    drafts[name].append((record, drafter.draft(record, fields)))
                 except BadRecord as exc:
                     policy.bad(exc)
-                    continue
-                if task.target_delimiter is not None:  # lm-eval: the answer starts with the delimiter
-                    parts.target = task.target_delimiter + parts.target
-                    if parts.choices:
-                        parts.choices = [task.target_delimiter + c for c in parts.choices]
-                drafts[name].append((record, parts))
     return drafts
 
 
@@ -169,17 +203,22 @@ def _segments(task, fmt: ChatFormat, drafts, by_split, seed, policy: ErrorPolicy
         for i, (record, parts) in enumerate(items):
             bar.update(1)
             shots = picker.shots(s, i, record) if picker is not None else []
-            if parts.turns is None:  # one question, one answer
-                prompt = fmt.render(build_messages(parts.system, shots, parts.history, parts.user), generation=True)
-                out[s].append([(prompt, False, False), (parts.target, True, True)])
-                continue
-            messages, trained = _conversation(parts, shots)
             try:
-                out[s].append(conversation_segments(fmt, messages, trained, parts.tools, record.where))
+                out[s].append(render_segments(fmt, record, parts, shots))
             except BadRecord as exc:
                 policy.bad(exc)
                 out[s].append(None)
     return out
+
+
+def render_segments(fmt: ChatFormat, record, parts, shots=()) -> list[tuple[str, bool, bool]]:
+    """One example's (text, is an answer, is trained) segments; BadRecord when the chat template
+    cannot render a conversation."""
+    if parts.turns is None:  # one question, one answer
+        prompt = fmt.render(build_messages(parts.system, list(shots), parts.history, parts.user), generation=True)
+        return [(prompt, False, False), (parts.target, True, True)]
+    messages, trained = _conversation(parts, shots)
+    return conversation_segments(fmt, messages, trained, parts.tools, record.where)
 
 
 def _conversation(parts, shots) -> tuple[list[dict], list[bool]]:
@@ -217,7 +256,7 @@ def _tokenised(task, fmt: ChatFormat, by_split, segments, removed, max_length, o
         ids = iter(encode_batch(tokenizer, [text for s, i in chunk for text, _, _ in segments[s][i]]))
         for s, i in chunk:
             record, parts = by_split[s][i]
-            truncated, reason = _add_example(builders[s], task, fmt, bos, record, parts, segments[s][i], ids,
+            truncated, reason = add_example(builders[s], task, fmt, bos, record, parts, segments[s][i], ids,
                                              max_length, overlength)
             by_split[s][i] = segments[s][i] = None  # now in the table: the Python objects can go
             if reason is not None:
@@ -231,7 +270,7 @@ def _tokenised(task, fmt: ChatFormat, by_split, segments, removed, max_length, o
     return {s: b.finish() for s, b in builders.items()}, counts, rejected
 
 
-def _add_example(builder, task, fmt: ChatFormat, bos, record, parts, segments, ids, max_length, overlength):
+def add_example(builder, task, fmt: ChatFormat, bos, record, parts, segments, ids, max_length, overlength):
     """One example into its split's table: (truncated?, the reason when the over-length policy rejects it)."""
     p_ids, p_labels = list(bos), [IGNORE_INDEX] * len(bos)
     *before, (target_text, _, target_trained) = segments
@@ -256,7 +295,9 @@ def _add_example(builder, task, fmt: ChatFormat, bos, record, parts, segments, i
     return truncated, None
 
 
-def _context(task, module, raw) -> TaskContext:
+def context(task, module, records) -> TaskContext:
+    """The task's instruction and labels; `records`: every (source, record) pair, read only for
+    labels taken from the data (a classification task without `labels:`)."""
     labels = words = synonyms = None
     if task.kind == "classification":
         words = classification.label_words(task)
@@ -264,14 +305,12 @@ def _context(task, module, raw) -> TaskContext:
             labels = list(dict.fromkeys(words.values()))
         else:  # labels taken from the data: every distinct value, numbers in numeric order
             values = set()
-            for loaded in raw.values():
-                for src, records in loaded:
-                    col = {**task.fields, **(src.fields or {})}.get("label", "label")
-                    for record in records:
-                        try:
-                            values.add(classification.raw_label(record, col))
-                        except BadRecord:
-                            pass  # reported when the record itself is read
+            for src, record in records:
+                col = {**task.fields, **(src.fields or {})}.get("label", "label")
+                try:
+                    values.add(classification.raw_label(record, col))
+                except BadRecord:
+                    pass  # reported when the record itself is read
             labels = sorted(values, key=lambda v: (0, int(v), v) if v.lstrip("-").isdigit() else (1, 0, v))
         if task.label_synonyms and words is None:  # labels from the data are only known now
             try:
@@ -311,10 +350,12 @@ def _assign_splits(task, drafts: dict[str, list], split: SplitConfig, seed: int)
     carve = {s: ratios[s] for s in targets}
     if sum(carve.values()) <= 0:
         raise DataError(f"task '{task.name}': split ratios for {', '.join(targets)} are all zero")
-    strata = None
-    if task.kind == "classification" and split.stratify:
-        strata = [parts.label for _, parts in pool]
+    strata = [parts.label for _, parts in pool] if stratified(task, split) else None
     indices = split_indices(len(pool), carve, seed, task.name, strata)
     for s in targets:
         out[s] = [pool[i] for i in indices[s]]
     return out
+
+
+def stratified(task, split: SplitConfig) -> bool:
+    return task.kind == "classification" and split.stratify

@@ -1,5 +1,5 @@
 """Progress of a long data preparation: one tqdm bar per stage (reading, templating, leak check,
-tokenizing) with rows/s and an ETA, on a terminal only.
+rendering and tokenizing: data/stream.py) with rows/s and an ETA, on a terminal only.
 
 The quiet-terminal rules of train/progress.py and cli/quiet.py hold: nothing is written when
 stderr is not a terminal (logs, CI, pipes), and a bar appears only once a stage has run for

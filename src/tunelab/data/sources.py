@@ -9,6 +9,7 @@ import csv
 import glob
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,24 +36,40 @@ class Record:
 def load_records(source, config_dir: str | Path = ".", policy: ErrorPolicy | None = None,
                  limit: int | None = None) -> list[Record]:
     """All records of one `SourceConfig`, in source order (at most `limit`)."""
+    return list(iter_records(source, config_dir, policy, limit))
+
+
+def iter_records(source, config_dir: str | Path = ".", policy: ErrorPolicy | None = None,
+                 limit: int | None = None):
+    """The records of `load_records`, one at a time: JSONL, CSV and TSV files are read a line at
+    a time (a bounded-memory preparation reads them again instead of holding them, data/stream.py);
+    the same records, errors and order as the list."""
     policy = policy or ErrorPolicy("raise")
-    if source.records is not None:
-        records = [_check_mapping(r, f"records[{i}]", i, policy) for i, r in enumerate(source.records)]
-        records = [r for r in records if r is not None]
-    elif source.hub is not None:
-        records = _read_hub(source, limit)
-    else:
-        records = []
-        for path in _expand_path(source.path, config_dir):
-            fmt = source.format if source.format != "auto" else _guess_format(path)
-            reader = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv,
-                      "tsv": _read_csv, "parquet": _read_parquet}[fmt]
-            left = None if limit is None else limit - len(records)
-            if left is not None and left <= 0:
-                break
-            records.extend(reader(path, source, fmt, policy, left))
-    records = records if limit is None else records[:limit]
-    return with_added_fields(records, getattr(source, "add_fields", None))
+    added = getattr(source, "add_fields", None)
+    for record in _iter_source(source, config_dir, policy, limit):
+        yield Record({**record.data, **added}, record.where, record.index) if added else record
+
+
+def _iter_source(source, config_dir, policy: ErrorPolicy, limit):
+    if source.records is not None or source.hub is not None:
+        if source.records is not None:
+            records = [_check_mapping(r, f"records[{i}]", i, policy) for i, r in enumerate(source.records)]
+            records = [r for r in records if r is not None]
+        else:
+            records = _read_hub(source, limit)
+        yield from (records if limit is None else records[:limit])
+        return
+    n = 0
+    for path in _expand_path(source.path, config_dir):
+        fmt = source.format if source.format != "auto" else _guess_format(path)
+        reader = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv,
+                  "tsv": _read_csv, "parquet": _read_parquet}[fmt]
+        left = None if limit is None else limit - n
+        if left is not None and left <= 0:
+            break
+        for record in reader(path, source, fmt, policy, left):
+            n += 1
+            yield record
 
 
 def with_added_fields(records: list[Record], added: dict | None) -> list[Record]:
@@ -108,12 +125,12 @@ def _check_mapping(data, where: str, index: int, policy: ErrorPolicy) -> Record 
     return Record(data, where, index)
 
 
-def _read_jsonl(path: Path, source, fmt, policy: ErrorPolicy, limit) -> list[Record]:
-    records = []
+def _read_jsonl(path: Path, source, fmt, policy: ErrorPolicy, limit) -> Iterator[Record]:
+    n = 0
     content_lines = 0  # lines that are not blank, good or bad: none at all means an empty file
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
-            if limit is not None and len(records) >= limit:
+            if limit is not None and n >= limit:
                 break
             where = f"{path}:{line_no}"
             if raw.strip():
@@ -133,10 +150,10 @@ def _read_jsonl(path: Path, source, fmt, policy: ErrorPolicy, limit) -> list[Rec
                 continue
             record = _check_mapping(data, where, line_no, policy)
             if record is not None:
-                records.append(record)
+                n += 1
+                yield record
     if not content_lines:
         raise _no_records(path, "the file is empty")
-    return records
 
 
 def _no_records(path: Path, why: str) -> DataError:
@@ -182,17 +199,17 @@ def _read_json(path: Path, source, fmt, policy: ErrorPolicy, limit) -> list[Reco
     return records
 
 
-def _read_csv(path: Path, source, fmt, policy: ErrorPolicy, limit) -> list[Record]:
+def _read_csv(path: Path, source, fmt, policy: ErrorPolicy, limit) -> Iterator[Record]:
     # TSV files (GLUE and friends) use bare quotes inside text: no quoting there.
     options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
     try:
-        return _read_csv_rows(path, source, fmt, policy, limit, options)
+        yield from _read_csv_rows(path, source, fmt, policy, limit, options)
     except UnicodeDecodeError:
         raise _not_utf8(path, path.read_bytes()) from None
 
 
-def _read_csv_rows(path: Path, source, fmt, policy: ErrorPolicy, limit, options) -> list[Record]:
-    records = []
+def _read_csv_rows(path: Path, source, fmt, policy: ErrorPolicy, limit, options) -> Iterator[Record]:
+    n = 0
     # utf-8-sig: spreadsheet exports start with a byte-order mark that would stick to the first name
     with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, **options)
@@ -206,7 +223,7 @@ def _read_csv_rows(path: Path, source, fmt, policy: ErrorPolicy, limit, options)
         if not names:
             raise DataError(f"{path}: the file has no header row; name its columns with `columns:`")
         rows_seen = 0  # data rows, good or bad: none at all means there is nothing to read
-        while limit is None or len(records) < limit:
+        while limit is None or n < limit:
             start_line = reader.line_num + 1
             try:
                 row = next(reader)
@@ -224,10 +241,10 @@ def _read_csv_rows(path: Path, source, fmt, policy: ErrorPolicy, limit, options)
                 policy.bad(BadRecord(where, f"row has {len(row)} columns, expected {len(names)} "
                                             f"({', '.join(names)})"))
                 continue
-            records.append(Record(dict(zip(names, row)), where, start_line))
+            n += 1
+            yield Record(dict(zip(names, row)), where, start_line)
     if not rows_seen:
         raise _no_records(path, "the file has a header row and no data rows" if source.header else "the file is empty")
-    return records
 
 
 def _read_parquet(path: Path, source, fmt, policy: ErrorPolicy, limit) -> list[Record]:
