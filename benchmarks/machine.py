@@ -130,6 +130,13 @@ class Work:
         self.attention_pairs += length * (length + 1) // 2  # causal: token t attends to t tokens
         self.head_positions += head_positions
 
+    def add_pair(self, prompt: int, chosen: int, rejected: int) -> None:
+        """A preference pair: what scoring both answers after one prompt needs (the prompt once,
+        each answer attending to the prompt and to itself); the head on the answers' tokens."""
+        self.tokens += prompt + chosen + rejected
+        self.attention_pairs += sum(n * prompt + n * (n + 1) // 2 for n in (prompt, chosen, rejected)) - prompt ** 2
+        self.head_positions += chosen + rejected
+
 
 def forward_flops(shapes: Shapes, work: Work) -> tuple[int, int, int]:
     """(linear, attention, head) FLOPs of one forward pass over `work`."""

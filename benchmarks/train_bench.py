@@ -209,12 +209,23 @@ def load_average() -> str:
         return "?"
 
 
+def run_json_worker(name: str, cmd: list[str], env: dict) -> dict:
+    """Run `cmd` + ["--result", FILE] as a subprocess; the JSON it wrote to FILE (exits on failure)."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = f.name
+    try:
+        done = subprocess.run([*cmd, "--result", out], env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"{name} run failed:\n{done.stderr[-4000:]}")
+        return json.loads(Path(out).read_text())
+    finally:
+        os.unlink(out)
+
+
 def run_worker(kind: str, args, env: dict, every: int, src: str | None) -> dict:
     """One worker subprocess (`kind`: tunelab, trl or profile); its result. `src`: another
     tunelab's src/ first on the path."""
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-        out = f.name
-    cmd = [sys.executable, __file__, "--worker", kind, "--result", out,
+    cmd = [sys.executable, __file__, "--worker", kind,
            "--steps", str(args.steps), "--batch-size", str(args.batch_size),
            "--max-length", str(args.max_length), "--threads", str(args.threads),
            "--trl-mode", args.trl_mode, "--precision", args.precision, "--checkpoint-every", str(every)]
@@ -224,12 +235,7 @@ def run_worker(kind: str, args, env: dict, every: int, src: str | None) -> dict:
     side_env = dict(env)
     if src:
         side_env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    done = subprocess.run(cmd, env=side_env, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"{kind} run failed:\n{done.stderr[-4000:]}")
-    r = json.loads(Path(out).read_text())
-    os.unlink(out)
-    return r
+    return run_json_worker(kind, cmd, side_env)
 
 
 def main() -> None:

@@ -185,16 +185,21 @@ def shared_prefix_runs(contexts: list[list[int]], min_shared: int = MIN_SHARED_P
 
 
 def sliding_window(model) -> int | None:
-    """The attention window of a model that uses one in any layer (Mistral, Gemma-2/3), else None."""
+    """The shortest attention window some layer of the model uses (Mistral's and Gemma-2/3's
+    sliding windows, Llama-4's attention chunks), else None. Shared by evaluation's KV-cache
+    sharing and training's one-row preference pairs (train/probes.py): both need every layer to
+    see the whole sequence."""
     from tunelab.evaluate.views import inner_model
 
     config = inner_model(model).config
     config = getattr(config, "text_config", None) or config
-    window = getattr(config, "sliding_window", None)
-    if not window or getattr(config, "use_sliding_window", True) is False:
-        return None
     layer_types = getattr(config, "layer_types", None)
-    return window if not layer_types or "sliding_attention" in layer_types else None
+    if layer_types and all(t == "full_attention" for t in layer_types):
+        return None
+    # Qwen2 keeps a sliding_window in its config and switches it off with use_sliding_window
+    sliding = getattr(config, "sliding_window", None) if getattr(config, "use_sliding_window", True) else None
+    windows = [w for w in (sliding, getattr(config, "attention_chunk_size", None)) if isinstance(w, int) and w > 0]
+    return min(windows) if windows else None
 
 
 def _common_length(a: list[int], b: list[int]) -> int:

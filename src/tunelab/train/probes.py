@@ -128,28 +128,17 @@ def check_packing(model) -> None:
             f"gave different logits for an example packed with another than alone); set train.packing: false")
 
 
-def attention_window(config) -> int | None:
-    """The shortest sliding window or attention chunk some layer uses, if any."""
-    types = getattr(config, "layer_types", None)
-    if types is not None and all(t == "full_attention" for t in types):
-        return None
-    if getattr(config, "use_sliding_window", True) is False:
-        return None
-    windows = [w for w in (getattr(config, "sliding_window", None), getattr(config, "attention_chunk_size", None))
-               if isinstance(w, int) and w > 0]
-    return min(windows) if windows else None
-
-
 def shared_prompt_is_exact(model, longest_row: int | None) -> bool:
     """True when a pair in one row (train/preference.py `shared_prompt_inputs`: the rejected answer
     masked from the chosen one, its positions continuing the prompt's) gets, at every position of
     each answer's sequence, the logits that sequence gets alone. A 4D mask replaces the model's
     own for every layer, so a sliding window or attention chunk shorter than the longest row
     (unknown: None) refuses it before any probe."""
+    from tunelab.evaluate.loglikelihood import sliding_window
     from tunelab.train.preference import shared_mask_kind, shared_prompt_inputs
 
     lm = base_lm(model)
-    window = attention_window(lm.config)
+    window = sliding_window(model)
     if getattr(lm.config, "is_encoder_decoder", False) or shared_mask_kind(model) is None \
             or (window is not None and (longest_row is None or window < longest_row)):
         return False
