@@ -3,9 +3,12 @@
 An exported folder travels without its run folder (to a colleague, a model hub, an Ollama host),
 so the card carries what a reader needs to trust and use it: the base model (for the embedded
 alias, that its weights are a de-quantized Q4_1 GGUF, not the original release), the training
-data (tasks, sources, examples per split), the method and its hyperparameters, the run's own
-evaluation numbers when the run has them (eval/results.json, forgetting/forgetting.json: metric,
-value, CI, split, n), and how to load the folder.
+data (tasks, sources, examples per split), the method and its hyperparameters, the training
+objective when it is a preference objective (dpo, ipo, simpo, orpo, kto: the objective, the
+options it reads, its reference; docs/preference.md), the run's own evaluation numbers when the
+run has them (eval/results.json, forgetting/forgetting.json: metric, value, CI, split, n), and
+how to load the folder. An SFT run's card says nothing of objectives: it is what it was before
+preference objectives existed, byte for byte.
 
 Everything is read from the run folder (config.resolved.yaml, summary.json and the result files);
 nothing is re-computed, so the card says only what the run measured.
@@ -95,15 +98,65 @@ def method_options(train) -> dict:
     return options
 
 
+# Display names of the preference objectives, and the train.preference keys each one reads
+# (train/preference.py); label_smoothing only with dpo_loss robust.
+OBJECTIVE_NAMES = {"dpo": "DPO", "ipo": "IPO", "simpo": "SimPO", "orpo": "ORPO", "kto": "KTO"}
+OBJECTIVE_OPTIONS = {"dpo": ("dpo_loss", "beta", "label_smoothing"), "ipo": ("beta",),
+                     "simpo": ("beta", "simpo_gamma"), "orpo": ("beta",),
+                     "kto": ("beta", "desirable_weight", "undesirable_weight")}
+OBJECTIVE_DATA = {"kto": "unpaired answers labelled desirable or undesirable"}
+
+
+def _option(x) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def objective_text(t) -> str:
+    """`dpo (dpo_loss sigmoid, beta 0.1)`: the objective and the train.preference options it reads
+    (beta as the run used it: the objective's default where the config left it unset)."""
+    from tunelab.train.preference import beta_of
+
+    p = t.preference
+    values = {"beta": beta_of(t.objective, p), "dpo_loss": p.dpo_loss, "simpo_gamma": p.simpo_gamma,
+              "label_smoothing": p.label_smoothing if p.dpo_loss == "robust" else None,
+              "desirable_weight": p.desirable_weight, "undesirable_weight": p.undesirable_weight}
+    options = ", ".join(f"{k} {_option(values[k])}" for k in OBJECTIVE_OPTIONS[t.objective] if values[k] is not None)
+    return f"{t.objective} ({options})"
+
+
+def reference_text(t) -> str:
+    """What the objective's reference model was (train/preference.py)."""
+    from tunelab.models.tuners import get_method
+    from tunelab.train.preference import REFERENCE_FREE
+
+    if t.objective in REFERENCE_FREE:
+        return "none (the objective is reference-free)"
+    if get_method(t.method).peft:
+        return "the base model with the adapter disabled"
+    return "the starting model's log-probs of every training pair, computed once before training"
+
+
+def objective_lines(cfg) -> list[str]:
+    """The sentence under the title of a preference run's card: what it learned from."""
+    t = cfg.train
+    data = OBJECTIVE_DATA.get(t.objective, "preference pairs (a chosen and a rejected answer to one prompt)")
+    return [f"Trained with {OBJECTIVE_NAMES[t.objective]} (`train.objective: {t.objective}`) on {data}; the "
+            f"objective, its options and its reference are under Method and hyperparameters.", ""]
+
+
 def training_lines(cfg, summary: dict) -> list[str]:
     t, s = cfg.train, summary or {}
     options = ", ".join(f"{k}={v}" for k, v in method_options(t).items() if v not in (None, [], {}))
     length = f"max_steps {t.max_steps}" if t.max_steps else f"{t.epochs} epoch(s)"
+    preference = t.objective != "sft"
+    items = ("examples " if t.objective == "kto" else "pairs ") if preference else ""
     rows = [
         ("method", t.method + (f" ({options})" if options else "")),
+        *([("objective", objective_text(t)), ("reference", reference_text(t))] if preference else []),
         ("optimizer", f"{t.optimizer}, lr {t.lr:g}, weight decay {t.weight_decay:g}, {t.scheduler} schedule, "
                       + (f"warmup {t.warmup_steps} steps" if t.warmup_steps else f"warmup ratio {t.warmup_ratio:g}")),
-        ("batch", f"{t.batch_size} per process x {t.grad_accum} accumulation x {s.get('processes', 1)} process(es)"),
+        ("batch", f"{t.batch_size} {items}per process x {t.grad_accum} accumulation x "
+                  f"{s.get('processes', 1)} process(es)"),
         ("length", f"{length}; steps done: {_num(s.get('steps'))}, status: {s.get('status', 'unknown')}"),
         ("precision", s.get("precision") or t.precision),
         ("seed", cfg.seed),
@@ -115,6 +168,23 @@ def training_lines(cfg, summary: dict) -> list[str]:
     return ["## Method and hyperparameters", "", "| | |", "|---|---|",
             *(f"| {k} | {v} |" for k, v in rows), "",
             "The whole resolved config is `config.resolved.yaml` in the run folder."]
+
+
+PREFERENCE_METRICS = ("reward_accuracy", "reward_margin")
+PREFERENCE_NOTE = ("reward_accuracy and reward_margin (a preference task, eval_kind preference) score each test pair "
+                   "by the model's summed log-probability of the chosen and of the rejected answer after the shared "
+                   "prompt: reward_accuracy is the share of pairs whose chosen answer is the more likely (0-1), "
+                   "reward_margin the mean of log P(chosen) - log P(rejected) in nats. Both are reference-free: "
+                   "not DPO's implicit reward (beta times the log-ratio to the reference), which training logs as "
+                   "rewards/*; reward_accuracy's paired test is the exact McNemar test, reward_margin's the paired "
+                   "bootstrap.")
+
+
+def _preference_metrics(results, forgetting) -> bool:
+    """Whether any evaluation row is a preference metric (the note on what they measure follows)."""
+    names = {m for res in ((results or {}).get("tasks") or {}).values() for m in (res.get("metrics") or {})}
+    names |= {row.get("metric") for row in (forgetting or {}).get("tasks") or []}
+    return any(m in names for m in PREFERENCE_METRICS)
 
 
 def evaluation_lines(run: Path, checkpoint: str = "final") -> list[str]:
@@ -147,6 +217,8 @@ def evaluation_lines(run: Path, checkpoint: str = "final") -> list[str]:
                          f"{_ci(row.get('ci'))} | {_num(row.get('p_value'))} | {splits.get(row['task'], '?')} | "
                          f"{_num(row.get('n'))} |")
         lines.append("")
+    if _preference_metrics(results, forgetting):
+        lines += [PREFERENCE_NOTE, ""]
     if not results and not forgetting:
         lines += ["The run folder holds no evaluation (no eval/results.json, no forgetting/forgetting.json). "
                   f"Measure it with `tunelab eval --run {run} --task ... --output {run}/eval`.", ""]
@@ -186,9 +258,16 @@ def card_text(run: Path, cfg, export: dict) -> str:
     what = {"adapter": "PEFT adapter", "model": f"merged model ({export.get('dtype')})",
             "gguf": f"GGUF ({export.get('gguf_type')})"}[export["kind"]]
     library = {"adapter": "peft", "model": "transformers", "gguf": "gguf"}[export["kind"]]
-    lines = ["---", f"library_name: {library}", f"tags: [tunelab, {cfg.train.method}]", "---", "",
-             f"# {cfg.name}: {cfg.train.method} fine-tune of {cfg.model.name}", "",
+    t = cfg.train
+    preference = t.objective != "sft"
+    # SFT: the card as it always was (tags [tunelab, <method>], "<method> fine-tune of")
+    tags = f"tunelab, {t.method}" + (f", {t.objective}" if preference else "")
+    title = (f"{t.method} {OBJECTIVE_NAMES[t.objective]} preference tuning of" if preference
+             else f"{t.method} fine-tune of")
+    lines = ["---", f"library_name: {library}", f"tags: [{tags}]", "---", "",
+             f"# {cfg.name}: {title} {cfg.model.name}", "",
              f"Exported by tunelab from run `{run.name}` (checkpoint: {export['checkpoint']}) as a {what}.", "",
+             *(objective_lines(cfg) if preference else []),
              *([f"Weights interpolated with the base model's (WiSE-FT): (1 - alpha) * base + alpha * tuned, "
                 f"alpha = {export['alpha']:g}; the run's evaluation below is of the model as trained (alpha = 1).", ""]
                if export.get("alpha") is not None else []),

@@ -108,13 +108,18 @@ def to_float(x) -> float:
 
 def full_model_state(loss_model) -> dict | None:
     """The whole model's state dict, gathered on the main process (a collective: every process
-    calls it); keys without the CompletionLoss prefix. None on the other processes."""
+    calls it); keys without the CompletionLoss prefix. None on the other processes.
+
+    A tied parameter (the head tied to the embeddings) is kept once, under its first name, as a
+    one-process save_pretrained writes it: gathered, its two names hold two separate tensors, which
+    save_pretrained cannot recognise as one, so final/ would otherwise hold the head twice."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     state = get_model_state_dict(loss_model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if not state:
         return None
-    return {name.removeprefix("model."): tensor for name, tensor in state.items()}
+    tied = tied_names(loss_model)
+    return {name.removeprefix("model."): tensor for name, tensor in state.items() if name not in tied}
 
 
 def distributed() -> bool:
