@@ -102,3 +102,23 @@ def test_the_probe_refuses_what_would_not_be_exact():
 def test_an_empty_prompt_keeps_two_rows():
     items = [PreferenceItem([], [9, 10], [11]), *ITEMS[:1]]
     assert "segments" not in collate_preference(items, 0, shared_prompt=True).tensors
+
+
+def test_each_micro_batch_takes_the_cheaper_layout():
+    from transformers import AutoConfig
+
+    from tunelab.train.preference import attention_weight
+    from tunelab.train.preference_batches import one_row_pays
+
+    weight = attention_weight(AutoConfig.for_model("llama", hidden_size=576, intermediate_size=1536,
+                                                   num_attention_heads=9, num_key_value_heads=3))
+    short = [PreferenceItem([1] * 100, [2] * 120, [3] * 150)] * 4  # one row of 370 vs two of 250
+    long = [PreferenceItem([1] * 80, [2] * 430, [3] * 480)] * 4  # one row of 990 vs two of 560
+    assert one_row_pays(short, weight) and not one_row_pays(long, weight)
+    assert one_row_pays(long, 0.0)  # positions alone always favour one row
+    assert "segments" not in collate_preference(long, 0, shared_prompt=True, attention_weight=weight).tensors
+    assert "segments" in collate_preference(short, 0, shared_prompt=True, attention_weight=weight).tensors
+    # a model whose linear layers dwarf attention shares the prompt even for long pairs
+    big = attention_weight(AutoConfig.for_model("llama", hidden_size=4096, intermediate_size=14336,
+                                                num_attention_heads=32, num_key_value_heads=8))
+    assert one_row_pays(long, big)

@@ -12,7 +12,12 @@ sees the prompt but not the chosen answer, and position ids that restart the rej
 where the prompt ends. Each answer is then computed exactly as after the prompt alone, and the
 prompt once instead of twice: on LLaMA-Factory's pairs (SmolLM2 tokens, batch 4, length-grouped)
 the positions a forward computes fall by 30% at max_length 256 and 24% at 512 (fewer prompt
-tokens and less padding: two answers of one pair no longer pad to the longer one).
+tokens and less padding: two answers of one pair no longer pad to the longer one). But a row is
+longer, and attention grows with the square of a row (the masked blocks are computed too): on a
+small model with long pairs that costs more than the positions save (SmolLM2-135M at max_length
+512: one row was 0.94-1.23x the time of two). So each micro-batch takes whichever layout costs
+less by `layout_cost`: positions times the linear layers' work, plus row length squared times
+attention's (`attention_weight`, from the model's shapes: train/preference.py).
 
 The plan (train/batching.py `plan_steps`) groups items by length as for SFT. A Batch's
 `label_tokens` is its number of items: the step divides the summed losses by it, so the loss is
@@ -87,14 +92,31 @@ def _shared_rows(items: list[PreferenceItem], pad_id: int) -> dict:
     return {"input_ids": ids, "segments": segments, "n_pairs": torch.tensor(len(items))}
 
 
-def collate_preference(items: list[PreferenceItem], pad_id: int, shared_prompt: bool = False) -> Batch:
-    """A micro-batch of pairs (two rows each, or one with `shared_prompt`) or of kto examples."""
+def layout_cost(rows: int, width: int, attention_weight: float) -> float:
+    """Relative cost of a forward over `rows` padded rows of `width` positions: the linear layers'
+    work grows with the positions, attention's with each row's length squared."""
+    return rows * width * (1.0 + attention_weight * width)
+
+
+def one_row_pays(items: list[PreferenceItem], attention_weight: float) -> bool:
+    """Whether one row per pair costs less than two (an empty prompt has no last position to
+    predict both answers' first tokens from: two rows)."""
+    if not all(it.prompt_ids for it in items):
+        return False
+    one = max(len(it.prompt_ids) + len(it.chosen_ids) + len(it.rejected_ids) for it in items)
+    two = max(len(it.prompt_ids) + max(len(it.chosen_ids), len(it.rejected_ids)) for it in items)
+    return layout_cost(len(items), one, attention_weight) < layout_cost(2 * len(items), two, attention_weight)
+
+
+def collate_preference(items: list[PreferenceItem], pad_id: int, shared_prompt: bool = False,
+                       attention_weight: float = 0.0) -> Batch:
+    """A micro-batch of pairs (two rows each, or one where `shared_prompt` allows it and it costs
+    less) or of kto examples."""
     import torch
 
     if not items:
         raise ValueError("collate_preference() needs at least one item")
-    # an empty prompt has no last position to predict both answers' first tokens from: two rows
-    if items[0].rejected_ids is not None and shared_prompt and all(it.prompt_ids for it in items):
+    if items[0].rejected_ids is not None and shared_prompt and one_row_pays(items, attention_weight):
         tensors = _shared_rows(items, pad_id)
         # real tokens: the pair's two sequences, as with two rows (tokens/s stays comparable, with
         # TRL's too); padded: those plus the pad positions the row computes

@@ -230,7 +230,9 @@ def setup(cfg, resume: bool = False, data=None, on_validation=None) -> TrainStat
             check_packing(model)  # a probe: refused, naming the model type, if packed examples see each other
         loss_model = build_loss_model(model, architecture, t, data, precision, accelerator, tokenizer.pad_token_id,
                                       cfg.data.max_length)
-        shared_prompt = getattr(loss_model, "shared_prompt", False)  # before DDP or FSDP wraps it
+        # before DDP or FSDP wraps it: the pair layouts the collation may use
+        layout = {"shared_prompt": getattr(loss_model, "shared_prompt", False),
+                  "attention_weight": getattr(loss_model, "attention_weight", 0.0)}
         # theta0 and EWC's Fisher: of the starting weights, before DDP wraps the model (and before restore)
         regularizer = build_regularizer(cfg, model, loss_model, tokenizer, run, resume, accelerator,
                                         autocast_for(precision, accelerator.device.type))
@@ -257,7 +259,7 @@ def setup(cfg, resume: bool = False, data=None, on_validation=None) -> TrainStat
                        trainable=[p for p in model.parameters() if p.requires_grad],
                        scaler=torch.amp.GradScaler(accelerator.device.type) if precision == "fp16" else None,
                        sharded_checkpoints=t.distributed.strategy == "fsdp", regularizer=regularizer,
-                       shared_prompt=shared_prompt)
+                       pair_layout=layout)
     state.val_sets, state.val_examples = validation_sets(data, architecture, t.eval_limit)
     state.log = MetricsLog(run / "metrics.jsonl", enabled=main)
     open_run_files(state, resume, changes, fingerprint)

@@ -103,7 +103,8 @@ class TrainState:
     scaler: Any = None
     sharded_checkpoints: bool = False  # FSDP: checkpoints through torch.distributed.checkpoint
     regularizer: Any = None  # tunelab.train.regularize.Regularizer (train.regularization), or None
-    shared_prompt: bool = False  # preference pairs collated one row each (train/preference_batches.py)
+    # preference pairs: collate_preference's shared_prompt and attention_weight (train/preference_batches.py)
+    pair_layout: dict = field(default_factory=dict)
     val_sets: dict = field(default_factory=dict)  # task -> list[Sequence] (validation loss)
     val_examples: dict = field(default_factory=dict)  # task -> list[Example] (validation generation)
     counters: Counters = field(default_factory=Counters)

@@ -92,7 +92,7 @@ def train_step(state, seqs, parts) -> dict:
     t0 = time.perf_counter()
     # Preference objectives: a batch's label_tokens is its number of items (pairs, kto examples),
     # so the step's loss is the mean over its items (train/preference_batches.py).
-    collate_fn = collate if t.objective == "sft" else partial(collate_preference, shared_prompt=state.shared_prompt)
+    collate_fn = collate if t.objective == "sft" else partial(collate_preference, **state.pair_layout)
     batches = [micro_batch(seqs, parts, m * state.world + state.rank, state.pad_id, collate_fn)
                for m in range(t.grad_accum)]
     counts = torch.tensor([sum(b.label_tokens for b in batches)], dtype=torch.float64)
