@@ -9,7 +9,8 @@ reached, every copy's prompt given a unique suffix (` [copy N]`) so that no two 
 after another, on the same file in the same run:
   tunelab   `tunelab.train.train` with a tiny random Llama (SmolLM2's tokenizer) for 2 steps:
             prepare() timed on its own (an empty cache), then the whole training command's peak
-            RSS (VmHWM): data fingerprint, training keys, the epoch plan and the batches included
+            RSS (VmHWM): data fingerprint, training keys, the epoch plan and the batches included;
+            the preparation's worker processes (data.num_proc: every core) apart, the largest one
   cached    the same again: prepare() loads the cache the first side wrote
   trl       SFTTrainer(dataset_num_proc=2) on the same JSONL (datasets.load_dataset, its cache in
             a fresh folder): the time to build the trainer, which tokenises the dataset, and the
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -97,10 +99,12 @@ def worker_tunelab(args) -> dict:
     data = prepare(cfg, tok, bars=False)
     prep = time.perf_counter() - start
     prep_rss = peak_rss_mb()
+    workers_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest worker process
     start = time.perf_counter()
     train(cfg, data=data)
-    return {"prep_s": prep, "prep_peak_rss_mb": prep_rss, "train_s": time.perf_counter() - start,
-            "peak_rss_mb": peak_rss_mb(), "train_examples": len(data.tasks["t0"].splits["train"])}
+    return {"prep_s": prep, "prep_peak_rss_mb": prep_rss, "workers_peak_rss_mb": workers_rss,
+            "train_s": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb(),
+            "train_examples": len(data.tasks["t0"].splits["train"])}
 
 
 def worker_trl(args) -> dict:
@@ -164,8 +168,9 @@ def main() -> None:
             for side in args.sides.split(","):
                 found[side] = run_side(side, rows, file, Path(work), model)
                 r = found[side]
+                workers = f"  (largest worker {r['workers_peak_rss_mb']:.0f} MB)" if r.get("workers_peak_rss_mb") else ""
                 print(f"{rows:>9} rows  {side:<8} prep {r['prep_s']:8.1f} s  {rows / r['prep_s']:9.0f} rows/s  "
-                      f"peak RSS {r.get('peak_rss_mb', r['prep_peak_rss_mb']):7.0f} MB", flush=True)
+                      f"peak RSS {r.get('peak_rss_mb', r['prep_peak_rss_mb']):7.0f} MB{workers}", flush=True)
             results["runs"][rows] = {"file_mb": file.stat().st_size / 2**20, **found}
             if "tunelab" in found and "cached" in found:
                 print(f"{'':>9}       cached speed-up {found['tunelab']['prep_s'] / found['cached']['prep_s']:.0f}x",

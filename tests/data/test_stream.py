@@ -5,6 +5,7 @@ rest of the suite exercises it."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import tracemalloc
@@ -68,14 +69,15 @@ CASES = {
 }
 
 
-def _prepared(tmp_path, tokenizer, task, data, streaming: bool, monkeypatch):
+def _prepared(tmp_path, tokenizer, task, data, streaming: bool, monkeypatch, num_proc=None):
     monkeypatch.setattr(build, "STREAMING", streaming)
     monkeypatch.setattr(stream, "CHUNK", 3)  # chunk boundaries fall everywhere
     cfg = make_config(tmp_path, [{"name": "t", **task}], **data)
     d = cfg.data
     try:
         t = build_task(cfg.data.tasks[0], tokenizer, cfg.config_dir, d.max_length, 11, overlength=d.overlength,
-                       on_error=d.on_error, split=d.split, leak_check=d.leak_check, chat_template=d.chat_template)
+                       on_error=d.on_error, split=d.split, leak_check=d.leak_check, chat_template=d.chat_template,
+                       num_proc=num_proc)
     except DataError as exc:
         return "error", str(exc)
     assert streamable(cfg.data.tasks[0]) is streaming
@@ -100,6 +102,47 @@ def test_a_chunked_preparation_is_byte_identical_to_the_held_one(tmp_path, token
         assert streamed[1]["duplicates_removed"] > 0 and streamed[1]["truncated"] > 0
     if case == "completion, reject, report":
         assert streamed[3] and any(pair["normalised"] for pair in streamed[4].values())
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_worker_processes_give_the_same_result_as_one_process(tmp_path, tokenizer, case, monkeypatch):
+    """data.num_proc 2 (chunks of 3 records templated, rendered and tokenised in two worker
+    processes) against 1 (no process started): the same examples, counts, skipped and rejected
+    records in the same order, leak findings, and the same first error with on_error: raise."""
+    _files(tmp_path)
+    task, data = CASES[case]
+    started = []
+    real = stream.Workers
+
+    def workers(processes, *args):
+        started.append(processes)
+        return real(processes, *args)
+
+    monkeypatch.setattr(stream, "Workers", workers)
+    one = _prepared(tmp_path, tokenizer, task, data, True, monkeypatch, num_proc=1)
+    two = _prepared(tmp_path, tokenizer, task, data, True, monkeypatch, num_proc=2)
+    assert started == ([] if case == "completion, raise" else [1, 2])  # a read error stops it before pass 2
+    assert two == one
+
+
+def test_worker_processes_write_byte_identical_cache_entries(tmp_path, tokenizer, monkeypatch):
+    """The cache entry (token, trained, offset columns, the Arrow texts, the manifest) of a
+    preparation in two processes is the same bytes as in one: rows reach each split's table at
+    the same Arrow batch boundaries (table.CHUNK 5 with worker chunks of 3)."""
+    _files(tmp_path)
+    monkeypatch.setattr(stream, "CHUNK", 3)
+    monkeypatch.setattr(table, "CHUNK", 5)
+    entries = {}
+    for num_proc in (1, 2):
+        cfg = make_config(tmp_path, [{"name": "c", "kind": "completion", "source": "comp.jsonl"},
+                                     {"name": "chat", "kind": "chat", "source": "chat.jsonl", "chat_template": True}],
+                          on_error="skip", max_length=40, chat_template="boom.jinja", num_proc=num_proc,
+                          cache=str(tmp_path / f"cache{num_proc}"))
+        prepare(cfg, copy.deepcopy(tokenizer))  # prepare sets the chat template on the tokenizer it gets
+        root = tmp_path / f"cache{num_proc}"
+        entries[num_proc] = {f"{p.parent.name}/{p.name}": p.read_bytes() for p in sorted(root.glob("*/*"))}
+    assert len(entries[1]) == 2 * (1 + 3 * 5)  # two tasks: a manifest and three splits of five files
+    assert entries[2] == entries[1]
 
 
 def test_plain_tasks_take_the_bounded_memory_path_and_hold_no_records(tmp_path, tokenizer, monkeypatch):

@@ -111,3 +111,21 @@ def test_preparing_thousands_of_examples_uses_batched_tokenisation(tmp_path, tok
     data = prepare(make_config(tmp_path, [task]), tokenizer)
     assert data.tasks["big"].counts["kept"] == 3000
     assert len(calls) < 20  # batches of 1024, not one call per example
+
+
+def test_encode_batch_gives_the_wrappers_ids(tokenizer):
+    """encode_batch goes straight to the Rust backend when it can: the same ids as the
+    transformers call, special tokens in the text, Unicode, empty texts and every batch edge;
+    a tokenizer with truncation set on its backend takes the wrapper."""
+    import copy as copy_
+
+    from tunelab.data.tokenize import _backend, encode_batch
+
+    texts = ["", " ", "Hello<|im_end|>\n", "<|im_start|>user\nHi é 日本 🙂<|im_end|>", "a  b\t\tc\r\n"] * 3
+    texts += [f"text {i} " * (i % 7) for i in range(40)]
+    assert _backend(tokenizer) is not None
+    assert encode_batch(tokenizer, texts, batch_size=7) == tokenizer(texts, add_special_tokens=False)["input_ids"]
+    truncating = copy_.deepcopy(tokenizer)
+    truncating._tokenizer.enable_truncation(max_length=3)
+    assert _backend(truncating) is None
+    assert encode_batch(truncating, texts) == tokenizer(texts, add_special_tokens=False)["input_ids"]

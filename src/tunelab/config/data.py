@@ -291,7 +291,8 @@ class DataConfig(StrictModel):
     # The prepared (tokenised) tasks are kept and reused by later runs with the same inputs
     # (docs/data.md, "Cache"): true (under TUNELAB_HOME/data), false, or a folder.
     cache: bool | str = True
-    # Processes (tokenizer threads) preparing the data; null: every usable CPU.
+    # Processes preparing the data: worker processes that template, render and tokenise a long
+    # task's chunks (data/stream.py), else the tokenizer's threads; null: every usable CPU, 1: one.
     num_proc: int | None = Field(default=None, ge=1)
 
     @field_validator("chat_template")

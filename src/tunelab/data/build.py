@@ -41,10 +41,12 @@ class TaskContext:
 def build_task(task_cfg, tokenizer, config_dir=".", max_length: int = 1024, seed: int = 42, *,
                overlength: str = "truncate_left", on_error: str = "raise", split: SplitConfig | None = None,
                leak_check: str = "remove", policy: ErrorPolicy | None = None,
-               chat_template: str | None = None, progress=None) -> TaskData:
+               chat_template: str | None = None, progress=None, num_proc: int | None = None) -> TaskData:
     """Build one task's train/validation/test examples (see tunelab.data.prepare for a config).
     `chat_template`: data.chat_template's choice (a built-in name or Jinja file; None: the tokenizer's).
-    `progress`: a DataProgress (data/progress.py) for the bars of a long preparation."""
+    `progress`: a DataProgress (data/progress.py) for the bars of a long preparation.
+    `num_proc`: worker processes of a long bounded-memory preparation (data/stream.py); None: the
+    enclosing `tokenizer_threads`' data.num_proc, else every usable CPU."""
     task = TaskConfig.model_validate(task_cfg) if isinstance(task_cfg, dict) else task_cfg
     policy = policy or ErrorPolicy(on_error)
     skipped_before = len(policy.skipped)
@@ -65,7 +67,7 @@ def build_task(task_cfg, tokenizer, config_dir=".", max_length: int = 1024, seed
 
         return build_streamed(task, module, sources, tokenizer, config_dir, max_length, seed, overlength=overlength,
                               split=split, leak_check=leak_check, policy=policy, chat_template=chat_template,
-                              progress=progress)
+                              progress=progress, num_proc=num_proc)
     raw = _read(task, sources, config_dir, policy, progress)
     # records read = usable records + lines that could not even be parsed (skip mode)
     n_records = sum(len(r) for loaded in raw.values() for _, r in loaded)
