@@ -1,6 +1,8 @@
 """Data preparation at size: tunelab (first run, cached run) against TRL's SFTTrainer, same files.
 
     python benchmarks/data_bench.py [--rows 55000 220000 1000000] [--sides tunelab,cached,trl] [--json OUT]
+                                    [--plot PNG]
+    python benchmarks/data_bench.py --plot PNG --from OUT1.json [OUT2.json ...]   # redraw saved runs
 
 The files are built under /tmp from the seven real T0 tasks in ../shared/data/t0_multitask_mix
 (1,400 prompt / completion rows, `<|endoftext|>` stripped), repeated until the row count is
@@ -16,6 +18,8 @@ after another, on the same file in the same run:
             a fresh folder): the time to build the trainer, which tokenises the dataset, and the
             process's peak RSS; same tokenizer, max_length, completion-only loss
 Rows/s is the file's rows over the preparation time. The CPU model and core count are printed.
+--plot draws peak RSS against rows on log-log axes (each side, and a line of slope 1 through the
+first run's smallest point: a side below it grows sublinearly).
 """
 
 from __future__ import annotations
@@ -135,8 +139,39 @@ def run_side(side: str, rows: int, file: Path, work: Path, model: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def plot_memory(runs: dict, out: str, cpu: str) -> None:
+    """Peak RSS of each side against the row count, log-log, with linear growth for reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(runs, key=int)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sides = (("tunelab", "peak_rss_mb", "tunelab, first run (whole 2-step command)"),
+             ("cached", "peak_rss_mb", "tunelab, cached run (whole command)"),
+             ("trl", "prep_peak_rss_mb", "TRL SFTTrainer preparation (num_proc 2)"))
+    for side, key, label in sides:
+        points = [(int(r), runs[r][side][key]) for r in rows if side in runs[r]]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=label)
+    first = [(int(r), runs[r]["tunelab"]["peak_rss_mb"]) for r in rows if "tunelab" in runs[r]]
+    if first:
+        x0, y0 = first[0]
+        xs = [int(r) for r in rows]
+        ax.plot(xs, [y0 * x / x0 for x in xs], linestyle=":", color="grey", label="linear growth from the first point")
+    ax.set(xscale="log", yscale="log", xlabel="rows (JSONL)", ylabel="peak RSS (MB)",
+           title=f"Peak memory against rows ({cpu})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    print(f"plot: {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--plot", help="draw peak RSS against rows into this PNG")
+    ap.add_argument("--from", dest="sources", nargs="+", help="saved --json files to plot instead of running")
     ap.add_argument("--rows", type=int, nargs="+", default=[55_000, 220_000, 1_000_000])
     ap.add_argument("--sides", default="tunelab,cached,trl")
     ap.add_argument("--json")
@@ -152,6 +187,13 @@ def main() -> None:
         result = worker_trl(args) if args.worker == "trl" else worker_tunelab(args)
         print(json.dumps(result))
         return
+    if args.sources:  # redraw saved runs, nothing measured
+        runs, cpu = {}, ""
+        for source in args.sources:
+            saved = json.loads(Path(source).read_text(encoding="utf-8"))
+            runs.update(saved["runs"])
+            cpu = saved["cpu"]["cpu"]
+        return plot_memory(runs, args.plot or "data_memory.png", cpu)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from machine import cpu_info
 
@@ -180,6 +222,8 @@ def main() -> None:
                       f"{found['trl']['prep_s'] / found['tunelab']['prep_s']:.2f}x faster", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1), encoding="utf-8")
+    if args.plot:
+        plot_memory(results["runs"], args.plot, info["cpu"])
 
 
 if __name__ == "__main__":
