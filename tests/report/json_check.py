@@ -13,10 +13,11 @@ from page_check import (assert_bar_drawn, assert_ci_drawn, assert_points_drawn, 
 
 
 def scale(metric: str, entry: dict) -> str:
-    """The panel a metric must be drawn in: 0-100 (BLEU, chrF), its own for a loss, else 0-1."""
+    """The panel a metric must be drawn in: 0-100 (BLEU, chrF), its own for a loss or an unbounded
+    score (reward_margin, nats), else 0-1."""
     if entry.get("scale") == "0-100" or metric in ("bleu", "chrf"):
         return "0-100"
-    if entry.get("higher_is_better") is False or metric in ("token_nll", "perplexity", "bits_per_byte"):
+    if entry.get("higher_is_better") is False or metric in ("token_nll", "perplexity", "bits_per_byte", "reward_margin"):
         return metric
     return "0-1"
 
