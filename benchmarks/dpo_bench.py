@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import Shapes, Work, describe, inference_flops, machine_report, training_flops  # noqa: E402
-from train_bench import load_average, peak_rss_mb, reset_peak_rss, run_json_worker  # noqa: E402
+from train_bench import load_average, peak_rss_mb, reset_peak_rss, run_json_worker, worker_env  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "preferences" / "llamafactory_dpo_en_demo.json"
@@ -174,8 +173,7 @@ def main() -> None:
         return worker(args)
     if not DATA.exists():
         sys.exit(f"{DATA} not found: the benchmark reads ../shared/data")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "TRL_EXPERIMENTAL_SILENCE": "1"}
+    env = worker_env()
     machine = machine_report()  # the peak in this run, before the first worker
     peak = machine["peak_flops"]["bfloat16" if args.precision == "bf16" else "float32"]
     print(describe(machine), flush=True)

@@ -209,6 +209,12 @@ def load_average() -> str:
         return "?"
 
 
+def worker_env() -> dict:
+    """The workers' environment: offline (the hub is not needed: the model and data are local), quiet."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false", "TRL_EXPERIMENTAL_SILENCE": "1"}
+
+
 def run_json_worker(name: str, cmd: list[str], env: dict) -> dict:
     """Run `cmd` + ["--result", FILE] as a subprocess; the JSON it wrote to FILE (exits on failure)."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
@@ -265,8 +271,7 @@ def main() -> None:
         return worker(args)
     if not DATA.exists():
         sys.exit(f"{DATA} not found: the benchmark reads ../shared/data")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "TRL_EXPERIMENTAL_SILENCE": "1"}
+    env = worker_env()
     sides = {"tunelab": 0, "trl": 0}
     if args.checkpoint_every:
         sides = {"tunelab": 0, f"tunelab_ckpt{args.checkpoint_every}": args.checkpoint_every, "trl": 0}

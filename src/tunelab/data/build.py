@@ -96,7 +96,12 @@ def build_task(task_cfg, tokenizer, config_dir=".", max_length: int = 1024, seed
     splits, counts, rejected = (
         preference_tokenised(task, fmt, by_split, segments, removed, max_length, overlength) if preference else
         _tokenised(task, fmt, by_split, segments, removed, max_length, overlength, progress))
-    skipped = policy.skipped[skipped_before:]
+    return task_data(task, ctx, fmt, policy.skipped[skipped_before:], n_read, splits, counts, rejected, leaks)
+
+
+def task_data(task, ctx, fmt, skipped: list, n_read: int, splits, counts: dict, rejected: list, leaks) -> TaskData:
+    """The prepared task and its counts: records read, this task's skipped lines, and the kept,
+    truncated, rejected and duplicate examples summed over the splits (`by_split` keeps each)."""
     totals = {k: sum(c[k] for c in counts.values()) for k in ("kept", "truncated", "rejected", "duplicates_removed")}
     all_counts = {"read": n_read, "skipped": len(skipped), **totals, "by_split": counts}
     return TaskData(name=task.name, kind=task.kind, splits=splits, labels=ctx.labels, counts=all_counts,

@@ -35,7 +35,7 @@ import numpy as np
 
 from tunelab.config.data import SPLIT_NAMES
 from tunelab.data.build import (Drafter, add_example, carve_plan, chat_format, context, leak_text, render_segments,
-                                split_ratios, stratified)
+                                split_ratios, stratified, task_data)
 from tunelab.data.errors import BadRecord, DataError, ErrorPolicy
 from tunelab.data.example import TaskData
 from tunelab.data.leakage import leak_report, leaking_indices, normalise_text
@@ -135,12 +135,7 @@ def build_streamed(task, module, sources, tokenizer, config_dir, max_length, see
         del compact
         splits, counts, rejected = _tokenised(task, reader, workers, fmt, assigned, bad_drafts, found, policy,
                                               progress)
-    skipped = policy.skipped[skipped_before:]
-    totals = {k: sum(c[k] for c in counts.values()) for k in ("kept", "truncated", "rejected", "duplicates_removed")}
-    all_counts = {"read": n_read, "skipped": len(skipped), **totals, "by_split": counts}
-    return TaskData(name=task.name, kind=task.kind, splits=splits, labels=ctx.labels, counts=all_counts,
-                    skipped=skipped, rejected=rejected, leaks=leaks, label_synonyms=ctx.label_synonyms,
-                    chat_template=fmt.describe(task.chat_template))
+    return task_data(task, ctx, fmt, policy.skipped[skipped_before:], n_read, splits, counts, rejected, leaks)
 
 
 def _chunks(pool: str, items):
