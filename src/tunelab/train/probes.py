@@ -138,8 +138,8 @@ def shared_prompt_is_exact(model, longest_row: int | None) -> bool:
     from tunelab.train.preference import shared_mask_kind, shared_prompt_inputs
 
     lm = base_lm(model)
-    window = sliding_window(model)
-    if getattr(lm.config, "is_encoder_decoder", False) or shared_mask_kind(model) is None \
+    window, kind = sliding_window(model), shared_mask_kind(model)
+    if getattr(lm.config, "is_encoder_decoder", False) or kind is None \
             or (window is not None and (longest_row is None or window < longest_row)):
         return False
     lengths = (6, 4, 3)  # prompt, chosen, rejected
@@ -148,7 +148,7 @@ def shared_prompt_is_exact(model, longest_row: int | None) -> bool:
             prompt, chosen, rejected = probe_ids(model, lengths, device)
             row = torch.cat([prompt, chosen, rejected], dim=1)
             positions, mask, *_ = shared_prompt_inputs(torch.tensor([lengths], device=device), row.shape[1],
-                                                       shared_mask_kind(model), lm.get_input_embeddings().weight.dtype)
+                                                       kind, lm.get_input_embeddings().weight.dtype)
             shared = model(input_ids=row, attention_mask=mask, position_ids=positions, use_cache=False).logits.float()
             alone = [model(input_ids=torch.cat([prompt, answer], dim=1), use_cache=False).logits.float()
                      for answer in (chosen, rejected)]
