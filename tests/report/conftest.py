@@ -141,3 +141,9 @@ def make_systems(root: Path) -> Path:
 @pytest.fixture
 def systems_folder(tmp_path) -> Path:
     return make_systems(tmp_path)
+
+
+@pytest.fixture
+def write_system():
+    """The one-system writer above, for tests that build their own comparison."""
+    return _write_system

@@ -169,11 +169,15 @@ def check_systems_tables(page: dict, cmp: dict) -> int:
         for cells, (p, j, o) in zip(rows, expected):
             if j == 0:
                 assert cells[0] == p["label"]
-                check_test_text(cells[1], p["gain"], p["gain"]["metric"])
+                tuned = p.get("tuned_task") or cmp.get("tuned_task")
+                assert cells[1] == (f"{tuned} ({p['gain']['metric']})" if p["gain"] else tuned or "n/a"), cells
+                check_test_text(cells[2], p["gain"], p["gain"]["metric"])
+            else:
+                assert cells[:3] == ["", "", ""], cells
             if o is not None:
-                assert cells[2] == f"{o['task']} ({o['metric']})"
-                check_test_text(cells[3], o, o["metric"])
-                assert cells[4] == ("no" if o["held_out"] else "yes")
+                assert cells[3] == f"{o['task']} ({o['metric']})"
+                check_test_text(cells[4], o, o["metric"])
+                assert cells[5] == ("no" if o["held_out"] else "yes")
             checked += 1
     if cmp.get("continued"):
         _, rows = table(page, "continued-table")
@@ -225,9 +229,12 @@ def check_systems_figures(page: dict, cmp: dict) -> int:
         assert_ci_drawn(page, f"ci/trade_off/{i}/gain", p["gain"]["ci"], vertical=True)
         assert_points_drawn(page, f"point/trade_off/{i}", [p["change"]], [p["gain"]["diff"]])
         drawn += 1
-        if len(p["others"]) == 1:
-            assert_ci_drawn(page, f"ci/trade_off/{i}/change", p["others"][0]["ci"])
+        one = [o for o in p["others"] if o["task"] in p["change_tasks"]] if len(p["change_tasks"]) == 1 else []
+        if one:  # the change is one task's: its paired CI is drawn across the point
+            assert_ci_drawn(page, f"ci/trade_off/{i}/change", one[0]["ci"])
             drawn += 1
+        else:
+            assert f"ci/trade_off/{i}/change" not in page["marks"]
         seeds = [s for s in p.get("per_seed") or [] if s.get("change") is not None]
         if seeds:
             assert_points_drawn(page, f"seed/trade_off/{i}", [s["change"] for s in seeds], [s["gain"] for s in seeds])

@@ -7,8 +7,8 @@ compare.json must hold both systems: each one's gain on its own tuned task (the 
 NLL, lower is better, as an improvement; reward_accuracy for DPO) and its change on the held-out
 task, every paired test with a CI and a p that agree (the CI excludes 0 exactly when p < 0.05), and
 the same numbers as each run's own forgetting report. The page (report.html, in Chromium) draws
-every one of them at compare.json's values; the trade-off plot and table must put both systems
-on one gain-vs-forgetting plot, each against its own tuned task."""
+every one of them at compare.json's values; the trade-off plot and table put both systems on one
+gain-vs-forgetting plot, each against its own tuned task (one panel per tuned task, a shared x)."""
 
 from __future__ import annotations
 
@@ -126,9 +126,6 @@ def test_compare_scores_both_systems_on_both_tuned_tasks(compared, tmp_path):
     assert check_systems_figures(page, cmp) >= rows * 3 + rows * 2
 
 
-@pytest.mark.xfail(strict=True, reason="compare's trade-off takes one tuned task for every system "
-                   "(evaluate/comparison.py tuned_task): an SFT and a DPO system tuned on different tasks get no "
-                   "trade-off, so the report draws no gain-vs-forgetting plot (#24 point 4)")
 def test_trade_off_puts_sft_and_dpo_on_one_plot(compared, tmp_path):
     out, runs = compared
     cmp = json.loads((out / "compare.json").read_text())
@@ -152,7 +149,13 @@ def test_trade_off_puts_sft_and_dpo_on_one_plot(compared, tmp_path):
         assert others[HELD_OUT]["diff"] == pytest.approx(-primary[HELD_OUT]["tests"][i]["diff"])  # token_nll
         for o in others.values():
             consistent(o)
-        assert point["change"] is not None
+        # the x of both points: the task that is neither system's tuned task, in its own units (one
+        # loss is its own measure; losses are never averaged), the same task for both points
+        assert point["change_tasks"] == [HELD_OUT] and point["change_unit"] == "token_nll"
+        assert point["change"] == pytest.approx(others[HELD_OUT]["diff"])
+    assert "tuned_task" not in cmp  # no one tuned task for the table: each point has its own
+    md = (out / "compare.md").read_text()
+    assert "| sft | instr |" in md and "| dpo | prefs |" in md
 
     html_path, _ = write_report(out)
     render_and_check(html_path, tmp_path, ["Systems side by side", "Learning vs forgetting"],
@@ -163,3 +166,21 @@ def test_trade_off_puts_sft_and_dpo_on_one_plot(compared, tmp_path):
     # both systems' points and gain CIs on the one gain-vs-forgetting plot, at compare.json's values
     assert check_systems_figures(page, cmp) >= rows * 3 + rows * 2 + 2
     assert {f"point/trade_off/{i}" for i in range(2)} <= set(page["marks"])
+    # a gain in NLL and a gain in reward accuracy never share a y axis: one panel per tuned task
+    assert {page["marks"][f"point/trade_off/{i}"]["axes"] for i in range(2)} == \
+        {"axes/trade_off/gain/instr", "axes/trade_off/gain/prefs"}
+
+
+def test_tuned_task_per_system_from_the_command_line(compared, tmp_path):
+    """--tuned-task SYSTEM=TASK names each system's tuned task; a name that is no system, or the
+    reference, is one clear line and exit 2, not a traceback."""
+    out, runs = compared
+    base = str(runs["sft"] / "forgetting" / "base")
+    again = tmp_path / "again"
+    assert main(["compare", base, str(runs["sft"]), str(runs["dpo"]), "--output", str(again),
+                 "--tuned-task", "sft=heldout", "--tuned-task", "dpo=prefs"]) == 0
+    points = {p["system"]: p for p in json.loads((again / "compare.json").read_text())["trade_off"]}
+    assert points["sft"]["tuned_task"] == HELD_OUT and points["dpo"]["tuned_task"] == "prefs"
+    assert points["sft"]["change_tasks"] == ["instr"] == points["dpo"]["change_tasks"]
+    for bad in (["--tuned-task", "rlhf=prefs"], ["--tuned-task", "base=instr"]):
+        assert main(["compare", base, str(runs["sft"]), str(runs["dpo"]), *bad]) == 2

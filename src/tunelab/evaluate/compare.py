@@ -9,10 +9,11 @@ A system is one run, or several runs of the same config with different training 
 of run folders, or a seeds folder (seeds.json, written by `tunelab train` with `seeds:`). A
 folder that holds several systems stands for them: a demo folder (results.json with "systems":
 its base evaluation and each training run) or an earlier comparison (compare.json).
-With a tuned task (given, or the one task every tuned run trained on, counting what the run it
-started from trained on: a second stage has trained on both) the table also holds the
-trade-off: for each system after the first, its gain on the tuned task and its change on the
-other tasks, each a paired difference against the first system with its CI and p.
+With tuned tasks (given, else the one task every tuned run trained on, counting what the run it
+started from trained on: a second stage has trained on both; else each run's own one task, so an
+SFT and a DPO run each keep theirs) the table also holds the trade-off: for each system after the
+first, its gain on its tuned task and its change on the other tasks, each a paired difference
+against the first system with its CI and p.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import json
 from pathlib import Path
 
 from tunelab.config.base import UserError
-from tunelab.evaluate.comparison import compare_metric, held_out_change, mde_text, sign, system_value
-from tunelab.evaluate.comparison import tuned_task as choose_tuned_task
+from tunelab.evaluate.comparison import (change_of, compare_metric, held_out_change, mde_text, paired_keys, sign,
+                                         system_value, tuned_tasks)
+from tunelab.evaluate.engine import log
 from tunelab.evaluate.harness import read_examples
 from tunelab.files import write_json, write_text
 from tunelab.metrics.stats import p_clause
@@ -90,37 +92,60 @@ def trained_tasks(run: Path) -> set[str] | None:
     return found.trained_tasks() if found is not None else None
 
 
-def trade_off(table: dict, tuned: str, trained: list[set[str] | None]) -> list[dict]:
-    """Per system after the first: gain on the tuned task's primary metric, and the change on each
-    other task's primary metric (paired tests against the first system, as improvements);
-    `held_out` says whether that system did not train on the task; `change` is the held-out
-    summary's rule (comparison.held_out_change) over these other tasks, trained on or not, and
-    `held_out_change` over the held-out ones only."""
+def trade_off(table: dict, tuned: list[str | None], trained: list[set[str] | None]) -> list[dict]:
+    """Per system after the first: gain on its tuned task's primary metric (tuned[i]: systems tuned
+    on different tasks each have their own), and the change on each other task's primary metric
+    (paired tests against the first system, as improvements); `held_out` says whether that system
+    did not train on the task. `change` (comparison.change_of) is over the tasks that are no
+    system's tuned task, the same tasks for every point, so that all points share the x axis;
+    `held_out_change` is the held-out summary over the tasks this system did not train on."""
     primary = {r["task"]: r for r in table["rows"] if r["primary"]}
+    excluded = {t for t in tuned if t}
     points = []
     for i, name in enumerate(table["runs"][1:], start=1):
-        gain = primary[tuned]["tests"][i] if tuned in primary else None
+        mine = tuned[i]
+        gain = primary[mine]["tests"][i] if mine in primary else None
         own = trained[i] or set()
-        tests = [{"task": t, **r["tests"][i]} for t, r in primary.items() if t != tuned and r["tests"][i]]
+        tests = [{"task": t, **r["tests"][i]} for t, r in primary.items() if t != mine and r["tests"][i]]
         others = [{"task": t["task"], "metric": t["metric"], "held_out": t["task"] not in own, **improvement(t)}
                   for t in tests]
-        point = {"system": name, "label": table["labels"][i],
-                 "gain": gain and {"metric": primary[tuned]["metric"], **improvement(gain)}, "others": others,
-                 "change": held_out_change(tests, tuned)["held_out_change"],
-                 "held_out_change": held_out_change(tests, tuned, own)["held_out_change"]}
+        point = {"system": name, "label": table["labels"][i], "tuned_task": mine,
+                 "gain": gain and {"metric": primary[mine]["metric"], **improvement(gain)}, "others": others,
+                 **change_of(tests, excluded),
+                 "held_out_change": held_out_change(tests, mine, own)["held_out_change"]}
         if gain and gain.get("per_seed_diffs") is not None:
-            point["per_seed"] = seed_points(gain, tests, tuned)
+            point["per_seed"] = seed_points(gain, tests, excluded)
         points.append(point)
     return points
 
 
-def seed_points(gain: dict, tests: list[dict], tuned: str) -> list[dict]:
+def seed_points(gain: dict, tests: list[dict], excluded: set[str]) -> list[dict]:
     """Each training seed's own (gain, change) point, for the plot (per_seed_diffs, as improvements)."""
     out = []
     for s, g in enumerate(gain["per_seed_diffs"]):
         per_task = [{**t, "improvement": sign(t) * t["per_seed_diffs"][s]} for t in tests
                     if t.get("per_seed_diffs") is not None and len(t["per_seed_diffs"]) > s]
-        out.append({"seed": s, "gain": sign(gain) * g, "change": held_out_change(per_task, tuned)["held_out_change"]})
+        out.append({"seed": s, "gain": sign(gain) * g, "change": change_of(per_task, excluded)["change"]})
+    return out
+
+
+def given_tuned(given: str | dict | None, names: list[str], labels: list[str]) -> dict[int, str]:
+    """--tuned-task as system index -> task: one task for every tuned system, or a mapping from a
+    system's name or label to its task (the others keep the automatic rule)."""
+    if not given:
+        return {}
+    if isinstance(given, str):
+        return {i: given for i in range(1, len(names))}
+    out = {}
+    for key, task in given.items():
+        found = [i for i, (n, lab) in enumerate(zip(names, labels)) if key in (n, lab)]
+        if not found:
+            raise UserError(f"--tuned-task {key}={task}: no compared system is called {key!r} "
+                            f"(systems: {', '.join(labels)})")
+        if found[0] == 0:
+            raise UserError(f"--tuned-task {key}={task}: {key} is the reference (the first system), "
+                            "every other system is paired against it; it has no tuned task")
+        out[found[0]] = task
     return out
 
 
@@ -131,9 +156,11 @@ def improvement(test: dict) -> dict:
 
 
 def compare_runs(runs: list, tasks: list | None = None, output_dir: str | None = None,
-                 n_resamples: int = 1000, tuned_task: str | None = None, system_names: list[str] | None = None,
+                 n_resamples: int = 1000, tuned_task: str | dict | None = None, system_names: list[str] | None = None,
                  **eval_kwargs) -> dict:
     """runs: run/eval/demo/compare/seeds folders, or lists of one system's seed runs.
+    tuned_task: one task for every tuned system, or {system name or label: task}; the others by
+    comparison.tuned_tasks.
     system_names: the systems' names (default: from their folders), one per system; compare.json
     keeps them as "labels" (a task's class labels are the results' "labels", a different thing)."""
     systems, found = expand_folders(runs)
@@ -156,6 +183,7 @@ def compare_runs(runs: list, tasks: list | None = None, output_dir: str | None =
     # every run's per-example rows, read once: task -> system -> seed -> {key: row}
     examples = {task: [[{e["key"]: e for e in read_examples(d, task)} for d in ds] for ds in dirs] for task in common}
     seeds = [[seed_of(p) for p in runs_] for runs_ in systems]
+    partial = unpaired(examples, names)
     rows = []
     for task in common:
         first = results[0][0]["tasks"][task]
@@ -175,15 +203,19 @@ def compare_runs(runs: list, tasks: list | None = None, output_dir: str | None =
                          "values": values, "tests": tests})
     table = {"runs": names, "labels": labels, "paths": [str(p) for p in paths], "rows": rows,
              "costs": [system_cost(runs_) for runs_ in systems]}
+    if partial:
+        table["unpaired"] = partial
     if any(len(runs_) > 1 for runs_ in systems):
         table["seed_paths"] = [[str(p) for p in runs_] for runs_ in systems]
         table["seeds"] = seeds
     trained = [trained_tasks(runs_[0]) for runs_ in systems]
-    tuned = choose_tuned_task(trained, common, tuned_task)
-    if tuned is not None and tuned not in common:
-        raise UserError(f"--tuned-task {tuned}: not among the tasks every run was scored on ({', '.join(common)})")
-    if tuned is not None and len(systems) > 1:
-        table["tuned_task"] = tuned
+    tuned = tuned_tasks(trained, common, given_tuned(tuned_task, names, labels))
+    for task in tuned:
+        if task is not None and task not in common:
+            raise UserError(f"--tuned-task {task}: not among the tasks every run was scored on ({', '.join(common)})")
+    if any(tuned[1:]):
+        if len(set(tuned[1:])) == 1:  # one tuned task for every system: the table's
+            table["tuned_task"] = tuned[1]
         table["trade_off"] = trade_off(table, tuned, trained)
         mark_interpolation(table, systems, results)
     continued = continued_stages(systems, results, examples, table, n_resamples)
@@ -194,6 +226,23 @@ def compare_runs(runs: list, tasks: list | None = None, output_dir: str | None =
         write_json(out / "compare.json", table)
         write_text(out / "compare.md", compare_markdown(table))
     return table
+
+
+def unpaired(examples: dict, names: list[str]) -> list[dict]:
+    """Tasks on which some run scored examples another did not: every test pairs only the examples
+    all runs scored (comparison.paired_keys), so the reader is told how many, per task, with each
+    system's count (one per training seed), here and on stderr. examples: task -> system -> seed
+    -> {key: row}."""
+    found = []
+    for task, by_system in examples.items():
+        paired = len(paired_keys(*(r for seeds in by_system for r in seeds)))
+        scored = {name: [len(r) for r in seeds] for name, seeds in zip(names, by_system)}
+        if any(n != paired for counts in scored.values() for n in counts):
+            found.append({"task": task, "paired": paired, "scored": scored})
+            counts = ", ".join(f"{name} {'/'.join(map(str, c))}" for name, c in scored.items())
+            log(f"compare: {task}: the tests pair the {paired} examples every run scored; the runs scored "
+                f"{counts} (a different limit, split, max_length or data file?)")
+    return found
 
 
 def mark_interpolation(table: dict, systems: list[list[Path]], results: list) -> None:
@@ -277,7 +326,11 @@ def compare_sections(table: dict, level: int = 2) -> list[str]:
     h = "#" * level
     names = table["runs"]
     head = "| task | metric | " + " | ".join(names) + " |"
-    lines = [f"Paired tests: each system minus {names[0]} on the same examples "
+    lines = [f"Paired on fewer examples than scored: {u['task']}: {u['paired']} that every run scored "
+             f"({', '.join(f'{k} ' + '/'.join(map(str, c)) for k, c in u['scored'].items())} scored)." for u in
+             table.get("unpaired") or []]
+    lines += [""] if lines else []
+    lines += [f"Paired tests: each system minus {names[0]} on the same examples "
              "(diff, 95% CI, p, the test that gave them, and the smallest change it could detect at 80% power; "
              "docs/evaluation.md).", "", head, "|" + "---|" * (len(names) + 2)]
     for row in table["rows"]:
@@ -292,15 +345,18 @@ def compare_sections(table: dict, level: int = 2) -> list[str]:
             cells.append(cell)
         lines.append(f"| {row['task']} | {row['metric']}{' *' if row['primary'] else ''} | " + " | ".join(cells) + " |")
     if table.get("trade_off"):
-        lines += ["", f"{h} Gain on {table['tuned_task']} vs change on the other tasks", "",
+        tuned = table.get("tuned_task") or "each system's tuned task"
+        change = change_label(table["trade_off"])
+        lines += ["", f"{h} Gain on {tuned} vs change on the other tasks", "",
                   f"Each against {names[0]} on the same examples, higher = better (diff, 95% CI, p, test).",
-                  "", "| system | gain | change on the other tasks (average) | per task |", "|---|---|---|---|"]
+                  "", f"| system | tuned task | gain | {change} | per task |", "|---|---|---|---|---|"]
         for point in table["trade_off"]:
             g = point["gain"]
             per_task = "; ".join(f"{o['task']}{'' if o['held_out'] else ' (trained on)'} {_diff(o)}"
                                  for o in point["others"])
-            change = "n/a" if point["change"] is None else f"{point['change']:+.4f}"
-            lines.append(f"| {point['label']} | {_diff(g) if g else 'n/a'} | {change} | {per_task} |")
+            value = "n/a" if point["change"] is None else f"{point['change']:+.4f}"
+            lines.append(f"| {point['label']} | {point.get('tuned_task') or 'n/a'} | {_diff(g) if g else 'n/a'} "
+                         f"| {value} | {per_task} |")
     if table.get("continued"):
         lines += ["", f"{h} Second stages: each against the model it continued from", "",
                   "Paired on the same examples, higher = better (diff, 95% CI, p, test).", "",
@@ -312,6 +368,16 @@ def compare_sections(table: dict, level: int = 2) -> list[str]:
     for name, cost in zip(names, table["costs"]):
         lines.append(f"| {name} | " + " | ".join("n/a" if cost.get(k) is None else str(cost.get(k)) for k in COST_FIELDS) + " |")
     return lines
+
+
+def change_label(points: list[dict]) -> str:
+    """What a trade-off's change is (every point's is over the same tasks): "change on a, b (mean
+    improvement, 0-1 scale)", or one unbounded task's "change on c (token_nll improvement)"."""
+    found = next((p for p in points if p.get("change_tasks")), None)
+    if found is None:
+        return "change on the other tasks"
+    unit = "mean improvement, 0-1 scale" if found["change_unit"] == "0-1" else f"{found['change_unit']} improvement"
+    return f"change on {', '.join(found['change_tasks'])} ({unit})"
 
 
 def _diff(d: dict) -> str:

@@ -16,7 +16,10 @@ one rule for each of:
 - the held-out summary (`held_out_change`): the mean improvement over held-out tasks whose primary
   metric has a bounded scale (0-1 as is, 0-100 divided by 100); unbounded metrics (perplexity,
   NLL, bits per byte) are listed apart, never averaged (docs/evaluation.md, "Held-out change");
-- the tuned task (`tuned_task`): given, else the one compared task every tuned system trained on.
+- the tuned task (`tuned_task`): given, else the one compared task every tuned system trained on;
+  per system (`tuned_tasks`), else the one compared task that system trained on, so that systems
+  tuned on different tasks (SFT on instructions, DPO on preference pairs) each have their own;
+- the change side of a trade-off (`change_of`): the tasks that are no compared system's tuned task.
 """
 
 from __future__ import annotations
@@ -164,6 +167,36 @@ def tuned_task(trained: list[set[str] | None], common: list[str], given: str | N
         return None
     shared = set.intersection(*sets)
     return shared.pop() if len(shared) == 1 else None
+
+
+def tuned_tasks(trained: list[set[str] | None], common: list[str], given: dict[int, str] | None = None) -> list:
+    """Each system's tuned task (None for the first, the reference): `given` by system index, else
+    the one task every tuned system trained on (`tuned_task`), else the one compared task that
+    system trained on. Systems tuned on different tasks (an SFT and a DPO system) each keep their
+    own; a system whose training is unknown, or that trained on several compared tasks, has none."""
+    given = given or {}
+    shared = tuned_task(trained, common)
+    out: list[str | None] = [None]
+    for i, own in enumerate(trained[1:], start=1):
+        mine = (own or set()) & set(common)
+        out.append(given.get(i) or shared or (mine.pop() if len(mine) == 1 else None))
+    return out
+
+
+def change_of(tests: list[dict], tuned: set[str]) -> dict:
+    """The change side of the trade-off (the x of gain vs forgetting): over the tasks that are no
+    compared system's tuned task, the held-out mean of their bounded improvements
+    (`held_out_change`); with no bounded task but exactly one task, that task's improvement in
+    its own units (a loss is never averaged, but one loss is its own measure). tests: {task,
+    metric, improvement, ...}; returns {change, change_tasks, change_unit ("0-1" or the metric)}."""
+    side = [t for t in tests if t["task"] not in tuned]
+    summary = held_out_change(side, None)
+    if summary["held_out_change"] is not None:
+        return {"change": summary["held_out_change"], "change_tasks": summary["held_out_change_tasks"],
+                "change_unit": "0-1"}
+    if len(side) == 1:
+        return {"change": side[0]["improvement"], "change_tasks": [side[0]["task"]], "change_unit": side[0]["metric"]}
+    return {"change": None, "change_tasks": [], "change_unit": None}
 
 
 def mde_text(row: dict) -> str:

@@ -279,8 +279,10 @@ def run_demo(seed: int = 0, output: str | Path = "runs", quick: bool = False, mo
     write_json(folder / "results.json", results)
     show_summary(console, results)
     show_phases(console, state.phases, results["wall_s"])
-    console.print(f"results: {folder / 'results.json'} and {folder / 'results.md'}")
-    console.print(f"report: {html}")
+    # soft_wrap: a path is one line however long, so that it can be copied (rich folds it at 80
+    # columns when stdout is not a terminal)
+    console.print(f"results: {folder / 'results.json'} and {folder / 'results.md'}", soft_wrap=True)
+    console.print(f"report: {html}", soft_wrap=True)
     return folder
 
 

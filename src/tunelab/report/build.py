@@ -12,6 +12,7 @@ from tunelab.config.scoring import scale_of
 from tunelab.evaluate.comparison import mde_text
 from tunelab.files import write_text
 from tunelab.report import experiments, plots, systems
+from tunelab.report.trade_off import gain_vs_change
 from tunelab.report.text import fmt as _fmt
 from tunelab.report.text import p_with_test
 from tunelab.runfolder import RunFolder
@@ -305,8 +306,8 @@ def draw_figures(parts: dict) -> dict:
         drawn["systems-diffs"] = plots.system_diffs(table)
         drawn["continued"] = plots.continued_diffs(table)
         if table.get("trade_off"):
-            drawn["trade-off"] = plots.gain_vs_change(table["trade_off"], table["tuned_task"],
-                                                      (table.get("labels") or table["runs"])[0])
+            drawn["trade-off"] = gain_vs_change(table["trade_off"],
+                                                (table.get("labels") or table["runs"])[0])
     figures = {key: plots.render(fig, key) for key, fig in drawn.items() if fig is not None}
     if parts["continual"] and parts["continual"]["heatmap"]:
         figures["matrix"] = parts["continual"]["heatmap"]

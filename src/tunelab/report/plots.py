@@ -259,15 +259,6 @@ def forgetting_scores(rows: list[dict], tuned_task: str | None):
     return bar_panels(bars, "forgetting-scores", "base and tuned scores (95% bootstrap CIs)", "score") if bars else None
 
 
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats on both coordinates (higher is better on both)."""
-    front = []
-    for i, (x, y) in enumerate(points):
-        if not any(x2 >= x and y2 >= y and (x2, y2) != (x, y) for j, (x2, y2) in enumerate(points) if j != i):
-            front.append(i)
-    return front
-
-
 def _system_names(table: dict) -> list[str]:
     return table.get("labels") or table["runs"]
 
@@ -326,68 +317,6 @@ def continued_diffs(table: dict):
         return None
     return bar_panels(bars, "continued", "second stages vs the model each continued from (paired 95% CIs)",
                       "change (higher = better)", differences=True)
-
-
-def gain_vs_change(trade_off: list[dict], tuned_task: str, baseline: str):
-    """Learning vs forgetting: gain on the tuned task (y) against the change on the other tasks
-    (x), against the first system, with paired 95% CIs; the Pareto front joined; each training
-    seed's own point as a small marker in the system's colour; the points of an interpolation
-    sweep (each with its "alpha") joined in alpha order."""
-    points = [(i, p) for i, p in enumerate(trade_off) if p["gain"] and p["change"] is not None]
-    if not points:
-        return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(WIDTH, 4.8), layout="constrained")
-    ax.set_gid("axes/trade_off/gain")
-    xy = [(p["change"], p["gain"]["diff"]) for _, p in points]
-    front = pareto_front(xy)
-    palette = colours()
-    for k, (i, p) in enumerate(points):
-        x, y = xy[k]
-        colour = palette[(i + 1) % len(palette)]
-        whisker(ax, p["gain"]["ci"][0], p["gain"]["ci"][1], x, f"ci/trade_off/{i}/gain", vertical=True, colour=colour)
-        # the x whiskers are a paired CI only when the change is one task's (an average has none here)
-        if len(p["others"]) == 1:
-            whisker(ax, p["others"][0]["ci"][0], p["others"][0]["ci"][1], y, f"ci/trade_off/{i}/change", colour=colour)
-        ax.plot([x], [y], "o", markersize=8, color=colour, gid=f"point/trade_off/{i}", zorder=4,
-                label=plain(p["label"]) + (" *" if k in front else ""))
-        seeds = [s for s in p.get("per_seed") or [] if s.get("change") is not None]
-        if seeds:
-            ax.plot([s["change"] for s in seeds], [s["gain"] for s in seeds], "o", markersize=4, alpha=0.7,
-                    color=colour, linestyle="none", gid=f"seed/trade_off/{i}", zorder=3)
-    ax.plot(*zip(*sorted(xy[k] for k in front)), "--", color="grey", linewidth=1, label="Pareto front (*)")
-    colour_of = {p["system"]: palette[(i + 1) % len(palette)] for i, p in points}
-    for g, (name, curve) in enumerate(interpolation_curves(points, xy).items()):
-        # a small dot at each vertex: the alphas' points and the ends, where the curve bends
-        ax.plot(*zip(*curve), "-", marker="o", markersize=2.5, color=colour_of.get(name, "tab:blue"), linewidth=1.2,
-                alpha=0.6,
-                gid=f"curve/trade_off/interpolation/{g}", zorder=2,
-                label=plain(f"interpolation of {name} (alpha 0 to 1)" if name else "interpolation (alpha 0 to 1)"))
-    ax.axhline(0, color="black", linewidth=0.7)
-    ax.axvline(0, color="black", linewidth=0.7)
-    others = sorted({o["task"] for _, p in points for o in p["others"]})
-    ax.set_xlabel(plain(f"change on {', '.join(others)} vs {baseline} (< 0: forgetting)"))
-    ax.set_ylabel(plain(f"gain on {tuned_task} ({points[0][1]['gain']['metric']})"))
-    ax.set_title("learning vs forgetting (paired 95% CIs; small dots: training seeds)", fontsize=10)
-    ax.grid(alpha=0.3)
-    _plain_ticks(ax, "both")
-    ax.legend(fontsize=8, loc="best")
-    return fig
-
-
-def interpolation_curves(points: list, xy: list) -> dict[str, list]:
-    """Weight-interpolation points (each with its "alpha") joined in alpha order from the reference
-    (alpha = 0, the origin): per interpolated system ("interpolation_of", a study) ending at that
-    system's own point (alpha = 1); a sweep of one run ("" : evaluate/interpolation.py) has its
-    alpha = 1 among its points."""
-    curves: dict[str, list] = {}
-    for k, (_, p) in enumerate(points):
-        if p.get("alpha") is not None:
-            curves.setdefault(p.get("interpolation_of") or "", []).append((p["alpha"], xy[k]))
-    for k, (_, p) in enumerate(points):
-        if p["system"] in curves:
-            curves[p["system"]].append((1.0, xy[k]))
-    return {name: [(0.0, 0.0)] + [c for _, c in sorted(found, key=lambda a: a[0])] for name, found in curves.items()}
 
 
 def embed(figure: dict | str, key: str, alt: str) -> str:

@@ -68,8 +68,13 @@ def systems_html(table: dict, figures: dict, out: Path) -> list[str]:
     labels = table.get("labels") or table["runs"]
     first = labels[0]
     res = ["<h2 id='systems'>Systems side by side</h2>",
-           f"<p>{len(labels)} systems, each scored on the same examples; paired tests are against "
-           f"<b>{e(first)}</b>.</p>", "<table id='systems-table'><tr><th>system</th><th>folder</th><th>report</th></tr>"]
+           f"<p>{len(labels)} systems; paired tests are against <b>{e(first)}</b>, on the examples every "
+           "system scored.</p>"]
+    for u in table.get("unpaired") or []:  # what compare printed on stderr, kept on the page
+        counts = ", ".join(f"{k} {'/'.join(map(str, c))}" for k, c in u["scored"].items())
+        res.append(f"<p class='bad' id='unpaired-{e(u['task'])}'>{e(u['task'])}: the tests pair only the "
+                   f"{u['paired']} examples every system scored ({e(counts)} scored).</p>")
+    res += ["<table id='systems-table'><tr><th>system</th><th>folder</th><th>report</th></tr>"]
     for label, name, path in zip(labels, table["runs"], table["paths"]):
         link = report_link(path, out)
         res.append(f"<tr><td>{e(label)}</td><td>{e(name)}</td><td>"
@@ -123,20 +128,28 @@ def _section(key: str, title: str, intro: str, alt: str, header: list[str], rows
 
 
 def trade_off_html(table: dict, figures: dict) -> list[str]:
+    from tunelab.evaluate.compare import change_label
+
     e = html.escape
     first = (table.get("labels") or table["runs"])[0]
-    intro = (f"Gain on the tuned task <b>{e(table['tuned_task'])}</b> against the change on the other tasks, "
+    tuned = (f"the tuned task <b>{e(table['tuned_task'])}</b>" if table.get("tuned_task")
+             else "each system's own tuned task (the column <i>tuned task</i>; one panel of the plot per task)")
+    intro = (f"Gain on {tuned} against the {e(change_label(table['trade_off']))}, "
              f"each a paired difference against <b>{e(first)}</b> on the same examples (higher = better; a change "
-             "below 0 is forgetting). Systems marked * are on the Pareto front: none of the others is better on both.")
+             "below 0 is forgetting). Systems marked * are on the Pareto front of their tuned task: none of the "
+             "others is better on both.")
     rows = []
     for point in table["trade_off"]:
         gain = e(_paired(point["gain"], point["gain"] and point["gain"]["metric"]))
+        task = point.get("tuned_task") or table.get("tuned_task")
+        task = e(f"{task} ({point['gain']['metric']})" if task and point["gain"] else task or "n/a")
         # A system that changed nothing else still gets its row, for its gain.
-        rows += _grouped_rows([e(point["label"]), gain],
+        rows += _grouped_rows([e(point["label"]), task, gain],
                               [_change(o) + f"<td>{'' if not o else ('no' if o['held_out'] else 'yes')}</td>"
                                for o in point["others"] or [None]])
     return _section("trade-off", "Learning vs forgetting", intro, "gain vs forgetting",
-                    ["system", "gain [95% CI], p", "task", "change [95% CI], p", "trained on it"], rows, figures)
+                    ["system", "tuned task", "gain [95% CI], p", "task", "change [95% CI], p", "trained on it"],
+                    rows, figures)
 
 
 def continued_html(table: dict, figures: dict) -> list[str]:
