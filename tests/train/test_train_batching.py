@@ -84,3 +84,23 @@ def test_packed_loss_equals_unpacked_loss(tiny_model_dir):
     packed_sum, packed_n = loss_model(**collate(rows, 0).tensors)
     assert int(plain_n) == int(packed_n) == 18
     assert abs(plain_sum.item() - packed_sum.item()) < 1e-3
+
+
+def test_kto_plan_never_leaves_an_example_alone_in_a_micro_batch():
+    """min_part=2 (kto): a short batch fills fewer parts rather than parts of one, and a last batch
+    of one joins the batch before it; every item once, and (where no batch joins another) the full
+    batches as with min_part=1."""
+    lengths = list(range(10, 33))  # 23 items
+    for batch_size, grad_accum, world in [(2, 2, 1), (2, 1, 2), (3, 2, 2), (4, 1, 1), (2, 3, 1)]:
+        for group in (True, False):
+            plain = plan_steps(lengths, batch_size, grad_accum, world, group, seed=3, epoch=1)
+            kto = plan_steps(lengths, batch_size, grad_accum, world, group, seed=3, epoch=1, min_part=2)
+            assert sorted(i for step in kto for part in step for i in part) == list(range(23))
+            assert all(len(part) != 1 for step in kto for part in step), (batch_size, grad_accum, world, kto)
+            assert all(len(step) == grad_accum * world for step in kto)
+            full = batch_size * grad_accum * world
+            assert [s for s in kto if sum(map(len, s)) == full] == [s for s in plain if sum(map(len, s)) == full]
+    # 23 = 5 x 4 + 3: the short batch of 3 is one part of 3 and one empty (not 2 + 1)
+    assert [[len(p) for p in s] for s in plan_steps(lengths, 2, 2, 1, False, 0, 0, min_part=2)][-1] == [3, 0]
+    # 23 = 11 x 2 + 1: the lone last item joins the batch before it
+    assert [[len(p) for p in s] for s in plan_steps(lengths, 2, 1, 1, False, 0, 0, min_part=2)][-1] == [3]

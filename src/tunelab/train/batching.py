@@ -109,11 +109,14 @@ def _as_list(values) -> list[int]:
 
 
 def plan_steps(lengths: list[int], batch_size: int, grad_accum: int, world_size: int,
-               group_by_length: bool, seed: int, epoch: int) -> list[list[list[int]]]:
+               group_by_length: bool, seed: int, epoch: int, min_part: int = 1) -> list[list[list[int]]]:
     """Steps of parts: plan[step][micro * world_size + rank] = item indices for that micro-batch.
 
     No item is dropped: the last global batch may be smaller, and its parts are split as evenly
-    as possible (a part may be empty when there are fewer items than parts).
+    as possible (a part may be empty when there are fewer items than parts). min_part: the fewest
+    items a non-empty part may hold (kto: 2, so that each example's KL row pairs its prompt with
+    another example's answer, never its own): a short batch fills fewer parts, and a last batch
+    smaller than min_part joins the one before it.
     """
     n = len(lengths)
     global_batch = batch_size * grad_accum * world_size
@@ -124,15 +127,18 @@ def plan_steps(lengths: list[int], batch_size: int, grad_accum: int, world_size:
         mega = global_batch * 50
         order = [i for s in range(0, n, mega) for i in sorted(order[s:s + mega], key=lambda i: -lengths[i])]
     batches = [order[s:s + global_batch] for s in range(0, n, global_batch)]
+    if len(batches) > 1 and len(batches[-1]) < min_part:
+        batches[-2] += batches.pop()
     if group_by_length:
         random.Random(seed * 1_000_003 + epoch).shuffle(batches)
     n_parts = grad_accum * world_size
     plan = []
     for batch in batches:
-        base, extra = divmod(len(batch), n_parts)
+        used = max(1, min(n_parts, len(batch) // min_part))  # parts with items; the rest stay empty
+        base, extra = divmod(len(batch), used)
         parts, start = [], 0
         for p in range(n_parts):
-            size = base + (1 if p < extra else 0)
+            size = base + (1 if p < extra else 0) if p < used else 0
             parts.append(batch[start:start + size])
             start += size
         plan.append(parts)

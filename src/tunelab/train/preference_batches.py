@@ -3,7 +3,8 @@
 A pair is one item: its chosen and rejected rows go in the same micro-batch, all chosen rows
 first, then all rejected rows in the same order, so one forward computes both (TRL's layout).
 A kto example is one item; its micro-batch also gets the mismatched rows of the KL estimate:
-prompt i with the answer of item i−1 (TRL's rotation by one, within the micro-batch).
+prompt i with the answer of item i−1 (TRL's rotation by one, within the micro-batch; the plan
+never gives a kto micro-batch one example alone: train/batching.py plan_steps(min_part=2)).
 
 Shared prompt (`shared_prompt=True`, what training uses where the model's probe allows it:
 train/probes.py): a pair is ONE row, prompt + chosen + rejected, and `segments` holds the three

@@ -42,8 +42,9 @@ def epoch_plan(data, t, architecture: str, seed: int, epoch: int, world: int):
     objectives: (items, plan), an item a pair or a kto example (train/preference_batches.py)."""
     if t.objective != "sft":
         items = preference_items(data.train_epoch(epoch, seed), t.objective, stored_reference(t))
+        # kto: no micro-batch of one, whose KL row would pair an example with its own answer
         return items, plan_steps([it.length for it in items], t.batch_size, t.grad_accum, world,
-                                 t.group_by_length, seed, epoch)
+                                 t.group_by_length, seed, epoch, min_part=2 if t.objective == "kto" else 1)
     seqs = to_sequences(data.train_epoch(epoch, seed), architecture, t.include_prompt_loss)
     if t.packing:
         seqs = pack_sequences(seqs, t.pack_length or max(len(s.input_ids) for s in seqs))
