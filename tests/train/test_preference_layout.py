@@ -122,3 +122,53 @@ def test_each_micro_batch_takes_the_cheaper_layout():
     big = attention_weight(AutoConfig.for_model("llama", hidden_size=4096, intermediate_size=14336,
                                                 num_attention_heads=32, num_key_value_heads=8))
     assert one_row_pays(long, big)
+
+
+def test_a_stored_reference_is_the_starting_policy_in_the_layout_each_micro_batch_takes():
+    """Full fine-tuning stores the reference log-probs once (train/preference.py
+    store_reference_logps). In bf16 the one-row and the two-row layout round differently, so the
+    reference is stored for each layout and a micro-batch carries its own layout's: before any
+    step the policy's log-probs then equal it exactly (eager attention), whatever the micro-batch
+    and its layout, so the implicit rewards start at 0. The model is big enough for the layouts
+    to differ in bf16 (a 64-wide one computes them identically)."""
+    import contextlib
+    import random
+    from types import SimpleNamespace
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from tunelab.train.preference import PreferenceLoss, store_reference_logps
+    from tunelab.train.preference_batches import preference_items
+
+    torch.manual_seed(0)
+    cfg = AutoConfig.for_model("llama", vocab_size=512, hidden_size=576, intermediate_size=1536, num_hidden_layers=4,
+                               num_attention_heads=9, num_key_value_heads=3, pad_token_id=0)
+    model = AutoModelForCausalLM.from_config(cfg).eval().to(torch.bfloat16)
+    model.set_attn_implementation("eager")
+    rng = random.Random(0)
+
+    def tokens(n):
+        return [rng.randrange(3, 512) for _ in range(n)]
+
+    examples = [SimpleNamespace(prompt_ids=tokens(rng.randint(5, 40)), target_ids=tokens(rng.randint(30, 160)),
+                                rejected_ids=tokens(rng.randint(30, 160)), desirable=None, reference_logps=None,
+                                source=f"pairs.jsonl:{i + 1}") for i in range(7)]
+    examples.append(SimpleNamespace(prompt_ids=[], target_ids=tokens(40), rejected_ids=tokens(50), desirable=None,
+                                    reference_logps=None, source="pairs.jsonl:8"))  # no prompt: two rows only
+    loss_model = PreferenceLoss(model, "causal", "full", "dpo", SimpleNamespace(beta=0.1), max_length=256)
+    assert loss_model.shared_prompt
+    data = SimpleNamespace(tasks={"pairs": SimpleNamespace(splits={"train": examples})})
+    store_reference_logps(loss_model, data, contextlib.nullcontext, "cpu", batch_size=3, pad_id=0)
+    assert [set(ex.reference_logps) for ex in examples] == [{"one", "two"}] * 7 + [{"two"}]
+    gap = max(abs(a - b) for ex in examples[:7] for a, b in zip(ex.reference_logps["one"], ex.reference_logps["two"]))
+    assert gap > 1e-3, "the layouts agree on this model: the test would not see a reference from the wrong one"
+
+    items = preference_items(examples, "dpo", stored_reference=True)[::-1]  # other micro-batches than the store's
+    with torch.no_grad():
+        for group in (items[:2], items[2:7], items[7:], items[1:5]):
+            for layout in ("one", "two"):
+                if layout == "one" and not all(it.prompt_ids for it in group):
+                    continue
+                batch = collate_preference(group, 0, layout=layout).tensors
+                logps, _ = loss_model.logps(batch)
+                assert torch.equal(logps.float(), batch["ref_logps"]), (layout, logps, batch["ref_logps"])

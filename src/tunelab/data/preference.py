@@ -36,8 +36,9 @@ class PreferenceExample(Example):
     rejected_text: str | None = None  # pairs: the rejected answer, without the end-of-turn token
     desirable: bool | None = None  # kto: whether the answer (target_ids) is a desirable one
     # Set by training when the reference cannot be the base with an adapter switched off (full
-    # fine-tuning): the starting model's summed log-probs of (chosen, rejected) (train/preference.py).
-    reference_logps: tuple[float, float] | None = None
+    # fine-tuning): the starting model's summed log-probs of (chosen, rejected) in each layout a
+    # micro-batch may take, {"two": ..., "one": ...} (train/preference.py store_reference_logps).
+    reference_logps: dict[str, tuple[float, float]] | None = None
 
 
 def messages_of(parts) -> list[dict]:

@@ -88,22 +88,36 @@ def store_reference_logps(loss_model, data, autocast, device, batch_size: int, p
     """The starting model's summed log-probs of every training pair's chosen and rejected answer,
     into each example's `reference_logps` (as TRL's precompute_ref_log_probs), in eval mode (no
     dropout: the reference is the model itself). Called before any step and before a resume
-    restores trained weights, so every start computes the same values from the same base."""
+    restores trained weights, so every start computes the same values from the same base.
+
+    In each layout a training micro-batch may take (two rows; one row per pair where the model
+    allows it and the prompt is not empty), because in bf16 the layouts round differently: on
+    SmolLM2 a 400-token answer's log-prob moves by up to ~1 nat between them, which a reference
+    from the other layout would add to the implicit reward. Within a layout, eager attention gives
+    the same value whatever the batch (tests/train/test_preference_layout.py)."""
     from tunelab.train.preference_batches import collate_preference, preference_items
 
     examples = [ex for task in data.tasks.values() for ex in task.splits["train"]]
+    layouts = ["two", "one"] if loss_model.shared_prompt else ["two"]
     was_training = loss_model.training
     loss_model.eval()
     try:
         for s in range(0, len(examples), batch_size):
             chunk = examples[s:s + batch_size]
-            t = collate_preference(preference_items(chunk, "dpo"), pad_id, loss_model.shared_prompt,
-                                   loss_model.attention_weight).tensors
-            with autocast():
-                logps, _ = loss_model.logps({k: v.to(device) for k, v in t.items()})
-            values = logps.float().cpu().tolist()
-            for i, ex in enumerate(chunk):
-                ex.reference_logps = (values[i], values[len(chunk) + i])
+            items = preference_items(chunk, "dpo")
+            refs = [{} for _ in chunk]
+            for layout in layouts:
+                keep = [i for i, it in enumerate(items) if layout == "two" or it.prompt_ids]
+                if not keep:
+                    continue
+                t = collate_preference([items[i] for i in keep], pad_id, layout=layout).tensors
+                with autocast():
+                    logps, _ = loss_model.logps({k: v.to(device) for k, v in t.items()})
+                values = logps.float().cpu().tolist()
+                for j, i in enumerate(keep):
+                    refs[i][layout] = (values[j], values[len(keep) + j])
+            for ex, ref in zip(chunk, refs):
+                ex.reference_logps = ref
     finally:
         loss_model.train(was_training)
 

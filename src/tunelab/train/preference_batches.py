@@ -110,26 +110,28 @@ def one_row_pays(items: list[PreferenceItem], attention_weight: float) -> bool:
 
 
 def collate_preference(items: list[PreferenceItem], pad_id: int, shared_prompt: bool = False,
-                       attention_weight: float = 0.0) -> Batch:
+                       attention_weight: float = 0.0, layout: str | None = None) -> Batch:
     """A micro-batch of pairs (two rows each, or one where `shared_prompt` allows it and it costs
-    less) or of kto examples."""
+    less; `layout` "one" or "two" chooses instead) or of kto examples."""
     import torch
 
     if not items:
         raise ValueError("collate_preference() needs at least one item")
-    if items[0].rejected_ids is not None and shared_prompt and one_row_pays(items, attention_weight):
+    if layout is None:
+        layout = "one" if shared_prompt and one_row_pays(items, attention_weight) else "two"
+    if items[0].rejected_ids is not None and layout == "one":
         tensors = _shared_rows(items, pad_id)
         # real tokens: the pair's two sequences, as with two rows (tokens/s stays comparable, with
         # TRL's too); padded: those plus the pad positions the row computes
         real = sum(it.length for it in items)
         computed = sum(len(it.prompt_ids) + len(it.chosen_ids) + len(it.rejected_ids) for it in items)
-        _add_stored_reference(tensors, items)
+        _add_stored_reference(tensors, items, "one")
         return Batch(tensors, real, real + tensors["input_ids"].numel() - computed, len(items), len(items))
     if items[0].rejected_ids is not None:
         rows = [(it.prompt_ids, it.chosen_ids) for it in items] + [(it.prompt_ids, it.rejected_ids) for it in items]
         ids, labels, mask = _rows(rows, pad_id)
         tensors = {"input_ids": ids, "labels": labels, "attention_mask": mask, "n_pairs": torch.tensor(len(items))}
-        _add_stored_reference(tensors, items)
+        _add_stored_reference(tensors, items, "two")
     else:
         ids, labels, mask = _rows([(it.prompt_ids, it.chosen_ids) for it in items], pad_id)
         kl_rows = [(it.prompt_ids, items[i - 1].chosen_ids) for i, it in enumerate(items)]
@@ -143,14 +145,15 @@ def collate_preference(items: list[PreferenceItem], pad_id: int, shared_prompt: 
     return Batch(tensors, real, padded, len(items), len(items))
 
 
-def _add_stored_reference(tensors: dict, items: list[PreferenceItem]) -> None:
-    """Full fine-tuning: the stored reference log-probs, in the order the logps come out: every
-    chosen answer, then every rejected one (both layouts)."""
+def _add_stored_reference(tensors: dict, items: list[PreferenceItem], layout: str) -> None:
+    """Full fine-tuning: the stored reference log-probs of the micro-batch's layout, in the order
+    the logps come out: every chosen answer, then every rejected one."""
     import torch
 
     if items[0].reference_of is None:
         return
-    refs = [it.reference_of.reference_logps for it in items]
+    refs = [(it.reference_of.reference_logps or {}).get(layout) for it in items]
     if any(r is None for r in refs):
-        raise ValueError("a pair has no stored reference log-probs (train/preference.py store_reference_logps)")
+        raise ValueError(f"a pair has no stored reference log-probs in layout {layout!r} "
+                         "(train/preference.py store_reference_logps)")
     tensors["ref_logps"] = torch.tensor([r[0] for r in refs] + [r[1] for r in refs], dtype=torch.float32)
