@@ -69,15 +69,16 @@ def score_requests(model, requests: list[tuple[list[int], list[int]]], batch_siz
         keep = min(width, max(len(requests[i][1]) for i in batch) + 1)
         extra = {"logits_to_keep": keep} if keep_kw else {}
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                       **extra).logits.float()
+                       **extra).logits
         logits = logits[:, -keep:, :]  # column j holds the prediction for token width - keep + j + 1
         counter.forward_calls += 1
         counter.prompt_tokens += int(mask.sum())
-        logprobs = torch.log_softmax(logits, dim=-1)
         for r, i in enumerate(batch):
             n_cont = len(requests[i][1])
-            targets = torch.tensor(seqs[i][len(seqs[i]) - n_cont:], device=logprobs.device)
-            rows = logprobs[r, keep - n_cont - 1: keep - 1]  # the logits at t predict token t + 1
+            targets = torch.tensor(seqs[i][len(seqs[i]) - n_cont:], device=logits.device)
+            # the logits at t predict token t + 1; float32 log-softmax one row's scored positions at
+            # a time (the whole batch's at once held batch x positions x vocabulary floats twice)
+            rows = torch.log_softmax(logits[r, keep - n_cont - 1: keep - 1].float(), dim=-1)
             token_lp = rows.gather(-1, targets[:, None])[:, 0]
             results[i] = {"logprob": float(token_lp.sum()), "n_tokens": n_cont,
                           "is_greedy": bool((rows.argmax(-1) == targets).all())}
@@ -250,18 +251,21 @@ def _score_batch(model, groups, prefix_len: int, prefix_cache, cache_arg: str, k
     counter.forward_calls += 1
     counter.prompt_tokens += int(sum(len(x) for x in suffixes))
     first_lp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # predicts each option's first token
-    rest = {}  # option k -> log-probs predicting its tokens 1.. (from its own positions 0..)
+    rest = {}  # option k -> logits predicting its tokens 1.. (from its own positions 0..)
     if longer:
-        lp = _continued_logprobs(model, _returned_cache(out, None), cache_arg, [owner[k] for k in longer],
-                                 [options[k] for k in longer], mask, positions, pad_id, counter)
-        rest = {k: lp[j] for j, k in enumerate(longer)}
+        logits = _continued_logits(model, _returned_cache(out, None), cache_arg, [owner[k] for k in longer],
+                                   [options[k] for k in longer], mask, positions, pad_id, counter)
+        rest = {k: logits[j] for j, k in enumerate(longer)}
     found, k = [], 0
     for r, (_, opts) in enumerate(groups):
         group_out = []
         for o in opts:
             targets = torch.tensor(o, device=first_lp.device)
             # token 0 from the context's last logits, token t from the option's logits at t - 1
-            rows = torch.cat([first_lp[r: r + 1], rest[k][: len(o) - 1]], dim=0) if k in rest else first_lp[r: r + 1]
+            # an option's float32 log-softmax on its own: all options' at once (16 answers of 500
+            # tokens, a 49k vocabulary) held ~3 GB
+            rows = torch.cat([first_lp[r: r + 1], torch.log_softmax(rest[k][: len(o) - 1].float(), dim=-1)], dim=0) \
+                if k in rest else first_lp[r: r + 1]
             token_lp = rows.gather(-1, targets[:, None])[:, 0]
             group_out.append({"logprob": float(token_lp.sum()), "n_tokens": len(o),
                               "is_greedy": bool((rows.argmax(-1) == targets).all())})
@@ -270,9 +274,10 @@ def _score_batch(model, groups, prefix_len: int, prefix_cache, cache_arg: str, k
     return found
 
 
-def _continued_logprobs(model, cache, cache_arg: str, owner: list[int], options: list[list[int]], mask, positions,
-                        pad_id: int, counter: WorkCounter) -> torch.Tensor:
-    """Log-probs over each option's own positions, continuing its owner row's context cache."""
+def _continued_logits(model, cache, cache_arg: str, owner: list[int], options: list[list[int]], mask, positions,
+                      pad_id: int, counter: WorkCounter) -> torch.Tensor:
+    """Logits (the model's dtype) over each option's own positions, continuing its owner row's
+    context cache."""
     device = next(model.parameters()).device
     cache.batch_select_indices(torch.tensor(owner, device=device))
     cont_width = max(len(o) for o in options)
@@ -284,7 +289,7 @@ def _continued_logprobs(model, cache, cache_arg: str, owner: list[int], options:
     opt_pos = positions[owner, -1:] + 1 + torch.arange(cont_width)[None, :]
     full_mask = torch.cat([mask[owner], opt_mask], dim=1)
     logits = model(input_ids=opt_ids.to(device), attention_mask=full_mask.to(device),
-                   position_ids=opt_pos.to(device), use_cache=True, **{cache_arg: cache}).logits.float()
+                   position_ids=opt_pos.to(device), use_cache=True, **{cache_arg: cache}).logits
     counter.forward_calls += 1
     counter.prompt_tokens += int(opt_mask.sum())
-    return torch.log_softmax(logits, dim=-1)
+    return logits
