@@ -65,7 +65,9 @@ def test_card_without_evaluation_names_the_alias_provenance(tmp_path, tiny_model
 
 # ---- SFT cards stay as they were; preference runs say how they were trained ------------------
 
-GOLDEN = Path(__file__).with_name("sft_card.golden.md")  # the card before preference objectives existed
+# the card before preference objectives existed, but for the forgetting table's test column (added
+# after them: the heading had said paired-bootstrap for every row, McNemar's included)
+GOLDEN = Path(__file__).with_name("sft_card.golden.md")
 
 
 def write_sft_run(run: Path) -> None:
@@ -82,7 +84,8 @@ def write_sft_run(run: Path) -> None:
                    "accuracy": {"value": 0.6, "ci": [0.2, 1.0], "n": 5}, "macro_f1": {"value": 0.5833333333333334}}}}}
     forgetting = {"tuned_dir": "tuned", "tasks": [
         {"task": "toy", "metric": "accuracy", "base": {"value": 0.5, "ci": [0.0, 1.0]},
-         "tuned": {"value": 0.75, "ci": [0.25, 1.0]}, "diff": 0.25, "ci": [-0.2, 0.6], "p_value": 1.0, "n": 4}]}
+         "tuned": {"value": 0.75, "ci": [0.25, 1.0]}, "diff": 0.25, "ci": [-0.2, 0.6], "p_value": 1.0, "n": 4,
+         "test": "exact McNemar"}]}
     (run / "eval").mkdir(parents=True)
     (run / "forgetting" / "tuned").mkdir(parents=True)
     (run / "summary.json").write_text(json.dumps(summary))

@@ -5,7 +5,7 @@
   2. tune     LoRA on sentiment only: it answers with labels, accuracy and F1 rise;
   3. forget   the factual QA measured before and after: whatever happens is reported;
   4. remedy   a LoRA run on a sentiment + QA mixture, and full fine-tuning on sentiment only,
-              in one forgetting table with paired-bootstrap CIs;
+              in one forgetting table with paired CIs (exact McNemar for accuracy);
   5. second   each sentiment model (LoRA, full) then trained on QA only, as users add a task:
               its sentiment accuracy paired with the first stage's on the same reviews
               (whatever it shows is printed; docs/experiments.md has the measurements);

@@ -208,14 +208,15 @@ def evaluation_lines(run: Path, checkpoint: str = "final") -> list[str]:
         tuned = _json(run / "forgetting" / (forgetting.get("tuned_dir") or "tuned") / "results.json") or {}
         splits = {name: t.get("split") for name, t in (tuned.get("tasks") or {}).items()}
         lines += ["`forgetting/forgetting.json`: base model vs this fine-tune on the same examples; "
-                  "difference with its paired-bootstrap CI and p-value.", "",
-                  "| task | metric | base | tuned | difference [95% CI] | p | split | n |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "difference with the CI and p of the paired test its metric calls for (exact McNemar for "
+                  "0/1 scores, the paired bootstrap otherwise).", "",
+                  "| task | metric | base | tuned | difference [95% CI] | p | test | split | n |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for row in forgetting.get("tasks") or []:
             lines.append(f"| {row['task']} | {row['metric']} | {_num(row['base']['value'])} {_ci(row['base'].get('ci'))} "
                          f"| {_num(row['tuned']['value'])} {_ci(row['tuned'].get('ci'))} | {_num(row.get('diff'))} "
-                         f"{_ci(row.get('ci'))} | {_num(row.get('p_value'))} | {splits.get(row['task'], '?')} | "
-                         f"{_num(row.get('n'))} |")
+                         f"{_ci(row.get('ci'))} | {_num(row.get('p_value'))} | {row.get('test') or 'n/a'} | "
+                         f"{splits.get(row['task'], '?')} | {_num(row.get('n'))} |")
         lines.append("")
     if _preference_metrics(results, forgetting):
         lines += [PREFERENCE_NOTE, ""]
