@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tunelab.config.base import UserError
 from tunelab.config.env import tunelab_home
+from tunelab.data.cache import file_hash
 from tunelab.files import write_json
 from tunelab.runfolder import RunFolder
 
@@ -33,12 +34,9 @@ def _hash_file(path: Path) -> str:
             return json.loads(memo.read_text(encoding="utf-8"))["sha256"]
         except (OSError, ValueError, KeyError):
             pass
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    write_json(memo, {"path": str(path.resolve()), "sha256": h.hexdigest()})
-    return h.hexdigest()
+    digest = file_hash(path)  # the one hasher (data/cache.py); this memo keeps it across processes
+    write_json(memo, {"path": str(path.resolve()), "sha256": digest})
+    return digest
 
 
 def folder_identity(path_or_id: str | None, revision: str | None = None) -> dict | None:
