@@ -32,7 +32,7 @@ from collections import defaultdict
 
 CLASSES = ["matmul: base", "matmul: LoRA", "matmul: LM head", "matmul: attention", "loss", "attention", "elementwise", "casts and copies",
            "indexing", "backward glue", "optimizer", "gradient clipping", "data and collation", "Python and framework"]
-MATMULS = {"aten::mm", "aten::addmm", "aten::matmul", "aten::linear", "aten::addmv"}
+MATMULS = {"aten::mm", "aten::addmm", "aten::addmm_", "aten::matmul", "aten::linear", "aten::addmv"}
 ATTENTION_MATMULS = {"aten::bmm", "aten::baddbmm"}  # the linear layers run mm/addmm on 2-D views
 LOSS = ("log_softmax", "nll_loss", "cross_entropy")
 CASTS = {"aten::to", "aten::_to_copy", "aten::copy_", "aten::contiguous", "aten::clone", "aten::type_as"}
