@@ -13,6 +13,16 @@ The head and the cross-entropy then run in chunks of label positions, recomputed
 (activation checkpointing of the head only): the (tokens x vocabulary) logits, their fp32 copy
 and their gradient never exist all at once. Measured on SmolLM2 LoRA, batch 8 x 256: peak memory
 -1 GB, the same tokens/s.
+A frozen head (LoRA and the other adapters: no weight gradient) goes further: `FrozenHeadLoss`
+computes the hidden states' gradient in forward, chunk by chunk, while the chunk's logits exist
+(softmax - one-hot, times the head's weight), and keeps only that (label positions x hidden)
+gradient for backward. Backward then scales it: no second head matmul, no second log-softmax,
+no fp32 logits copy or zero-filled NLL gradient in backward. The loss is the same number (the
+same log-softmax and NLL); the gradient differs by bf16 rounding only (the loss' scale is applied
+after the bf16 matmul instead of before it; tests/train/test_train_loss_optim.py bounds it).
+Measured on SmolLM2-135M LoRA, 650 label positions, 2-core AMD EPYC: head + loss forward and
+backward 0.54-0.61 s -> 0.32 s. Written here because torch has no fused linear + cross-entropy
+on CPU (Liger-Kernel's is a Triton kernel for CUDA).
 """
 
 from __future__ import annotations
@@ -83,11 +93,51 @@ def _head_loss(head, hidden, targets):
     return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
 
 
+class FrozenHeadLoss(torch.autograd.Function):
+    """Summed cross-entropy of hidden @ weight^T against targets, `chunk` rows at a time, for a
+    frozen weight; the gradient of `hidden` is computed in forward (module docstring)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk: int):
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        rows = torch.arange(min(chunk, len(targets)), device=hidden.device)
+        for s in range(0, len(targets), chunk):
+            h, t = hidden[s:s + chunk], targets[s:s + chunk]
+            # the same operations as F.cross_entropy(head(h).float(), t, reduction="sum")
+            log_probs = F.log_softmax(torch.mm(h, weight.t()).float(), dim=-1)
+            total += F.nll_loss(log_probs, t, reduction="sum")
+            if grad is not None:  # d(sum of -log p(target)) / d logits = softmax - one-hot
+                probs = log_probs.exp_()
+                probs[rows[:len(t)], t] -= 1.0
+                torch.mm(probs.to(h.dtype), weight, out=grad[s:s + chunk])
+        ctx.save_for_backward(grad)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_output, None, None, None  # one rounding: the scalar stays fp32
+
+
+def frozen_head(head) -> bool:
+    """Whether FrozenHeadLoss computes `head`'s loss: a plain bias-free linear, weight frozen."""
+    return type(head) is nn.Linear and head.bias is None and not head.weight.requires_grad
+
+
 def chunked_head_loss(head, hidden, targets, chunk: int = HEAD_CHUNK):
     """Summed cross-entropy of head(hidden) against targets, HEAD_CHUNK rows at a time.
 
-    With gradients, each chunk is checkpointed: backward recomputes its logits instead of keeping
-    them. Without gradients (validation) the chunks simply run one after another."""
+    With gradients, a frozen head runs FrozenHeadLoss; any other head's chunks are checkpointed:
+    backward recomputes their logits instead of keeping them. Without gradients (validation) the
+    chunks simply run one after another."""
+    if torch.is_grad_enabled() and hidden.requires_grad and frozen_head(head):
+        weight, device = head.weight, hidden.device.type
+        if torch.is_autocast_enabled(device):  # the dtype autocast would run the head's matmul in
+            dtype = torch.get_autocast_dtype(device)
+            hidden, weight = hidden.to(dtype), weight.to(dtype)
+        with torch.autocast(device, enabled=False):
+            return FrozenHeadLoss.apply(hidden, weight.to(hidden.dtype), targets, chunk)
     if len(targets) <= chunk:
         return _head_loss(head, hidden, targets)
     total = None

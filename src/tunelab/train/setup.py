@@ -26,6 +26,7 @@ from tunelab.train.preference import (PAIR_OBJECTIVES, PreferenceLoss, check_pre
                                      stored_reference)
 from tunelab.train.probes import check_packing
 from tunelab.train.attention import choose_training_attention
+from tunelab.train.lora_linear import enable_fused_lora
 from tunelab.train.recompute import enable_selective_recompute
 from tunelab.train.regularize import build_regularizer, check_regularization, save_fisher
 from tunelab.train.progress import Progress
@@ -119,6 +120,8 @@ def build_model(cfg, precision: str, device_type: str = "cpu"):
     model = apply_method(model, t, architecture, resolve_model(cfg.model.name))
     if precision != "fp32":
         keep_adapter_inputs_in_autocast_dtype(model)
+    if device_type == "cpu":  # base matmul, LoRA and scaling as one autograd node (train/lora_linear.py)
+        enable_fused_lora(model)
     for p in model.parameters():  # optimizer state and updates in fp32
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
