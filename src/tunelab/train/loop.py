@@ -73,7 +73,9 @@ def _train(cfg, resume, data, on_validation, handle_signals, report=None) -> Pat
 
                     with phase(state, "pre_scoring"):  # the base model's scores first
                         forgetting_during_training(cfg, state.run, "before", scorers)
-                with stop_on_signals(state.stop, handle_signals):
+                # "training" names the whole loop, so a signal between steps (while a step is
+                # logged) says training too, not the command's name; validation and saving nest
+                with stop_on_signals(state.stop, handle_signals), in_phase("training"):
                     fit(state)
             except BaseException as exc:
                 mark_failure(state, exc)
