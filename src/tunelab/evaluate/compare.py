@@ -239,10 +239,15 @@ def unpaired(examples: dict, names: list[str]) -> list[dict]:
         scored = {name: [len(r) for r in seeds] for name, seeds in zip(names, by_system)}
         if any(n != paired for counts in scored.values() for n in counts):
             found.append({"task": task, "paired": paired, "scored": scored})
-            counts = ", ".join(f"{name} {'/'.join(map(str, c))}" for name, c in scored.items())
+            counts = scored_counts(scored)
             log(f"compare: {task}: the tests pair the {paired} examples every run scored; the runs scored "
                 f"{counts} (a different limit, split, max_length or data file?)")
     return found
+
+
+def scored_counts(scored: dict[str, list[int]]) -> str:
+    """An `unpaired` entry's counts as text: "base 30, lora 20/20/19" (one per training seed)."""
+    return ", ".join(f"{name} {'/'.join(map(str, counts))}" for name, counts in scored.items())
 
 
 def mark_interpolation(table: dict, systems: list[list[Path]], results: list) -> None:
@@ -327,7 +332,7 @@ def compare_sections(table: dict, level: int = 2) -> list[str]:
     names = table["runs"]
     head = "| task | metric | " + " | ".join(names) + " |"
     lines = [f"Paired on fewer examples than scored: {u['task']}: {u['paired']} that every run scored "
-             f"({', '.join(f'{k} ' + '/'.join(map(str, c)) for k, c in u['scored'].items())} scored)." for u in
+             f"({scored_counts(u['scored'])} scored)." for u in
              table.get("unpaired") or []]
     lines += [""] if lines else []
     lines += [f"Paired tests: each system minus {names[0]} on the same examples "

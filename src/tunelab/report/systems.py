@@ -64,6 +64,8 @@ def report_link(run_path: str, out: Path) -> str | None:
 
 
 def systems_html(table: dict, figures: dict, out: Path) -> list[str]:
+    from tunelab.evaluate.compare import scored_counts
+
     e = html.escape
     labels = table.get("labels") or table["runs"]
     first = labels[0]
@@ -71,9 +73,8 @@ def systems_html(table: dict, figures: dict, out: Path) -> list[str]:
            f"<p>{len(labels)} systems; paired tests are against <b>{e(first)}</b>, on the examples every "
            "system scored.</p>"]
     for u in table.get("unpaired") or []:  # what compare printed on stderr, kept on the page
-        counts = ", ".join(f"{k} {'/'.join(map(str, c))}" for k, c in u["scored"].items())
         res.append(f"<p class='bad' id='unpaired-{e(u['task'])}'>{e(u['task'])}: the tests pair only the "
-                   f"{u['paired']} examples every system scored ({e(counts)} scored).</p>")
+                   f"{u['paired']} examples every system scored ({e(scored_counts(u['scored']))} scored).</p>")
     res += ["<table id='systems-table'><tr><th>system</th><th>folder</th><th>report</th></tr>"]
     for label, name, path in zip(labels, table["runs"], table["paths"]):
         link = report_link(path, out)

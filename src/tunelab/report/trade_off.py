@@ -35,10 +35,12 @@ def panels(trade_off: list[dict]) -> dict[str, list[tuple[int, dict]]]:
 
 
 def change_axis_label(point: dict, baseline: str) -> str:
-    unit = "mean improvement, 0-1 scale" if point.get("change_unit") in (None, "0-1") else \
-        f"{point['change_unit']} improvement"
-    tasks = point.get("change_tasks") or sorted(o["task"] for o in point["others"])
-    return plain(f"change on {', '.join(tasks)} ({unit}) vs {baseline} (< 0: forgetting)")
+    from tunelab.evaluate.compare import change_label  # the table's wording, one place
+
+    if not point.get("change_tasks"):  # a comparison written before change_tasks: every other task
+        tasks = ", ".join(sorted(o["task"] for o in point["others"]))
+        return plain(f"change on {tasks} (mean improvement, 0-1 scale) vs {baseline} (< 0: forgetting)")
+    return plain(f"{change_label([point])} vs {baseline} (< 0: forgetting)")
 
 
 def gain_vs_change(trade_off: list[dict], baseline: str):
