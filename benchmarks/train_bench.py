@@ -71,8 +71,17 @@ def experiment(args, out_dir: str, name: str) -> dict:
                   "half_frozen_weights": not args.fp32_base, "progress": "off", "keep_last": 1,
                   "keep_best": False, "packing": args.tunelab_packing,
                   "gradient_checkpointing": bool(args.checkpoint_every),
-                  "gradient_checkpointing_every": args.checkpoint_every or 1},
+                  "gradient_checkpointing_every": args.checkpoint_every or 1, **compile_key(args)},
     }
+
+
+def compile_key(args) -> dict:
+    """train.compile as --compile says; nothing for a tunelab before the key (a --compare-src side)."""
+    from tunelab.config.train import TrainConfig
+
+    if "compile" not in TrainConfig.model_fields:
+        return {}
+    return {"compile": {"auto": "auto", "true": True, "false": False}[args.compile]}
 
 
 def validation_loss(model, examples, bf16: bool) -> float:
@@ -108,6 +117,7 @@ def worker_tunelab(args, cfg, data) -> dict:
     tokens = sum(s["real_tokens"] for s in steps[1:])
     seconds = steps[-1]["elapsed_s"] - steps[0]["elapsed_s"]
     return {"tokens_per_s": tokens / seconds, "peak_rss_mb": rss, "val_loss": val, "steps": len(steps),
+            "first_step_s": steps[0]["elapsed_s"],
             "padding_tokens": sum(s["padding_tokens"] for s in steps[1:]), "real_tokens": tokens}
 
 
@@ -238,6 +248,7 @@ def run_worker(kind: str, args, env: dict, every: int, src: str | None) -> dict:
     cmd += ["--tunelab-packing"] if args.tunelab_packing else []
     cmd += ["--attn-implementation", args.attn_implementation] if args.attn_implementation else []
     cmd += ["--fp32-base"] if args.fp32_base else []
+    cmd += ["--compile", args.compile]
     side_env = dict(env)
     if src:
         side_env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
@@ -257,6 +268,9 @@ def main() -> None:
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
                    help="bf16 autocast for both (the target setting); fp32 on CPUs without native bf16")
     p.add_argument("--fp32-base", action="store_true", help="tunelab keeps the frozen base in fp32 too")
+    p.add_argument("--compile", choices=["auto", "true", "false"], default="true",
+                   help="tunelab's train.compile (default true: auto would not compile a run this short, and "
+                        "the steps timed are the steady state; the first step's time, compile included, is printed)")
     p.add_argument("--checkpoint-every", type=int, default=0,
                    help="also run tunelab with gradient checkpointing of every N-th layer (memory for speed)")
     p.add_argument("--compare-src", help="a src/ folder holding another tunelab: a `tunelab_ref` side")
@@ -288,7 +302,8 @@ def main() -> None:
     peak = machine["peak_flops"]["bfloat16" if args.precision == "bf16" else "float32"]
     print(describe(machine), flush=True)
     print(f"SmolLM2-135M LoRA SFT, {args.precision}, batch {args.batch_size}, {args.steps} steps, max_length "
-          f"{args.max_length}, TRL mode {args.trl_mode}; load average at start {load_average()}", flush=True)
+          f"{args.max_length}, TRL mode {args.trl_mode}, tunelab train.compile {args.compile}; load average at start "
+          f"{load_average()}", flush=True)
     for rep in range(args.reps):
         for side, every in sides.items():
             t0 = time.perf_counter()
@@ -299,7 +314,9 @@ def main() -> None:
             results[side].append(r)
             print(f"  rep {rep + 1} {side:<16} {r['tokens_per_s']:8.1f} real tok/s  MFU {r['mfu']:6.1%}"
                   f"  peak RSS {r['peak_rss_mb']:7.0f} MB"
-                  f"  val loss {r['val_loss']:.4f}  ({time.perf_counter() - t0:.0f} s, load {load_average()})",
+                  f"  val loss {r['val_loss']:.4f}"
+                  + (f"  first step {r['first_step_s']:.1f} s" if "first_step_s" in r else "")
+                  + f"  ({time.perf_counter() - t0:.0f} s, load {load_average()})",
                   flush=True)
     profile = None
     if args.profile:

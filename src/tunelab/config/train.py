@@ -192,6 +192,9 @@ class TrainConfig(StrictModel):
     # Without gradient_checkpointing: backward recomputes RMSNorms and the gated MLP's activation
     # (elementwise ops) instead of keeping their outputs; bit-identical gradients (train/recompute.py).
     selective_recompute: bool = True
+    # torch.compile of the decoder layers' training pass (train/compile.py): true, false, or auto
+    # (on CPU, one process, a causal LM, a C++ compiler, and enough work to pay back the compile).
+    compile: bool | Literal["auto"] = "auto"
     distributed: DistributedOptions = Field(default_factory=DistributedOptions)
     # L2-SP or EWC against forgetting (docs/training.md, "Regularised fine-tuning"); none by default.
     regularization: RegularizationOptions | None = None

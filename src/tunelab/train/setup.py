@@ -26,6 +26,7 @@ from tunelab.train.preference import (PAIR_OBJECTIVES, PreferenceLoss, check_pre
                                      stored_reference)
 from tunelab.train.probes import check_packing
 from tunelab.train.attention import choose_training_attention
+from tunelab.train.compile import check_compile, compile_if_it_pays
 from tunelab.train.lora_linear import enable_fused_lora
 from tunelab.train.recompute import enable_selective_recompute
 from tunelab.train.regularize import build_regularizer, check_regularization, save_fisher
@@ -194,6 +195,7 @@ def setup(cfg, resume: bool = False, data=None, on_validation=None) -> TrainStat
     main = accelerator.is_main_process
     check_config(cfg)
     check_regularization(cfg, accelerator.num_processes)
+    check_compile(cfg, accelerator.num_processes)
     run = run_dir(cfg)
     lock = RunLock(run) if resume and main else None  # a live run is refused before any work
     try:
@@ -225,10 +227,16 @@ def setup(cfg, resume: bool = False, data=None, on_validation=None) -> TrainStat
         fingerprint = data_fingerprint(data)
         if resume:
             check_resume_data(run, fingerprint)
-        steps_per_epoch = len(epoch_plan(data, t, architecture, seed, 0, accelerator.num_processes)[1])
+        items, plan = epoch_plan(data, t, architecture, seed, 0, accelerator.num_processes)
+        steps_per_epoch = len(plan)
         if steps_per_epoch == 0:
             raise ConfigError("the training split is empty: nothing to train on")
         total_steps = t.max_steps or steps_per_epoch * t.epochs
+        compiled = compile_if_it_pays(cfg, model, items, steps_per_epoch, total_steps, accelerator.num_processes,
+                                      accelerator.device.type, n_trainable, n_total)
+        if compiled and main:
+            say("tunelab: the first step compiles the decoder layers (torch.compile, once: seconds to a minute); "
+                "train.compile=false runs them uncompiled")
         if t.packing:
             check_packing(model)  # a probe: refused, naming the model type, if packed examples see each other
         loss_model = build_loss_model(model, architecture, t, data, precision, accelerator, tokenizer.pad_token_id,
@@ -261,7 +269,7 @@ def setup(cfg, resume: bool = False, data=None, on_validation=None) -> TrainStat
                        autocast=autocast_for(precision, accelerator.device.type),
                        trainable=[p for p in model.parameters() if p.requires_grad],
                        scaler=torch.amp.GradScaler(accelerator.device.type) if precision == "fp16" else None,
-                       sharded_checkpoints=t.distributed.strategy == "fsdp", regularizer=regularizer,
+                       sharded_checkpoints=t.distributed.strategy == "fsdp", regularizer=regularizer, compiled=compiled,
                        pair_layout=layout)
     state.val_sets, state.val_examples = validation_sets(data, architecture, t.eval_limit)
     state.log = MetricsLog(run / "metrics.jsonl", enabled=main)
