@@ -14,6 +14,9 @@ operator's *self* time; those shares are scaled back to the unprofiled forward +
   matmul: attention   QK^T and AV as batched matmuls (eager attention, tunelab's CPU default)
   attention           the rest of attention: softmax, or the fused scaled-dot-product kernel
   elementwise         norms, activations, rotary, residual adds, scaling: pointwise and reductions
+  compiled kernels    inductor's fused C++ loops of compiled layers (train.compile): the elementwise
+                      work, casts and softmax of the layer, fused (the profile turns on inductor's
+                      per-kernel records, so that they are seen at all)
   casts and copies    dtype casts (autocast), copies, contiguous
   indexing            gathers, masked selects, index_put, cat/split/slicing views
   backward glue       gradient accumulation into .grad, zeros, detach, view bookkeeping
@@ -30,7 +33,8 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 
-CLASSES = ["matmul: base", "matmul: LoRA", "matmul: LM head", "matmul: attention", "loss", "attention", "elementwise", "casts and copies",
+CLASSES = ["matmul: base", "matmul: LoRA", "matmul: LM head", "matmul: attention", "loss", "attention", "elementwise",
+           "compiled kernels", "casts and copies",
            "indexing", "backward glue", "optimizer", "gradient clipping", "data and collation", "Python and framework"]
 MATMULS = {"aten::mm", "aten::addmm", "aten::addmm_", "aten::matmul", "aten::linear", "aten::addmv"}
 ATTENTION_MATMULS = {"aten::bmm", "aten::baddbmm"}  # the linear layers run mm/addmm on 2-D views
@@ -78,6 +82,8 @@ def _in_backward_of_accumulate(event) -> bool:
 def classify(event, rank: int, vocab: int) -> str | None:
     """The class of one profiled aten operator (None: not an operator, e.g. a range)."""
     name = event.name
+    if "_cpp_fused_" in name:  # graph_N_cpp_fused_...: a kernel of a compiled layer (train.compile): fused pointwise ops
+        return "compiled kernels"
     if not name.startswith("aten::"):
         return None
     ranged = _range_class(event)
@@ -140,6 +146,9 @@ def profile_run(train_fn, cfg, data, steps: int, rank: int, vocab: int) -> dict:
     active = steps - skip - timed
     if timed < 1 or active < 1:
         raise SystemExit("--profile needs --steps >= 4 (two warm-up steps, then timed and profiled halves)")
+    import torch._inductor.config as inductor_config
+
+    inductor_config.cpp.enable_kernel_profile = True  # compiled kernels as profiler events (a flag check when off)
     prof = profile(activities=[ProfilerActivity.CPU], record_shapes=True,
                    schedule=torch.profiler.schedule(wait=skip + timed - 1, warmup=1, active=active, repeat=1))
     phases: list[dict] = []  # one per step: {phase: seconds}
