@@ -83,3 +83,20 @@ def test_compiled_run_resumes_bit_identically_in_a_new_process(tmp_path, tiny_mo
     ref_w = load_file(str(reference / "final" / "adapter_model.safetensors"))
     got_w = load_file(str(run / "final" / "adapter_model.safetensors"))
     assert ref_w.keys() == got_w.keys() and all(torch.equal(ref_w[k], got_w[k]) for k in ref_w)
+
+
+def test_a_layer_that_cannot_compile_runs_uncompiled_with_one_warning(tmp_path, tiny_model_dir, monkeypatch, capfd):
+    import torch._inductor.config as inductor_config
+
+    torch._dynamo.reset()  # no graph this process compiled before: the compile must really run
+    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)  # nor one from inductor's cache on disk
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("no-such-c++-compiler",))  # a machine without g++
+    keys = dict(precision="bf16", max_steps=2, batch_size=8, compile=True)
+    run = train(config(tmp_path, tiny_model_dir, name="broken", **keys))
+    err = capfd.readouterr().err
+    assert err.count("train.compile: LlamaDecoderLayer could not be compiled and runs uncompiled") == 1, err[-3000:]
+    assert json.loads((run / "summary.json").read_text())["compiled"] is False
+    torch._dynamo.reset()
+    monkeypatch.undo()
+    plain = train(config(tmp_path, tiny_model_dir, name="plain", **{**keys, "compile": False}))
+    assert step_losses(run) == step_losses(plain)  # eager from the first step: the uncompiled run's numbers

@@ -23,6 +23,8 @@ What it costs, and so when it is used:
   scope         only the training forward and backward (gradients enabled) run compiled;
                 validation, generation, scoring and DPO's reference pass run the same layer
                 eagerly, so no-grad and KV-cache calls never trigger a recompile.
+A layer that fails to compile in forward (no working compiler, an operator inductor lacks) prints
+one warning and runs eagerly from then on; summary.json's `compiled` is then false.
 Supported (`true` is refused otherwise, `auto` skips): a causal LM, one process, no whole-layer
 gradient checkpointing (its saved-tensor hooks and a compiled layer do not mix), no prefix-style
 method (prefix tuning feeds each layer a cache). `auto` also needs the CPU and a C++ compiler.
@@ -32,6 +34,8 @@ SFT with it: 34.6 tokens/s over a 16-step run against 141 uncompiled, same machi
 """
 
 from __future__ import annotations
+
+import sys
 
 import torch
 
@@ -103,9 +107,28 @@ def layer_classes(model) -> set[str]:
 
 
 def _compiled_forward(self, *args, **kwargs):
-    if torch.is_grad_enabled():
-        return type(self)._compiled(self, *args, **kwargs)
-    return type(self)._uncompiled_forward(self, *args, **kwargs)
+    cls = type(self)
+    if torch.is_grad_enabled() and not cls._compile_failed:
+        try:
+            return cls._compiled(self, *args, **kwargs)
+        except torch._dynamo.exc.TorchDynamoException as error:
+            # A layer inductor cannot compile (no working compiler, an operator it lacks): that
+            # class runs eagerly from now on. A real error in the layer's code raises again below.
+            cls._compile_failed = True
+            print(f"tunelab: warning: train.compile: {cls.__name__} could not be compiled and runs uncompiled "
+                  f"({type(error).__name__}: {str(error).splitlines()[0][:200]})", file=sys.stderr, flush=True)
+    return cls._uncompiled_forward(self, *args, **kwargs)
+
+
+def compiled_layers(model) -> bool:
+    """Whether `model` has decoder layers that run compiled (none whose compile failed)."""
+    found = False
+    for module in model.modules():
+        if getattr(type(module), "_compiled", None) is not None:
+            if type(module)._compile_failed:
+                return False
+            found = True
+    return found
 
 
 _SUBCLASSES: dict[type, type] = {}
@@ -122,9 +145,10 @@ def compile_layers(model) -> int:
         if cls not in _SUBCLASSES:
             # dynamic: one graph for every batch shape (length grouping makes each step's differ)
             _SUBCLASSES[cls] = type(cls.__name__, (cls,), {
-                "forward": _compiled_forward, "_uncompiled_forward": cls.forward,
+                "forward": _compiled_forward, "_uncompiled_forward": cls.forward, "_compile_failed": False,
                 "_compiled": staticmethod(torch.compile(cls.forward, dynamic=True)),
                 "__module__": cls.__module__, "__qualname__": cls.__qualname__})
+        _SUBCLASSES[cls]._compile_failed = False  # each run tries again (the failure may have been its own)
         module.__class__ = _SUBCLASSES[cls]
         n += 1
     return n
