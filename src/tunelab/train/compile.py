@@ -36,6 +36,7 @@ SFT with it: 34.6 tokens/s over a 16-step run against 141 uncompiled, same machi
 from __future__ import annotations
 
 import sys
+import types
 
 import torch
 
@@ -131,6 +132,20 @@ def compiled_layers(model) -> bool:
     return found
 
 
+def _layer_forward(self, *args, **kwargs):
+    return type(self)._uncompiled_forward(self, *args, **kwargs)
+
+
+def _own_code(fn, name: str):
+    """`fn` with a code object of its own. Dynamo keeps compiled graphs per code object, at most
+    `recompile_limit` (8) of them, then silently runs the code eagerly; transformers wraps many
+    families' forward in the same decorator function, so without this two or three families
+    trained in one process used up one shared budget and the next ran uncompiled (tested)."""
+    code = fn.__code__.replace(co_name=name, co_qualname=name) if hasattr(fn.__code__, "co_qualname") \
+        else fn.__code__.replace(co_name=name)
+    return types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+
+
 _SUBCLASSES: dict[type, type] = {}
 
 
@@ -146,7 +161,8 @@ def compile_layers(model) -> int:
             # dynamic: one graph for every batch shape (length grouping makes each step's differ)
             _SUBCLASSES[cls] = type(cls.__name__, (cls,), {
                 "forward": _compiled_forward, "_uncompiled_forward": cls.forward, "_compile_failed": False,
-                "_compiled": staticmethod(torch.compile(cls.forward, dynamic=True)),
+                "_compiled": staticmethod(torch.compile(_own_code(_layer_forward, f"{cls.__name__}_forward"),
+                                                        dynamic=True)),
                 "__module__": cls.__module__, "__qualname__": cls.__qualname__})
         _SUBCLASSES[cls]._compile_failed = False  # each run tries again (the failure may have been its own)
         module.__class__ = _SUBCLASSES[cls]
