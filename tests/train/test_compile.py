@@ -41,6 +41,11 @@ def test_auto_compiles_only_where_it_pays_and_true_is_refused_where_it_cannot_ru
     with pytest.raises(ConfigError, match="not supported with several processes"):
         check_compile(config(tmp_path, tiny_model_dir, compile=True), 2)
     check_compile(auto, 2)  # auto is never refused: it skips
+    dpo = toy_config(tmp_path, tiny_model_dir, compile=True, objective="dpo")
+    dpo["data"] = {"tasks": [{"name": "prefs", "kind": "preference", "source": {"records": [
+        {"prompt": "Say hi", "chosen": "hi", "rejected": "no"}]}}]}
+    with pytest.raises(ConfigError, match="not supported with objective dpo"):
+        check_compile(load_config(data=dpo), 1)
     # SmolLM2-135M LoRA at ~1,275 tokens a step (the benchmark's data): 16 steps are too short to
     # pay back the compile, 64 are not
     assert estimated_flops(134_515_008, False, 1275, 16) < PAYBACK_FLOPS < estimated_flops(134_515_008, False, 1275, 64)

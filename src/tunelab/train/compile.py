@@ -27,7 +27,8 @@ A layer that fails to compile in forward (no working compiler, an operator induc
 one warning and runs eagerly from then on; summary.json's `compiled` is then false.
 Supported (`true` is refused otherwise, `auto` skips): a causal LM, one process, no whole-layer
 gradient checkpointing (its saved-tensor hooks and a compiled layer do not mix), no prefix-style
-method (prefix tuning feeds each layer a cache). `auto` also needs the CPU and a C++ compiler.
+method (prefix tuning feeds each layer a cache), the sft objective (a preference objective's
+reference pass runs without gradients, uncompiled, and must round as the policy does). `auto` also needs the CPU and a C++ compiler.
 Written here because neither transformers nor peft compiles only the training pass: HF Trainer's
 `torch_compile` compiles the whole model, recompiling on every new batch shape (TRL's padding-free
 SFT with it: 34.6 tokens/s over a 16-step run against 141 uncompiled, same machine).
@@ -63,6 +64,11 @@ def unsupported(cfg, world: int) -> str | None:
         return "train.gradient_checkpointing"
     if peft_forward(t.method):
         return f"method {t.method}"
+    if t.objective != "sft":
+        # the reference pass has no gradients and runs eagerly: its log-probabilities would round
+        # differently from the compiled policy's, a bias in the implicit reward from the first step
+        # (measured: a tiny Llama's first DPO loss 0.6952 instead of ln 2)
+        return f"objective {t.objective}"
     return None
 
 
