@@ -13,7 +13,7 @@ the real tokens/s of the same code uncompiled, and a peak RSS ~500 MB lower.
 What it costs, and so when it is used:
   compile time  the first training step traces and compiles one decoder layer (all layers of a
                 model share the graph; layer 0 gets a second one: its input needs no gradient),
-                once per process: ~15-20 s on that machine (a few seconds when inductor's cache
+                once per process: 17-25 s on that machine (a few seconds when inductor's cache
                 under /tmp already holds it). `auto` compiles only where the run's estimated work
                 pays that back: PAYBACK_FLOPS.
   numerics      inductor's fused fp32 reductions round differently from eager's separate ones:
@@ -43,12 +43,12 @@ import torch
 
 from tunelab.config.base import ConfigError
 
-# Estimated training FLOPs (forward + backward matmuls) above which `auto` compiles. A compile
-# of ~15-20 s is paid back at a 14% faster step after ~110-140 s of training; at the ~200 GFLOP/s
-# SmolLM2 LoRA reaches on the 2-core EPYC that is ~2-3e13 FLOPs (about 36 steps of 8 x 131 tokens,
-# the mean length of the Alpaca demo set).
-# Faster machines reach it sooner in FLOPs but compile faster too; tiny test models never reach it.
-PAYBACK_FLOPS = 2e13
+# Estimated training FLOPs (forward + backward matmuls) above which `auto` compiles. The compile
+# took 17-25 s on the 2-core EPYC and made SmolLM2 LoRA's step 11-13% faster: paid back after
+# ~200 s of training, ~4e13 FLOPs at the ~200 GFLOP/s it reaches there (about 70 steps of
+# 8 x 131 tokens, the mean length of the Alpaca demo set). Faster machines reach it sooner in
+# FLOPs but compile faster too; tiny test models never reach it.
+PAYBACK_FLOPS = 4e13
 
 
 def unsupported(cfg, world: int) -> str | None:
