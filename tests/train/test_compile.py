@@ -41,6 +41,10 @@ def test_auto_compiles_only_where_it_pays_and_true_is_refused_where_it_cannot_ru
     with pytest.raises(ConfigError, match="not supported with several processes"):
         check_compile(config(tmp_path, tiny_model_dir, compile=True), 2)
     check_compile(auto, 2)  # auto is never refused: it skips
+    # model.architecture is "auto" in the config: the loaded model's architecture decides
+    assert not should_compile(auto, 1, "cpu", PAYBACK_FLOPS, "seq2seq")
+    with pytest.raises(ConfigError, match="not supported with seq2seq models"):
+        check_compile(config(tmp_path, tiny_model_dir, compile=True), 1, "seq2seq")
     dpo = toy_config(tmp_path, tiny_model_dir, compile=True, objective="dpo")
     dpo["data"] = {"tasks": [{"name": "prefs", "kind": "preference", "source": {"records": [
         {"prompt": "Say hi", "chosen": "hi", "rejected": "no"}]}}]}

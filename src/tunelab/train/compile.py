@@ -51,12 +51,13 @@ from tunelab.config.base import ConfigError
 PAYBACK_FLOPS = 4e13
 
 
-def unsupported(cfg, world: int) -> str | None:
-    """Why this run cannot compile its layers (None: it can)."""
+def unsupported(cfg, world: int, architecture: str | None = None) -> str | None:
+    """Why this run cannot compile its layers (None: it can). `architecture`: the loaded model's
+    (model.architecture is "auto" unless the config names it)."""
     from tunelab.train.loss import peft_forward
 
     t = cfg.train
-    if cfg.model.architecture == "seq2seq":
+    if (architecture or cfg.model.architecture) == "seq2seq":
         return "seq2seq models"
     if world > 1:
         return "several processes"
@@ -72,9 +73,10 @@ def unsupported(cfg, world: int) -> str | None:
     return None
 
 
-def check_compile(cfg, world: int) -> None:
-    """`train.compile: true` where it cannot run: refused before any work."""
-    if cfg.train.compile is True and (why := unsupported(cfg, world)):
+def check_compile(cfg, world: int, architecture: str | None = None) -> None:
+    """`train.compile: true` where it cannot run: refused before any work (and again once the
+    model's architecture is known)."""
+    if cfg.train.compile is True and (why := unsupported(cfg, world, architecture)):
         raise ConfigError(f"train.compile=true: not supported with {why} (use auto or false)")
 
 
@@ -94,13 +96,11 @@ def estimated_flops(n_params: int, trains_all: bool, tokens_per_step: float, ste
     return (6 if trains_all else 4) * n_params * tokens_per_step * steps
 
 
-def should_compile(cfg, world: int, device_type: str, work_flops: float) -> bool:
+def should_compile(cfg, world: int, device_type: str, work_flops: float, architecture: str = "causal") -> bool:
     setting = cfg.train.compile
-    if setting is not True and setting != "auto":
-        return False
-    if setting is True:
-        return True
-    return (device_type == "cpu" and unsupported(cfg, world) is None and work_flops >= PAYBACK_FLOPS
+    if setting != "auto":
+        return setting is True
+    return (device_type == "cpu" and unsupported(cfg, world, architecture) is None and work_flops >= PAYBACK_FLOPS
             and cpp_compiler() is not None)
 
 
@@ -188,8 +188,12 @@ def tokens_per_step(items, steps_per_epoch: int) -> float:
     return mean * len(items) / steps_per_epoch
 
 
-def compile_if_it_pays(cfg, model, items, steps_per_epoch: int, total_steps: int, world: int, device_type: str,
-                       n_trainable: int, n_total: int) -> bool:
+def compile_if_it_pays(cfg, model, architecture: str, items, steps_per_epoch: int, total_steps: int, world: int,
+                       device_type: str, n_trainable: int, n_total: int) -> bool:
     """Compile `model`'s decoder layers where train.compile says so (see should_compile)."""
-    work = estimated_flops(n_total, 2 * n_trainable > n_total, tokens_per_step(items, steps_per_epoch), total_steps)
-    return should_compile(cfg, world, device_type, work) and compile_layers(model) > 0
+    check_compile(cfg, world, architecture)
+    work = 0.0
+    if cfg.train.compile == "auto":  # only auto weighs the work
+        work = estimated_flops(n_total, 2 * n_trainable > n_total, tokens_per_step(items, steps_per_epoch),
+                               total_steps)
+    return should_compile(cfg, world, device_type, work, architecture) and compile_layers(model) > 0

@@ -62,8 +62,8 @@ class LoraFunction(torch.autograd.Function):
         return grad_x, None, None, grad_a, grad_b, None
 
 
-def _fusable(layer, x, kwargs) -> str | None:
-    """The active adapter's name if `layer` can run LoraFunction on `x` now, else None."""
+def _fusable(layer, kwargs) -> str | None:
+    """The active adapter's name if `layer` can run LoraFunction now, else None."""
     if kwargs or layer.disable_adapters or layer.merged:
         return None
     active = layer.active_adapters
@@ -87,7 +87,7 @@ def _fusable(layer, x, kwargs) -> str | None:
 
 
 def _fused_forward(self, x, *args, **kwargs):
-    name = _fusable(self, x, kwargs) if not args else None
+    name = _fusable(self, kwargs) if not args else None
     if name is None:
         return type(self)._peft_forward(self, x, *args, **kwargs)
     base = self.base_layer

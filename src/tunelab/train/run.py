@@ -191,7 +191,7 @@ def run_summary(state, status: str | None = None) -> dict:
         "error": state.error, "method": t.method, "base_model": state.cfg.model.name,
         "precision": state.precision, "architecture": state.architecture,
         "attention": getattr(state.model.config, "_attn_implementation", None),
-        "compiled": bool(getattr(state, "compiled", False)) and compiled_layers(state.model), "steps": c.step,
+        "compiled": compiled_layers(state.model), "steps": c.step,
         "total_steps": state.total_steps, "epochs_completed": c.epoch, **run_time(state),
         "train_tokens": c.train_tokens, "trainable_params": state.n_trainable, "total_params": state.n_total,
         "peak_rss_mb": round(peak_rss_mb(), 1), "peak_rss_mb_per_process": state.process_rss_mb, "best": best,

@@ -232,9 +232,8 @@ def setup(cfg, resume: bool = False, data=None, on_validation=None) -> TrainStat
         if steps_per_epoch == 0:
             raise ConfigError("the training split is empty: nothing to train on")
         total_steps = t.max_steps or steps_per_epoch * t.epochs
-        compiled = compile_if_it_pays(cfg, model, items, steps_per_epoch, total_steps, accelerator.num_processes,
-                                      accelerator.device.type, n_trainable, n_total)
-        if compiled and main:
+        if compile_if_it_pays(cfg, model, architecture, items, steps_per_epoch, total_steps, accelerator.num_processes,
+                              accelerator.device.type, n_trainable, n_total) and main:
             say("tunelab: the first step compiles the decoder layers (torch.compile, once: seconds to a minute); "
                 "train.compile=false runs them uncompiled")
         if t.packing:
@@ -269,7 +268,7 @@ def setup(cfg, resume: bool = False, data=None, on_validation=None) -> TrainStat
                        autocast=autocast_for(precision, accelerator.device.type),
                        trainable=[p for p in model.parameters() if p.requires_grad],
                        scaler=torch.amp.GradScaler(accelerator.device.type) if precision == "fp16" else None,
-                       sharded_checkpoints=t.distributed.strategy == "fsdp", regularizer=regularizer, compiled=compiled,
+                       sharded_checkpoints=t.distributed.strategy == "fsdp", regularizer=regularizer,
                        pair_layout=layout)
     state.val_sets, state.val_examples = validation_sets(data, architecture, t.eval_limit)
     state.log = MetricsLog(run / "metrics.jsonl", enabled=main)

@@ -102,7 +102,6 @@ class TrainState:
     trainable: list = field(default_factory=list)  # parameters with requires_grad (clipped each step)
     scaler: Any = None
     sharded_checkpoints: bool = False  # FSDP: checkpoints through torch.distributed.checkpoint
-    compiled: bool = False  # the decoder layers' training pass runs compiled (train/compile.py)
     regularizer: Any = None  # tunelab.train.regularize.Regularizer (train.regularization), or None
     # preference pairs: collate_preference's shared_prompt and attention_weight (train/preference_batches.py)
     pair_layout: dict = field(default_factory=dict)
